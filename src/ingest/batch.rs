@@ -1,0 +1,121 @@
+//! The last ingest step, shared by every front door: decoded messages ->
+//! sequence numbers -> formatted lines -> one [`Record`] in the queue.
+//!
+//! All messages decoded from one read take their sequence numbers in one
+//! atomic step and travel as one record, so per-message costs on the way to
+//! the writer are a memcpy and a format. Formatting happens here, on the
+//! ingest thread, so the writer thread only moves bytes.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Instant, SystemTime},
+};
+
+use super::decode::DecodedBatch;
+use crate::{
+    format::{LineFormat, LineFormatter, ReceivedAt},
+    queue::{RecordQueue, Sequencer},
+    record::{Fields, Record},
+};
+
+/// Everything a producer needs: the sequencer, the queue and the line
+/// format. Shared by all ingest threads (behind an `Arc`).
+#[derive(Debug)]
+pub struct Ingress {
+    sequencer: Sequencer,
+    queue: std::sync::Arc<RecordQueue>,
+    formatter: LineFormatter,
+    /// Lines whose fields were cut to fit the maximum line length.
+    truncated: AtomicU64,
+}
+
+impl Ingress {
+    /// Producers for `queue`, numbering lines from `first_seq`.
+    pub fn new(queue: std::sync::Arc<RecordQueue>, formatter: LineFormatter, first_seq: u64) -> Self {
+        Ingress {
+            sequencer: Sequencer::starting_at(first_seq),
+            queue,
+            formatter,
+            truncated: AtomicU64::new(0),
+        }
+    }
+
+    pub fn queue(&self) -> &RecordQueue {
+        &self.queue
+    }
+
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    /// Lines cut to fit the maximum line length so far.
+    pub fn truncated_lines(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Numbers and formats every message of `batch` into one record.
+    /// `None` if the batch is empty (nothing numbered).
+    ///
+    /// The record holds sequence numbers: it must be pushed to the queue
+    /// ([`Ingress::publish`] does both).
+    #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
+    pub fn sequence_batch(&self, batch: &DecodedBatch, received: Instant) -> Option<Record> {
+        let count = u32::try_from(batch.len()).expect("a read holds fewer than 4 billion messages");
+        if count == 0 {
+            return None;
+        }
+        Some(self.sequence_with(count, received, |first, at, out| {
+            let mut truncated = 0;
+            for (seq, fields) in (first..).zip(batch.iter()) {
+                truncated += usize::from(self.formatter.write(&fields, seq, at, out));
+            }
+            truncated
+        }))
+    }
+
+    /// Numbers and formats one message into a record (the gRPC path).
+    #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
+    pub fn sequence_one(&self, fields: &Fields<'_>, received: Instant) -> Record {
+        self.sequence_with(1, received, |seq, at, out| usize::from(self.formatter.write(fields, seq, at, out)))
+    }
+
+    fn sequence_with(
+        &self,
+        count: u32,
+        received: Instant,
+        format: impl FnOnce(u64, &ReceivedAt, &mut Vec<u8>) -> usize,
+    ) -> Record {
+        let at = match self.formatter.format() {
+            LineFormat::Json => ReceivedAt::new(SystemTime::now()),
+            LineFormat::Text => ReceivedAt::new(std::time::UNIX_EPOCH),
+        };
+        let mut lines = Vec::with_capacity(count as usize * 256);
+        let seq = self.sequencer.reserve(count);
+        let truncated = format(seq, &at, &mut lines);
+        if truncated > 0 {
+            self.truncated.fetch_add(truncated as u64, Ordering::Relaxed);
+            tracing::warn!(lines = truncated, "Lines longer than a log file allows were cut to fit.");
+        }
+        Record {
+            seq,
+            count,
+            received,
+            lines,
+        }
+    }
+
+    /// Sequences `batch` and pushes it, waiting for room in the queue
+    /// (blocking this thread).
+    pub fn publish_blocking(&self, batch: &DecodedBatch, received: Instant) {
+        if let Some(record) = self.sequence_batch(batch, received) {
+            self.queue.push(record);
+        }
+    }
+
+    /// Sequences `batch` and pushes it, waiting asynchronously for room.
+    pub async fn publish(&self, batch: &DecodedBatch, received: Instant) {
+        if let Some(record) = self.sequence_batch(batch, received) {
+            self.queue.push_async(record).await;
+        }
+    }
+}

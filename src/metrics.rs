@@ -1,0 +1,134 @@
+//! Counters and latency histograms of the pipeline, beside the data flow:
+//! stages bump counters here, and the binary reads them for its periodic
+//! stats line and its final summary.
+//!
+//! Counters are relaxed atomics (one add per batch, not per message). The
+//! receive-to-written latency goes into an HdrHistogram in microseconds,
+//! recorded by the writer once per record with the record's line count.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+
+/// Highest latency the histograms track; larger values are clamped to it.
+const MAX_TRACKED_MICROS: u64 = 3_600 * 1_000_000;
+
+/// A new latency histogram: microseconds, 1 us to 1 h, 3 significant digits.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_MICROS, 3).expect("static histogram bounds are valid")
+}
+
+/// Records `count` samples of `latency` into `h`, clamped to the tracked range.
+pub fn record_latency(h: &mut Histogram<u64>, latency: Duration, count: u64) {
+    let micros = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_MICROS);
+    // Cannot fail: the value is within the histogram's bounds.
+    let _ = h.record_n(micros, count);
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl LatencySummary {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        LatencySummary {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+impl std::fmt::Display for LatencySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "n={} p50={}us p90={}us p99={}us p99.9={}us max={}us",
+            self.count, self.p50, self.p90, self.p99, self.p999, self.max
+        )
+    }
+}
+
+/// What the writer thread has done so far.
+#[derive(Debug)]
+pub struct WriterStats {
+    /// Lines (messages) written to files.
+    pub lines: AtomicU64,
+    /// Bytes written to files.
+    pub bytes: AtomicU64,
+    /// Batches written.
+    pub batches: AtomicU64,
+    /// `writev` calls that wrote something.
+    pub writes: AtomicU64,
+    /// Failed file operations (write, open, rename, sync).
+    pub errors: AtomicU64,
+    /// Attempts made again after a failure.
+    pub retries: AtomicU64,
+    /// Rotations done.
+    pub rotations: AtomicU64,
+    /// Gaps in the sequence given up on after the gap timeout.
+    pub gap_skips: AtomicU64,
+    /// Records that arrived after their gap was given up on (written out
+    /// of order rather than dropped).
+    pub late_records: AtomicU64,
+    /// Lines abandoned because the file system kept failing past the
+    /// shutdown timeout. Zero unless the disk never came back.
+    pub abandoned_lines: AtomicU64,
+    /// Receive-to-written latency of every line since start.
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            lines: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            gap_skips: AtomicU64::new(0),
+            late_records: AtomicU64::new(0),
+            abandoned_lines: AtomicU64::new(0),
+            latency: Mutex::new(new_latency_histogram()),
+        }
+    }
+}
+
+impl WriterStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the latency histogram (the writer holds the lock only to
+    /// record one batch).
+    pub fn with_latency<T>(&self, f: impl FnOnce(&mut Histogram<u64>) -> T) -> T {
+        f(&mut self.latency.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Receive-to-written latency percentiles since start.
+    pub fn latency(&self) -> LatencySummary {
+        self.with_latency(|h| LatencySummary::of(h))
+    }
+}

@@ -1,0 +1,201 @@
+//! The hand-off between ingest threads and the writer thread: one global
+//! [`Sequencer`] and one bounded, lock-free [`RecordQueue`].
+//!
+//! Sits between `ingest` (producers) and `writer` (the one consumer). A
+//! producer takes its sequence numbers, formats its lines, then pushes one
+//! [`Record`]. It must push every number it took: the writer orders by
+//! sequence and waits for gaps (it has a timeout only as a safety net).
+//!
+//! The queue is bounded twice: in records (`--queue_capacity`) and in bytes
+//! of queued lines, so memory stays bounded whatever the record sizes. A
+//! producer that finds it full waits (spin, then yield, then short sleeps,
+//! or asynchronously) and never drops. The writer sleeps when the queue is
+//! empty and a push wakes it at once.
+
+use std::{
+    sync::{
+        atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Mutex,
+    },
+    thread::{self, Thread},
+    time::Duration,
+};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::record::Record;
+
+/// Default `--queue_capacity`, in records.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
+/// Default bound on the bytes of lines waiting in the queue.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Hands out the global order: every line gets one number, with no gaps.
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    next: AtomicU64,
+}
+
+impl Sequencer {
+    /// A sequencer whose first number is `first`.
+    pub fn starting_at(first: u64) -> Self {
+        Sequencer {
+            next: AtomicU64::new(first),
+        }
+    }
+
+    /// Takes `n` consecutive numbers and returns the first. One atomic
+    /// operation however many lines a read produced.
+    #[inline]
+    pub fn reserve(&self, n: u32) -> u64 {
+        self.next.fetch_add(u64::from(n), Ordering::Relaxed)
+    }
+
+    /// The number the next reservation will start at.
+    pub fn issued(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+}
+
+/// The bounded queue of records from producers to the writer thread.
+#[derive(Debug)]
+pub struct RecordQueue {
+    slots: ArrayQueue<Record>,
+    /// Bytes of lines now in `slots`.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    /// Set by the writer just before it parks on an empty queue, so that a
+    /// producer only pays for an unpark when one is needed.
+    consumer_sleeping: AtomicBool,
+    /// The writer thread, registered when it starts.
+    consumer: Mutex<Option<Thread>>,
+}
+
+impl RecordQueue {
+    /// A queue of at most `capacity` records and (roughly) `max_bytes` bytes
+    /// of lines. A single record larger than `max_bytes` is still accepted
+    /// when the queue holds no bytes, so no record can be refused forever.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        RecordQueue {
+            slots: ArrayQueue::new(capacity.max(1)),
+            bytes: AtomicUsize::new(0),
+            max_bytes: max_bytes.max(1),
+            consumer_sleeping: AtomicBool::new(false),
+            consumer: Mutex::new(None),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Records waiting now.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Bytes of lines waiting now.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Pushes `record` if there is room, or hands it back.
+    pub fn try_push(&self, record: Record) -> Result<(), Record> {
+        let len = record.lines.len();
+        let queued = self.bytes.load(Ordering::Relaxed);
+        if queued != 0 && queued + len > self.max_bytes {
+            return Err(record);
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        match self.slots.push(record) {
+            Ok(()) => {
+                self.wake_consumer();
+                Ok(())
+            }
+            Err(record) => {
+                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                Err(record)
+            }
+        }
+    }
+
+    /// Pushes `record`, waiting as long as it takes for room: spin briefly,
+    /// then yield, then sleep in growing steps up to a millisecond. For
+    /// producer threads; async producers use [`RecordQueue::push_async`].
+    pub fn push(&self, mut record: Record) {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_push(record) {
+                Ok(()) => return,
+                Err(back) => record = back,
+            }
+            attempt += 1;
+            match attempt {
+                0..=63 => std::hint::spin_loop(),
+                64..=79 => thread::yield_now(),
+                _ => thread::sleep(Self::backoff(attempt - 80)),
+            }
+        }
+    }
+
+    /// Like [`RecordQueue::push`], but waits with async sleeps so that the
+    /// producer's runtime thread goes on serving its other tasks.
+    pub async fn push_async(&self, mut record: Record) {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_push(record) {
+                Ok(()) => return,
+                Err(back) => record = back,
+            }
+            tokio::time::sleep(Self::backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// 50 us doubling up to 1 ms: short enough that a producer resumes soon
+    /// after the writer makes room, long enough not to burn a core.
+    fn backoff(step: u32) -> Duration {
+        Duration::from_micros(50u64 << step.min(5)).min(Duration::from_millis(1))
+    }
+
+    /// Takes the oldest record. For the writer thread only.
+    pub fn pop(&self) -> Option<Record> {
+        let record = self.slots.pop()?;
+        self.bytes.fetch_sub(record.lines.len(), Ordering::Relaxed);
+        Some(record)
+    }
+
+    /// Registers the calling thread as the consumer that pushes wake up.
+    pub fn register_consumer(&self) {
+        *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
+    }
+
+    /// Parks the consumer until a push (or `wake_consumer`) or `timeout`,
+    /// unless the queue is not empty. Returns at once in that case.
+    pub fn wait_for_records(&self, timeout: Duration) {
+        self.consumer_sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `wake_consumer`: either the producer sees
+        // the flag and unparks, or this check sees its record.
+        fence(Ordering::SeqCst);
+        if self.slots.is_empty() {
+            thread::park_timeout(timeout);
+        }
+        self.consumer_sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Wakes the consumer if it is parked (after a push, or to make it see a
+    /// stop request).
+    pub fn wake_consumer(&self) {
+        fence(Ordering::SeqCst);
+        if self.consumer_sleeping.load(Ordering::SeqCst) && self.consumer_sleeping.swap(false, Ordering::SeqCst) {
+            if let Some(t) = self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                t.unpark();
+            }
+        }
+    }
+}

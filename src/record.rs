@@ -1,0 +1,117 @@
+//! The types that cross the pipeline's stages: the fields of one log message
+//! as the ingest side sees them ([`Fields`], [`Level`]) and the [`Record`]
+//! that travels from an ingest thread through the queue to the writer.
+
+use std::{borrow::Cow, fmt, time::Instant};
+
+/// Severity of a message. Kept as the raw wire value so that a level this
+/// server does not know (a newer client, a bug) is written as `LEVEL(n)`
+/// instead of being dropped or mapped to something it is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Level(pub i32);
+
+impl Level {
+    /// Names of the known levels, indexed by wire value (PROTOCOL.md).
+    const NAMES: [&'static str; 12] = [
+        "NOTSET", "DEBUG", "STREAM", "INFO", "LOGON", "LOGOUT", "TRADE", "SCHEDULE", "REPORT",
+        "WARNING", "ERROR", "CRITICAL",
+    ];
+
+    /// The upper-case name, or `LEVEL(n)` for a value outside the schema.
+    pub fn name(self) -> Cow<'static, str> {
+        match usize::try_from(self.0).ok().and_then(|i| Self::NAMES.get(i)) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("LEVEL({})", self.0)),
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// The sixteen fields of one log message, borrowed from wherever the ingest
+/// side decoded them (a [`crate::ingest::decode::DecodedBatch`] for TCP, a
+/// protobuf `LogRequest` for gRPC). All text is valid UTF-8 by the time it
+/// gets here; escaping of control characters is the formatter's job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fields<'a> {
+    pub timestamp: &'a str,
+    pub hostname: &'a str,
+    pub logger_name: &'a str,
+    pub module: &'a str,
+    pub level: Level,
+    pub filename: &'a str,
+    pub function_name: &'a str,
+    pub line_number: &'a str,
+    pub message: &'a str,
+    pub path_name: &'a str,
+    pub process_id: &'a str,
+    pub process_name: &'a str,
+    pub thread_id: &'a str,
+    pub thread_name: &'a str,
+    pub service_name: &'a str,
+    pub stack_trace: &'a str,
+}
+
+/// Number of text fields of a message (every field but `level`).
+pub const TEXT_FIELDS: usize = 15;
+
+impl<'a> Fields<'a> {
+    /// Builds the fields from the text fields in wire order (timestamp,
+    /// hostname, loggerName, module, filename, functionName, lineNumber,
+    /// message, pathName, processId, processName, threadId, threadName,
+    /// serviceName, stackTrace) and the level.
+    pub fn from_texts(t: [&'a str; TEXT_FIELDS], level: Level) -> Self {
+        let [timestamp, hostname, logger_name, module, filename, function_name, line_number, message, path_name, process_id, process_name, thread_id, thread_name, service_name, stack_trace] =
+            t;
+        Fields {
+            timestamp,
+            hostname,
+            logger_name,
+            module,
+            level,
+            filename,
+            function_name,
+            line_number,
+            message,
+            path_name,
+            process_id,
+            process_name,
+            thread_id,
+            thread_name,
+            service_name,
+            stack_trace,
+        }
+    }
+}
+
+/// A run of consecutive log lines on its way to the file: the unit the queue
+/// carries and the writer orders.
+///
+/// One record holds `count` lines with the sequence numbers
+/// `seq .. seq + count`, already formatted, each ending in `\n`. An ingest
+/// thread puts every message it decoded from one socket read into one
+/// record, so the queue, the reorder buffer and the writer pay their
+/// per-item costs once per read rather than once per message.
+#[derive(Debug)]
+pub struct Record {
+    /// Sequence number of the first line.
+    pub seq: u64,
+    /// Number of lines in `lines`; never zero.
+    pub count: u32,
+    /// When the bytes of these messages were received, for the
+    /// receive-to-written latency histogram.
+    pub received: Instant,
+    /// `count` formatted lines, each terminated by `\n`.
+    pub lines: Vec<u8>,
+}
+
+impl Record {
+    /// The sequence number after the last line of this record.
+    pub fn end_seq(&self) -> u64 {
+        self.seq + u64::from(self.count)
+    }
+}

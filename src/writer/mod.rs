@@ -1,0 +1,531 @@
+//! The writer thread: the one consumer of the queue and the only code that
+//! touches the log files.
+//!
+//! ```text
+//! queue -> reorder (by sequence) -> batch (contiguous run) -> writev
+//!       -> retry on error -> rotate before the size limit -> files
+//! ```
+//!
+//! It pops records, puts them in sequence order ([`reorder`]), takes every
+//! contiguous run that is ready as one batch ([`batch`]) and writes it with
+//! vectored writes, continuing short writes at the exact byte where they
+//! stopped. A failed write is retried after 10 ms, 100 ms and 1 s; after
+//! that the file is reopened and the write retried every second for as long
+//! as it takes, while the bounded queue holds the producers back. Accepted
+//! data is never dropped. Rotation ([`rotate`]) happens before a write that
+//! would pass the size limit. The file system is behind the [`file`] traits
+//! so tests can inject faults.
+
+pub mod batch;
+pub mod file;
+pub mod reorder;
+pub mod rotate;
+
+use std::{
+    io,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+
+use self::{
+    batch::Batch,
+    file::{LogDir, RealDir},
+    reorder::ReorderBuffer,
+    rotate::Files,
+};
+use crate::{
+    format::LINE_OVERHEAD,
+    metrics::{record_latency, LatencySummary, WriterStats},
+    queue::RecordQueue,
+};
+
+/// Default `--max_files`: files on disk counting the active one.
+pub const DEFAULT_MAX_FILES: usize = 10;
+/// Default `--max_file_size`, bytes.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+/// Smallest `--max_file_size` accepted: room for one line of bounded size.
+pub const MIN_MAX_FILE_SIZE: u64 = 4 * LINE_OVERHEAD as u64;
+
+/// When the writer makes written data durable (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Never; the kernel writes back in its own time.
+    None,
+    /// Before each rotation and at shutdown.
+    #[default]
+    Rotate,
+    /// After every batch, before it counts as written... and at rotation and
+    /// shutdown. Safest, slowest.
+    Batch,
+}
+
+/// How the writer writes.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Largest size of one file, bytes.
+    pub max_file_size: u64,
+    /// Files kept, counting the active one.
+    pub max_files: usize,
+    pub fsync: FsyncPolicy,
+    /// Waits before the first retries of a failed operation.
+    pub retry_delays: Vec<Duration>,
+    /// Wait between retries once those are used up.
+    pub steady_retry: Duration,
+    /// How long a gap in the sequence may hold later records back before it
+    /// is given up on (a safety net: every number handed out is pushed).
+    pub gap_timeout: Duration,
+    /// After shutdown is requested, how long to keep retrying a failing file
+    /// system before giving up on the lines not yet written.
+    pub shutdown_timeout: Duration,
+    /// Largest batch, bytes (a batch also stops at `IOV_MAX` records).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_files: DEFAULT_MAX_FILES,
+            fsync: FsyncPolicy::default(),
+            retry_delays: vec![
+                Duration::from_millis(10),
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            ],
+            steady_retry: Duration::from_secs(1),
+            gap_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+            max_batch_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the writer could not start.
+#[derive(Debug, Error)]
+pub enum WriterError {
+    /// The active log file could not be opened or created.
+    #[error("cannot open the log file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A limit is out of range.
+    #[error("invalid writer configuration: {0}")]
+    Config(String),
+    /// The thread could not be spawned.
+    #[error("cannot start the writer thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+/// State the writer shares with the rest of the server.
+#[derive(Debug, Default)]
+pub struct WriterShared {
+    /// Every sequence number below this is in the file.
+    written: AtomicU64,
+    /// Every sequence number below this is in the file and fsynced.
+    synced: AtomicU64,
+    stop: AtomicBool,
+    pub stats: WriterStats,
+}
+
+impl WriterShared {
+    /// Every sequence number below the returned one has been written.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Every sequence number below the returned one has been written and
+    /// made durable.
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// What the writer did, returned when it stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterReport {
+    pub lines: u64,
+    pub bytes: u64,
+    pub rotations: u64,
+    pub retries: u64,
+    /// Lines given up on because the file system failed past the shutdown
+    /// timeout. Zero in every normal run.
+    pub abandoned_lines: u64,
+    pub latency: LatencySummary,
+}
+
+/// The running writer thread.
+#[derive(Debug)]
+pub struct WriterHandle {
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<WriterShared>,
+    queue: Arc<RecordQueue>,
+}
+
+impl WriterHandle {
+    /// Watermarks and counters, shareable with other threads.
+    pub fn shared(&self) -> &Arc<WriterShared> {
+        &self.shared
+    }
+
+    /// Stops the writer: it takes everything still in the queue and the
+    /// reorder buffer, writes it, fsyncs (unless `--fsync none`) and closes
+    /// the file. Call once every producer has pushed its last record.
+    pub fn shutdown(mut self) -> WriterReport {
+        self.stop_and_join();
+        let s = &self.shared.stats;
+        WriterReport {
+            lines: WriterStats::get(&s.lines),
+            bytes: WriterStats::get(&s.bytes),
+            rotations: WriterStats::get(&s.rotations),
+            retries: WriterStats::get(&s.retries),
+            abandoned_lines: WriterStats::get(&s.abandoned_lines),
+            latency: s.latency(),
+        }
+    }
+
+    fn stop_and_join(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            self.queue.wake_consumer();
+            if t.join().is_err() {
+                tracing::error!("The writer thread panicked; lines still queued were not written.");
+            }
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts a writer on a real directory. The active file is opened (and the
+/// directory created) before this returns, so an unwritable directory is a
+/// startup error.
+pub fn spawn(
+    dir: impl Into<PathBuf>,
+    config: WriterConfig,
+    queue: Arc<RecordQueue>,
+    first_seq: u64,
+) -> Result<WriterHandle, WriterError> {
+    spawn_with(RealDir::new(dir), config, queue, first_seq)
+}
+
+/// Starts a writer on any [`LogDir`] (tests inject faults this way).
+pub fn spawn_with<D: LogDir>(
+    dir: D,
+    config: WriterConfig,
+    queue: Arc<RecordQueue>,
+    first_seq: u64,
+) -> Result<WriterHandle, WriterError> {
+    if config.max_files == 0 {
+        return Err(WriterError::Config("max_files must be at least 1".into()));
+    }
+    if config.max_file_size < MIN_MAX_FILE_SIZE {
+        return Err(WriterError::Config(format!(
+            "max_file_size must be at least {MIN_MAX_FILE_SIZE} bytes"
+        )));
+    }
+    let files = Files::open(dir, config.max_files).map_err(|source| WriterError::Open {
+        path: PathBuf::from(rotate::ACTIVE),
+        source,
+    })?;
+    let shared = Arc::new(WriterShared {
+        written: AtomicU64::new(first_seq),
+        synced: AtomicU64::new(first_seq),
+        ..WriterShared::default()
+    });
+    let writer = Writer {
+        batch: Batch::new(config.max_batch_bytes),
+        reorder: ReorderBuffer::new(first_seq),
+        files,
+        config,
+        queue: queue.clone(),
+        shared: shared.clone(),
+        gap_since: None,
+        stop_at: None,
+    };
+    let thread = thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || writer.run())
+        .map_err(WriterError::Spawn)?;
+    Ok(WriterHandle {
+        thread: Some(thread),
+        shared,
+        queue,
+    })
+}
+
+struct Writer<D: LogDir> {
+    files: Files<D>,
+    config: WriterConfig,
+    queue: Arc<RecordQueue>,
+    shared: Arc<WriterShared>,
+    reorder: ReorderBuffer,
+    batch: Batch,
+    /// Since when the reorder buffer has held records behind a gap.
+    gap_since: Option<Instant>,
+    /// When shutdown was first seen.
+    stop_at: Option<Instant>,
+}
+
+/// How long the writer parks on an empty queue before looking at its
+/// timers again (a push wakes it at once).
+const IDLE_PARK: Duration = Duration::from_millis(100);
+
+impl<D: LogDir> Writer<D> {
+    fn run(mut self) {
+        self.queue.register_consumer();
+        loop {
+            self.fill_batch();
+            if !self.batch.is_empty() {
+                self.gap_since = None;
+                self.write_batch();
+                continue;
+            }
+            let stopping = self.shared.stop.load(Ordering::SeqCst);
+            if stopping && self.stop_at.is_none() {
+                self.stop_at = Some(Instant::now());
+            }
+            if !self.queue.is_empty() {
+                continue;
+            }
+            if self.reorder.is_empty() {
+                if stopping {
+                    break;
+                }
+                self.queue.wait_for_records(IDLE_PARK);
+                continue;
+            }
+            // Records wait behind a gap. At shutdown no producer is left to
+            // fill it; otherwise give it the gap timeout.
+            let since = *self.gap_since.get_or_insert_with(Instant::now);
+            if stopping || since.elapsed() >= self.config.gap_timeout {
+                self.skip_gap();
+            } else {
+                self.queue.wait_for_records(self.config.gap_timeout.min(IDLE_PARK) / 10);
+            }
+        }
+        self.finish();
+    }
+
+    /// Moves every record that is ready, in order, into the batch.
+    fn fill_batch(&mut self) {
+        while !self.batch.is_full() {
+            if let Some(r) = self.reorder.pop_ready() {
+                let _ = self.batch.push(r);
+                continue;
+            }
+            let Some(r) = self.queue.pop() else { break };
+            if r.seq < self.reorder.next_seq() {
+                WriterStats::add(&self.shared.stats.late_records, 1);
+                tracing::error!(
+                    seq = r.seq,
+                    lines = r.count,
+                    "A record arrived after its sequence gap was given up on; it is written out of order."
+                );
+            }
+            if let Some(r) = self.reorder.offer(r) {
+                let _ = self.batch.push(r);
+            }
+        }
+    }
+
+    fn skip_gap(&mut self) {
+        if let Some(missing) = self.reorder.skip_gap() {
+            WriterStats::add(&self.shared.stats.gap_skips, 1);
+            tracing::error!(
+                from = missing.start,
+                to = missing.end,
+                "Sequence numbers were taken but never delivered; writing the records after the gap."
+            );
+        }
+        self.gap_since = None;
+    }
+
+    /// Writes the whole batch (retrying as long as it takes), then accounts
+    /// for it and moves the watermarks.
+    fn write_batch(&mut self) {
+        let mut failures = 0usize;
+        while self.batch.remaining() > 0 {
+            match self.write_step() {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    WriterStats::add(&self.shared.stats.errors, 1);
+                    if !self.wait_before_retry(failures, &e) {
+                        break;
+                    }
+                    WriterStats::add(&self.shared.stats.retries, 1);
+                }
+            }
+        }
+        self.account_batch();
+        if self.config.fsync == FsyncPolicy::Batch {
+            self.retry_until_done("sync the log file", |files| files.sync());
+        }
+        let released = self.reorder.next_seq();
+        self.shared.written.store(released, Ordering::Release);
+        if self.config.fsync == FsyncPolicy::Batch {
+            self.shared.synced.store(released, Ordering::Release);
+        }
+        self.batch.clear();
+    }
+
+    /// One step of progress on the batch: a rotation or one `writev`.
+    fn write_step(&mut self) -> io::Result<()> {
+        self.files.ensure_open()?;
+        let room = self.config.max_file_size.saturating_sub(self.files.len());
+        let mut len = self.batch.fit(usize::try_from(room).unwrap_or(usize::MAX));
+        if len == 0 {
+            if !self.files.is_empty() {
+                self.files.rotate(self.config.fsync != FsyncPolicy::None)?;
+                WriterStats::add(&self.shared.stats.rotations, 1);
+                return Ok(());
+            }
+            // A line longer than a whole file. The formatter bounds lines by
+            // the file size, so this is a bug; write the line alone rather
+            // than lose it or loop.
+            len = self.batch.fit(usize::MAX).min(self.first_line_len());
+            tracing::error!(bytes = len, "A line is longer than the maximum file size; writing it alone.");
+        }
+        let slices = self.batch.slices(len);
+        let n = self.files.write_vectored(&slices)?;
+        drop(slices);
+        self.batch.advance(n);
+        WriterStats::add(&self.shared.stats.writes, 1);
+        Ok(())
+    }
+
+    /// Length of the next unwritten line of the batch.
+    fn first_line_len(&self) -> usize {
+        let mut len = 1;
+        while self.batch.fit(len) == 0 {
+            len *= 2;
+        }
+        // `fit` returned the first line end at most `len`: shrink to it.
+        self.batch.fit(len)
+    }
+
+    /// After the `failures`-th consecutive failure: log, wait, and say
+    /// whether to try again (false only when shutting down and the shutdown
+    /// timeout has passed).
+    fn wait_before_retry(&mut self, failures: usize, e: &io::Error) -> bool {
+        if let Some(stop_at) = self.stop_at {
+            if stop_at.elapsed() >= self.config.shutdown_timeout {
+                return false;
+            }
+        }
+        match self.config.retry_delays.get(failures - 1) {
+            Some(&delay) => {
+                tracing::warn!(
+                    attempt = failures,
+                    error = %e,
+                    "Writing the log file failed; retrying in {delay:?}."
+                );
+                thread::sleep(delay);
+            }
+            None => {
+                tracing::error!(
+                    error = %e,
+                    unwritten_bytes = self.batch.remaining(),
+                    queued_records = self.queue.len(),
+                    "Writing the log file keeps failing; keeping the data, reopening the file and retrying every {:?}.",
+                    self.config.steady_retry
+                );
+                self.files.close();
+                thread::sleep(self.config.steady_retry);
+            }
+        }
+        if self.shared.stop.load(Ordering::SeqCst) && self.stop_at.is_none() {
+            self.stop_at = Some(Instant::now());
+        }
+        true
+    }
+
+    /// Runs a file operation until it succeeds, with the same retry policy
+    /// as writes.
+    fn retry_until_done(&mut self, what: &str, mut op: impl FnMut(&mut Files<D>) -> io::Result<()>) {
+        let mut failures = 0;
+        while let Err(e) = op(&mut self.files) {
+            failures += 1;
+            WriterStats::add(&self.shared.stats.errors, 1);
+            tracing::warn!(error = %e, "Could not {what}.");
+            if !self.wait_before_retry(failures, &e) {
+                return;
+            }
+            WriterStats::add(&self.shared.stats.retries, 1);
+        }
+    }
+
+    /// Counts the batch's lines and bytes and records their latency. A batch
+    /// cut short by the shutdown timeout counts its unwritten lines as
+    /// abandoned.
+    fn account_batch(&mut self) {
+        let stats = &self.shared.stats;
+        let now = Instant::now();
+        let mut lines = 0;
+        let mut bytes = 0;
+        let unwritten = self.batch.remaining();
+        stats.with_latency(|h| {
+            for r in self.batch.records() {
+                record_latency(h, now.saturating_duration_since(r.received), u64::from(r.count));
+                lines += u64::from(r.count);
+                bytes += r.lines.len() as u64;
+            }
+        });
+        if unwritten > 0 {
+            // Which lines are not in the file: those after the last newline
+            // written. Count them from the end of the batch.
+            let abandoned = count_lines_in_last(self.batch.records(), unwritten);
+            WriterStats::add(&stats.abandoned_lines, abandoned);
+            tracing::error!(
+                lines = abandoned,
+                "Shutdown timeout reached while the file system kept failing; these lines were not written."
+            );
+            lines -= abandoned;
+            bytes -= unwritten as u64;
+        }
+        WriterStats::add(&stats.lines, lines);
+        WriterStats::add(&stats.bytes, bytes);
+        WriterStats::add(&stats.batches, 1);
+    }
+
+    /// The queue and the reorder buffer are empty and no producer is left:
+    /// make everything durable.
+    fn finish(&mut self) {
+        if self.config.fsync != FsyncPolicy::None {
+            self.retry_until_done("fsync the log file at shutdown", |files| files.sync());
+            self.shared.synced.store(self.reorder.next_seq(), Ordering::Release);
+        }
+    }
+}
+
+/// Lines that end within the last `tail` bytes of `records` (each record is
+/// whole lines).
+fn count_lines_in_last(records: &[crate::record::Record], mut tail: usize) -> u64 {
+    let mut lines = 0;
+    for r in records.iter().rev() {
+        if tail == 0 {
+            break;
+        }
+        let take = tail.min(r.lines.len());
+        lines += memchr::memchr_iter(b'\n', &r.lines[r.lines.len() - take..]).count() as u64;
+        tail -= take;
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! The files of the log directory and their rotation (PROTOCOL.md):
+//! `_main.log` is written; `_main.log.0` is the newest rotated file and
+//! `_main.log.N` the oldest; at most `max_files` files counting the active
+//! one.
+//!
+//! Last step of the writer before the disk. Rotation happens before a
+//! write that would take the active file past the size limit (the batch
+//! decides where lines end), so no file exceeds it and no line is split.
+
+use std::io::{self, IoSlice};
+
+use super::file::{LogDir, LogFile};
+
+/// The file being written.
+pub const ACTIVE: &str = "_main.log";
+
+/// Name of the `i`-th rotated file, `0` being the newest.
+pub fn rotated_name(i: usize) -> String {
+    format!("{ACTIVE}.{i}")
+}
+
+/// The active file of a log directory, opened lazily and reopened after
+/// errors, and the rotation of the older ones.
+#[derive(Debug)]
+pub struct Files<D: LogDir> {
+    dir: D,
+    file: Option<D::File>,
+    /// Bytes in the active file (as opened plus what we wrote).
+    len: u64,
+    max_files: usize,
+    /// The file was found with a torn last line (crash): a newline goes in
+    /// before anything else.
+    torn: bool,
+}
+
+fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl<D: LogDir> Files<D> {
+    /// Opens (or creates) the active file, appending to what is there.
+    pub fn open(dir: D, max_files: usize) -> io::Result<Self> {
+        let mut files = Files {
+            dir,
+            file: None,
+            len: 0,
+            max_files: max_files.max(1),
+            torn: false,
+        };
+        files.ensure_open()?;
+        Ok(files)
+    }
+
+    /// Bytes in the active file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn dir(&self) -> &D {
+        &self.dir
+    }
+
+    /// Opens the active file if it is not open (first use, or after
+    /// [`Files::close`]), and terminates a torn last line.
+    pub fn ensure_open(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            let opened = self.dir.open_append(ACTIVE)?;
+            self.file = Some(opened.file);
+            self.len = opened.len;
+            self.torn = opened.torn;
+        }
+        if self.torn {
+            let file = self.file.as_mut().expect("opened above");
+            if file.write_vectored(&[IoSlice::new(b"\n")])? == 1 {
+                self.len += 1;
+                self.torn = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the active file; the next write reopens it by name. After an
+    /// error this recovers from a file or directory removed or renamed
+    /// under the server (the new file is created).
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+
+    /// One vectored write to the active file.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.ensure_open()?;
+        let n = self.file.as_mut().expect("opened above").write_vectored(bufs)?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "the file took no bytes"));
+        }
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    /// Makes what was written durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Shifts every rotated file one place older (dropping the oldest),
+    /// makes the active file `_main.log.0`, and starts a new active file.
+    /// `sync` first makes the old active file durable.
+    ///
+    /// If a step fails, the error is returned and the files are left as the
+    /// steps before it made them; calling again carries on (missing files are
+    /// skipped), and the active file keeps its data until its rename works.
+    pub fn rotate(&mut self, sync: bool) -> io::Result<()> {
+        if sync {
+            self.sync()?;
+        }
+        self.file = None;
+        if self.max_files == 1 {
+            // No rotated files are kept: the active file starts over.
+            ignore_missing(self.dir.remove(ACTIVE))?;
+        } else {
+            let oldest = self.max_files - 2;
+            ignore_missing(self.dir.remove(&rotated_name(oldest)))?;
+            for i in (0..oldest).rev() {
+                ignore_missing(self.dir.rename(&rotated_name(i), &rotated_name(i + 1)))?;
+            }
+            ignore_missing(self.dir.rename(ACTIVE, &rotated_name(0)))?;
+        }
+        self.len = 0;
+        self.torn = false;
+        self.ensure_open()
+    }
+}
