@@ -77,7 +77,8 @@ impl LogDir for RealDir {
     fn open_append(&mut self, name: &str) -> io::Result<Opened<File>> {
         // Recreates the directory too if it was removed under us.
         fs::create_dir_all(&self.path)?;
-        let file = OpenOptions::new().create(true).append(true).open(self.path.join(name))?;
+        // Read access only to look at the last byte (a torn line).
+        let file = OpenOptions::new().read(true).create(true).append(true).open(self.path.join(name))?;
         let len = file.metadata()?.len();
         let torn = if len == 0 {
             false

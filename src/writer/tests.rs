@@ -1,1 +1,433 @@
-use super::*;
+//! Writer tests on real files in temp dirs, with injected faults.
+
+use std::{
+    fs,
+    io::{self, IoSlice},
+    path::Path,
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{
+    file::{LogDir, LogFile, Opened, RealDir},
+    rotate::{rotated_name, ACTIVE},
+    *,
+};
+use crate::{queue::Sequencer, record::Record};
+
+/// Faults to inject, shared by a [`FaultyDir`] and its files.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Fail this many of the next writes.
+    fail_writes: usize,
+    /// Write at most this many bytes per call.
+    short_writes: Option<usize>,
+    /// Fail this many of the next renames.
+    fail_renames: usize,
+    /// Fail this many of the next opens.
+    fail_opens: usize,
+    /// Writes that failed, for assertions.
+    failed: usize,
+}
+
+#[derive(Debug, Clone)]
+struct FaultyDir {
+    real: RealDir,
+    faults: Arc<Mutex<Faults>>,
+}
+
+struct FaultyFile {
+    real: fs::File,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl LogFile for FaultyFile {
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut f = self.faults.lock().unwrap();
+        if f.fail_writes > 0 {
+            f.fail_writes -= 1;
+            f.failed += 1;
+            return Err(io::Error::other("injected write failure"));
+        }
+        match f.short_writes {
+            Some(max) => {
+                // Write only the first `max` bytes of the first slice.
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+                let n = first.len().min(max);
+                LogFile::write_vectored(&mut self.real, &[IoSlice::new(&first[..n])])
+            }
+            None => LogFile::write_vectored(&mut self.real, bufs),
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        LogFile::sync(&mut self.real)
+    }
+}
+
+impl LogDir for FaultyDir {
+    type File = FaultyFile;
+
+    fn open_append(&mut self, name: &str) -> io::Result<Opened<FaultyFile>> {
+        {
+            let mut f = self.faults.lock().unwrap();
+            if f.fail_opens > 0 {
+                f.fail_opens -= 1;
+                return Err(io::Error::other("injected open failure"));
+            }
+        }
+        let o = self.real.open_append(name)?;
+        Ok(Opened {
+            file: FaultyFile {
+                real: o.file,
+                faults: self.faults.clone(),
+            },
+            len: o.len,
+            torn: o.torn,
+        })
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        let mut f = self.faults.lock().unwrap();
+        if f.fail_renames > 0 {
+            f.fail_renames -= 1;
+            return Err(io::Error::other("injected rename failure"));
+        }
+        drop(f);
+        self.real.rename(from, to)
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.real.remove(name)
+    }
+}
+
+fn fast_retries() -> WriterConfig {
+    WriterConfig {
+        retry_delays: vec![Duration::from_millis(1), Duration::from_millis(2), Duration::from_millis(3)],
+        steady_retry: Duration::from_millis(5),
+        ..WriterConfig::default()
+    }
+}
+
+/// A record of `count` lines `seq=<n> <tag>` starting at `seq`.
+fn record(seq: u64, count: u32, tag: &str) -> Record {
+    let mut lines = Vec::new();
+    for s in seq..seq + u64::from(count) {
+        lines.extend_from_slice(format!("seq={s:010} {tag}\n").as_bytes());
+    }
+    Record {
+        seq,
+        count,
+        received: Instant::now(),
+        lines,
+    }
+}
+
+/// `producers` threads each push `records` records of 1..=3 lines, taking
+/// their numbers from one sequencer, like ingest threads do. Returns the
+/// number of lines pushed.
+fn produce(queue: &Arc<RecordQueue>, seq: &Arc<Sequencer>, producers: usize, records: usize) -> u64 {
+    let handles: Vec<_> = (0..producers)
+        .map(|p| {
+            let (queue, seq) = (queue.clone(), seq.clone());
+            thread::spawn(move || {
+                let mut lines = 0;
+                for i in 0..records {
+                    let count = (i % 3 + 1) as u32;
+                    let first = seq.reserve(count);
+                    queue.push(record(first, count, &format!("p{p} r{i}")));
+                    lines += u64::from(count);
+                }
+                lines
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+/// All files of `dir`, oldest first.
+fn files_oldest_first(dir: &Path, max_files: usize) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for i in (0..max_files.saturating_sub(1)).rev() {
+        let name = rotated_name(i);
+        if let Ok(bytes) = fs::read(dir.join(&name)) {
+            out.push((name, bytes));
+        }
+    }
+    if let Ok(bytes) = fs::read(dir.join(ACTIVE)) {
+        out.push((ACTIVE.to_string(), bytes));
+    }
+    out
+}
+
+/// Sequence numbers of all lines of all files, oldest first; panics on a
+/// line that is not one of ours (a split or torn line).
+fn sequences(dir: &Path, max_files: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for (name, bytes) in files_oldest_first(dir, max_files) {
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{name} ends in a partial line");
+        for line in text.lines() {
+            let n = line
+                .strip_prefix("seq=")
+                .and_then(|l| l.get(..10))
+                .unwrap_or_else(|| panic!("malformed line {line:?} in {name}"));
+            seqs.push(n.parse().unwrap());
+        }
+    }
+    seqs
+}
+
+fn assert_exactly_once_in_order(seqs: &[u64], first: u64, total: u64) {
+    assert_eq!(seqs.len() as u64, total, "line count");
+    for (i, s) in seqs.iter().enumerate() {
+        assert_eq!(*s, first + i as u64, "line {i} out of order or duplicated");
+    }
+}
+
+#[test]
+fn concurrent_producers_every_line_once_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 0).unwrap();
+    let lines = produce(&queue, &seq, 4, 5_000);
+    let report = writer.shutdown();
+    assert_eq!(report.lines, lines);
+    assert_eq!(report.abandoned_lines, 0);
+    assert_eq!(report.latency.count, lines);
+    assert_exactly_once_in_order(&sequences(dir.path(), 10), 0, lines);
+}
+
+#[test]
+fn rotation_keeps_files_under_the_limit_and_lines_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(256, 1 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let config = WriterConfig {
+        max_file_size: MIN_MAX_FILE_SIZE,
+        max_files: 4,
+        ..WriterConfig::default()
+    };
+    let writer = spawn(dir.path(), config, queue.clone(), 0).unwrap();
+    let lines = produce(&queue, &seq, 2, 2_000);
+    let report = writer.shutdown();
+    assert_eq!(report.lines, lines);
+    assert!(report.rotations > 10, "rotated only {} times", report.rotations);
+
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.len() <= 4, "{names:?}");
+    for (name, bytes) in files_oldest_first(dir.path(), 4) {
+        assert!(bytes.len() as u64 <= MIN_MAX_FILE_SIZE, "{name} is {} bytes", bytes.len());
+    }
+    // The oldest files were dropped: what is left is the newest lines, contiguous.
+    let seqs = sequences(dir.path(), 4);
+    let first = seqs[0];
+    assert!(first > 0);
+    assert_exactly_once_in_order(&seqs, first, lines - first);
+}
+
+#[test]
+fn short_writes_resume_at_the_exact_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Mutex::new(Faults {
+        short_writes: Some(7),
+        ..Faults::default()
+    }));
+    let fs_dir = FaultyDir {
+        real: RealDir::new(dir.path()),
+        faults: faults.clone(),
+    };
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), 0).unwrap();
+    let lines = produce(&queue, &seq, 2, 200);
+    let report = writer.shutdown();
+    assert_eq!(report.lines, lines);
+    assert_exactly_once_in_order(&sequences(dir.path(), 10), 0, lines);
+}
+
+/// Fails `n` writes in a row in the middle of a run, then lets them through.
+fn run_with_failing_writes(n: usize) -> (WriterReport, usize, Vec<u64>, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    let fs_dir = FaultyDir {
+        real: RealDir::new(dir.path()),
+        faults: faults.clone(),
+    };
+    let queue = Arc::new(RecordQueue::new(16, 1 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), 0).unwrap();
+    let mut lines = produce(&queue, &seq, 1, 100);
+    faults.lock().unwrap().fail_writes = n;
+    lines += produce(&queue, &seq, 2, 300);
+    let report = writer.shutdown();
+    let failed = faults.lock().unwrap().failed;
+    (report, failed, sequences(dir.path(), 10), lines)
+}
+
+#[test]
+fn two_failed_writes_are_retried_with_nothing_lost_or_doubled() {
+    let (report, failed, seqs, lines) = run_with_failing_writes(2);
+    assert_eq!(failed, 2);
+    assert_eq!(report.retries, 2);
+    assert_eq!(report.lines, lines);
+    assert_exactly_once_in_order(&seqs, 0, lines);
+}
+
+#[test]
+fn ten_failed_writes_reopen_the_file_and_recover() {
+    let (report, failed, seqs, lines) = run_with_failing_writes(10);
+    assert_eq!(failed, 10);
+    assert_eq!(report.retries, 10);
+    assert_eq!(report.abandoned_lines, 0);
+    assert_exactly_once_in_order(&seqs, 0, lines);
+}
+
+#[test]
+fn failed_renames_and_opens_during_rotation_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    let fs_dir = FaultyDir {
+        real: RealDir::new(dir.path()),
+        faults: faults.clone(),
+    };
+    let config = WriterConfig {
+        max_file_size: MIN_MAX_FILE_SIZE,
+        max_files: 50,
+        ..fast_retries()
+    };
+    let queue = Arc::new(RecordQueue::new(16, 1 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let writer = spawn_with(fs_dir, config, queue.clone(), 0).unwrap();
+    let mut lines = produce(&queue, &seq, 1, 100);
+    {
+        let mut f = faults.lock().unwrap();
+        f.fail_renames = 3;
+        f.fail_opens = 2;
+    }
+    lines += produce(&queue, &seq, 1, 400);
+    let report = writer.shutdown();
+    assert!(report.retries >= 5, "retries: {}", report.retries);
+    assert_eq!(report.lines, lines);
+    for (name, bytes) in files_oldest_first(dir.path(), 50) {
+        assert!(bytes.len() as u64 <= MIN_MAX_FILE_SIZE, "{name} is {} bytes", bytes.len());
+    }
+    assert_exactly_once_in_order(&sequences(dir.path(), 50), 0, lines);
+}
+
+#[test]
+fn shutdown_drains_the_queue_and_reorder_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(1024, 64 << 20));
+    // Push everything out of order before the writer even starts.
+    for s in (0..500u64).rev() {
+        queue.try_push(record(s, 1, "x")).unwrap();
+    }
+    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 0).unwrap();
+    let report = writer.shutdown();
+    assert_eq!(report.lines, 500);
+    assert!(queue.is_empty());
+    assert_exactly_once_in_order(&sequences(dir.path(), 10), 0, 500);
+}
+
+#[test]
+fn the_written_watermark_covers_what_is_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 100).unwrap();
+    let shared = writer.shared().clone();
+    assert_eq!(shared.written(), 100);
+    queue.push(record(100, 5, "a"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.written() < 105 {
+        assert!(Instant::now() < deadline, "watermark stuck at {}", shared.written());
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Everything below the watermark is in the file already.
+    assert_exactly_once_in_order(&sequences(dir.path(), 10), 100, 5);
+    // A record behind a gap does not move it.
+    queue.push(record(110, 1, "b"));
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(shared.written(), 105);
+    queue.push(record(105, 5, "c"));
+    let report = writer.shutdown();
+    assert_eq!(report.lines, 11);
+    assert_eq!(shared.written(), 111);
+    assert_eq!(shared.synced(), 111);
+}
+
+#[test]
+fn a_gap_that_never_closes_is_skipped_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let config = WriterConfig {
+        gap_timeout: Duration::from_millis(50),
+        ..WriterConfig::default()
+    };
+    let writer = spawn(dir.path(), config, queue.clone(), 0).unwrap();
+    let shared = writer.shared().clone();
+    queue.push(record(0, 1, "a"));
+    queue.push(record(2, 1, "c")); // 1 is never pushed
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.written() < 3 {
+        assert!(Instant::now() < deadline, "gap never skipped");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The late record is still written, not dropped.
+    queue.push(record(1, 1, "b"));
+    let report = writer.shutdown();
+    assert_eq!(report.lines, 3);
+    assert_eq!(WriterStats::get(&shared.stats.gap_skips), 1);
+    assert_eq!(WriterStats::get(&shared.stats.late_records), 1);
+    assert_eq!(sequences(dir.path(), 10), vec![0, 2, 1]);
+}
+
+#[test]
+fn an_existing_file_is_appended_to_and_a_torn_line_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(ACTIVE), b"seq=0000000000 old\nseq=00000000").unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 1).unwrap();
+    queue.push(record(1, 2, "new"));
+    writer.shutdown();
+    let text = fs::read_to_string(dir.path().join(ACTIVE)).unwrap();
+    assert_eq!(
+        text,
+        "seq=0000000000 old\nseq=00000000\nseq=0000000001 new\nseq=0000000002 new\n"
+    );
+}
+
+#[test]
+fn an_unwritable_directory_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    fs::write(&file, b"").unwrap();
+    let queue = Arc::new(RecordQueue::new(4, 1024));
+    let err = spawn(file.join("logs"), WriterConfig::default(), queue, 0).unwrap_err();
+    assert!(matches!(err, WriterError::Open { .. }), "{err}");
+}
+
+#[test]
+fn limits_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(4, 1024));
+    let zero_files = WriterConfig {
+        max_files: 0,
+        ..WriterConfig::default()
+    };
+    assert!(matches!(
+        spawn(dir.path(), zero_files, queue.clone(), 0),
+        Err(WriterError::Config(_))
+    ));
+    let tiny = WriterConfig {
+        max_file_size: 10,
+        ..WriterConfig::default()
+    };
+    assert!(matches!(spawn(dir.path(), tiny, queue, 0), Err(WriterError::Config(_))));
+}
