@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::record::Fields;
 
 /// How a message becomes a line (`--format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LineFormat {
     /// Fixed-width columns of PROTOCOL.md, for people reading the file.
     #[default]

@@ -33,5 +33,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod queue;
 pub mod record;
+pub mod server;
 pub mod wire;
 pub mod writer;

@@ -1,1 +1,253 @@
-fn main(){}
+//! The `log-server` binary: flags -> [`ServerConfig`], diagnostics to
+//! stderr, run until SIGINT or SIGTERM, then a graceful shutdown and a
+//! final summary.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use log_server::{
+    format::LineFormat,
+    ingest::{frame::DEFAULT_MAX_FRAME_SIZE, tcp::IoEngine},
+    metrics::{IngestStats, WriterStats},
+    queue::DEFAULT_QUEUE_CAPACITY,
+    server::{self, Server, ServerConfig},
+    writer::{self, FsyncPolicy},
+};
+use tracing_subscriber::EnvFilter;
+
+/// A fast, lossless log sink for one host: Cap'n Proto over TCP and gRPC in,
+/// one globally ordered stream of lines in rotating files out.
+#[derive(Debug, Parser)]
+#[command(name = "log-server", version, about, long_about = None)]
+struct Args {
+    /// Address to listen on. Loopback by default: on any other address, every host that can reach it can write logs.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// TCP port for length-prefixed Cap'n Proto frames.
+    #[arg(long, default_value_t = server::DEFAULT_PORT)]
+    port: u16,
+    /// gRPC port (protobuf LogRequest).
+    #[arg(long = "grpc_port", alias = "grpc-port", default_value_t = server::DEFAULT_GRPC_PORT)]
+    grpc_port: u16,
+    /// Serve TCP only: never start gRPC nor bind its port.
+    #[arg(long = "only_tcp", alias = "only-tcp")]
+    only_tcp: bool,
+    /// Directory of the log files (created if missing).
+    #[arg(long = "log_dir", alias = "log-dir", default_value = "./logs")]
+    log_dir: PathBuf,
+    /// Files kept, counting the active _main.log.
+    #[arg(long = "max_files", alias = "max-files", default_value_t = writer::DEFAULT_MAX_FILES)]
+    max_files: usize,
+    /// Largest size of one log file, bytes; rotation happens before a line would pass it.
+    #[arg(long = "max_file_size", alias = "max-file-size", default_value_t = writer::DEFAULT_MAX_FILE_SIZE)]
+    max_file_size: u64,
+    /// Largest frame payload (and unpacked message) accepted, bytes; a larger frame closes its connection.
+    #[arg(long = "max_frame_size", alias = "max-frame-size", default_value_t = DEFAULT_MAX_FRAME_SIZE)]
+    max_frame_size: usize,
+    /// Line format: fixed-width text columns, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LineFormat::Text)]
+    format: LineFormat,
+    /// Records the queue between ingest and writer holds before producers wait.
+    #[arg(long = "queue_capacity", alias = "queue-capacity", default_value_t = DEFAULT_QUEUE_CAPACITY)]
+    queue_capacity: usize,
+    /// When to fsync: never, before each rotation and at shutdown, or after every batch too.
+    #[arg(long, value_enum, default_value_t = FsyncPolicy::Rotate)]
+    fsync: FsyncPolicy,
+    /// TCP ingest threads, each with its own listener on the port [default: number of cores].
+    #[arg(long = "tcp_threads", alias = "tcp-threads")]
+    tcp_threads: Option<usize>,
+    /// TCP I/O engine: io_uring if available else epoll, io_uring only, or epoll only.
+    #[arg(long = "io_engine", alias = "io-engine", value_enum, default_value_t = IoEngine::Auto)]
+    io_engine: IoEngine,
+    /// Most TCP connections open at once; more are closed at once.
+    #[arg(long = "max_connections", alias = "max-connections", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Close a TCP connection silent for this many seconds (0 = never).
+    #[arg(long = "idle_timeout", alias = "idle-timeout", default_value_t = 0)]
+    idle_timeout: u64,
+    /// Seconds between stats lines on stderr (0 = off).
+    #[arg(long = "stats_interval", alias = "stats-interval", default_value_t = 10)]
+    stats_interval: u64,
+    /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+impl Args {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            host: self.host,
+            port: self.port,
+            grpc_port: self.grpc_port,
+            only_tcp: self.only_tcp,
+            log_dir: self.log_dir.clone(),
+            max_files: self.max_files,
+            max_file_size: self.max_file_size,
+            max_frame_size: self.max_frame_size,
+            format: self.format,
+            queue_capacity: self.queue_capacity,
+            fsync: self.fsync,
+            tcp_threads: self.tcp_threads.unwrap_or_else(server::default_tcp_threads),
+            io_engine: self.io_engine,
+            max_connections: self.max_connections,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            ..ServerConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("log-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let config = args.config();
+    let server = Server::start(config.clone()).context("cannot start")?;
+    tracing::info!(
+        tcp = %server.tcp_addr(),
+        engine = %server.io_engine(),
+        tcp_threads = config.tcp_threads,
+        log_dir = %config.log_dir.display(),
+        max_files = config.max_files,
+        max_file_size = config.max_file_size,
+        format = ?config.format,
+        fsync = ?config.fsync,
+        "log-server is listening."
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = (args.stats_interval > 0).then(|| {
+        let (server_stats, writer_stats, stop) = (server.ingest_stats().clone(), server.writer().clone(), stop.clone());
+        let queue_len = {
+            let ingress = server.ingress().clone();
+            move || ingress.queue().len()
+        };
+        let interval = Duration::from_secs(args.stats_interval);
+        thread::Builder::new()
+            .name("stats".into())
+            .spawn(move || stats_loop(interval, &server_stats, &writer_stats.stats, queue_len, &stop))
+            .expect("spawn the stats thread")
+    });
+
+    wait_for_signal().context("cannot wait for signals")?;
+    tracing::info!("Shutting down: draining connections, the queue and the writer.");
+    stop.store(true, Ordering::Relaxed);
+    let report = server.shutdown();
+    if let Some(t) = stats {
+        t.thread().unpark();
+        let _ = t.join();
+    }
+    tracing::info!(
+        lines = report.writer.lines,
+        bytes = report.writer.bytes,
+        tcp_messages = report.tcp_messages,
+        decode_errors = report.decode_errors,
+        rotations = report.writer.rotations,
+        retries = report.writer.retries,
+        latency = %report.writer.latency,
+        "Stopped; every accepted message is written."
+    );
+    if report.writer.abandoned_lines > 0 {
+        anyhow::bail!(
+            "{} lines could not be written before the shutdown timeout",
+            report.writer.abandoned_lines
+        );
+    }
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}
+
+/// One stats line every `interval` until `stop`.
+fn stats_loop(
+    interval: Duration,
+    ingest: &IngestStats,
+    writer: &WriterStats,
+    queue_len: impl Fn() -> usize,
+    stop: &AtomicBool,
+) {
+    let mut last = Instant::now();
+    let (mut last_in, mut last_lines, mut last_bytes) = (0, 0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        thread::park_timeout(interval.saturating_sub(last.elapsed()));
+        if stop.load(Ordering::Relaxed) || last.elapsed() < interval {
+            continue;
+        }
+        let secs = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let msgs_in = IngestStats::get(&ingest.tcp_messages) + IngestStats::get(&ingest.grpc_messages);
+        let lines = WriterStats::get(&writer.lines);
+        let bytes = WriterStats::get(&writer.bytes);
+        tracing::info!(
+            in_per_s = ((msgs_in - last_in) as f64 / secs) as u64,
+            written_per_s = ((lines - last_lines) as f64 / secs) as u64,
+            mb_per_s = format!("{:.1}", (bytes - last_bytes) as f64 / secs / 1e6),
+            queue = queue_len(),
+            connections = IngestStats::get(&ingest.connections_open),
+            latency = %writer.latency(),
+            retries = WriterStats::get(&writer.retries),
+            rotations = WriterStats::get(&writer.rotations),
+            "stats"
+        );
+        (last_in, last_lines, last_bytes) = (msgs_in, lines, bytes);
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit: each connection is a
+/// file descriptor, and the usual soft limit of 1024 is below
+/// `--max_connections`.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -132,3 +132,84 @@ impl WriterStats {
         self.with_latency(|h| LatencySummary::of(h))
     }
 }
+
+/// What the ingest side has taken in, across all connections and threads.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Log messages accepted over TCP (each becomes one line).
+    pub tcp_messages: AtomicU64,
+    /// Bytes read from TCP connections.
+    pub tcp_bytes: AtomicU64,
+    /// Log messages accepted over gRPC.
+    pub grpc_messages: AtomicU64,
+    /// Hello frames seen.
+    pub hellos: AtomicU64,
+    /// Heartbeat frames seen.
+    pub heartbeats: AtomicU64,
+    /// Frames whose payload did not decode (skipped).
+    pub decode_errors: AtomicU64,
+    /// Connections closed for announcing a frame above the maximum size.
+    pub oversized_frames: AtomicU64,
+    /// Connections that ended in the middle of a frame.
+    pub partial_frames: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused at `--max_connections`.
+    pub connections_refused: AtomicU64,
+    /// Connections closed by `--idle_timeout`.
+    pub connections_idle_closed: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+}
+
+impl IngestStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Lets through at most `per_second` diagnostics per second across the
+/// whole server, so a hostile client cannot flood stderr; counts the rest
+/// and reports them with the next line let through.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: u64,
+    /// Second (since `epoch`) of the current window.
+    window: AtomicU64,
+    /// Lines let through in the current window.
+    used: AtomicU64,
+    /// Lines held back since the last one let through.
+    suppressed: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u64) -> Self {
+        RateLimiter {
+            per_second,
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// `Some(n)` if a line may be written now, `n` being the lines held
+    /// back since the last one; `None` if this one is held back.
+    pub fn check(&self) -> Option<u64> {
+        let now = self.epoch.elapsed().as_secs();
+        if self.window.swap(now, Ordering::Relaxed) != now {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}

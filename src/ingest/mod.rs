@@ -8,5 +8,7 @@
 //!   one record pushed to the queue; shared by every front door.
 
 pub mod batch;
+pub mod conn;
 pub mod decode;
 pub mod frame;
+pub mod tcp;

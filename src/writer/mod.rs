@@ -54,7 +54,7 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
 pub const MIN_MAX_FILE_SIZE: u64 = 4 * LINE_OVERHEAD as u64;
 
 /// When the writer makes written data durable (`--fsync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum FsyncPolicy {
     /// Never; the kernel writes back in its own time.
     None,

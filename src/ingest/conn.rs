@@ -1,0 +1,164 @@
+//! One TCP connection's protocol state, independent of the I/O engine:
+//! bytes read -> frames -> decoded messages, plus the connection's identity
+//! and its diagnostics.
+//!
+//! Between the socket (`tcp::uring` or `tcp::epoll`, which own the buffer
+//! and do the reads) and `ingest::batch` (which sequences and queues what
+//! was decoded). Synchronous and free of I/O, so both engines share it.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+use super::{
+    decode::{Decoded, DecodedBatch, Decoder},
+    frame::{Frame, FrameError, Frames},
+};
+use crate::metrics::{IngestStats, RateLimiter};
+
+/// What the engine does after [`Connection::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Drop the first `consumed` bytes of the buffer and read on. `need` is
+    /// the buffer length the partial frame at the end will take, when its
+    /// prefix is already there (grow the buffer to it).
+    Continue { consumed: usize, need: Option<usize> },
+    /// The stream cannot be framed any more: publish what was decoded, then
+    /// close the connection.
+    Close,
+}
+
+/// Shared by all connections: counters and the diagnostics rate limit.
+#[derive(Debug)]
+pub struct ConnShared {
+    pub stats: Arc<IngestStats>,
+    pub diag: RateLimiter,
+    pub max_frame_size: usize,
+}
+
+/// Protocol state of one connection.
+#[derive(Debug)]
+pub struct Connection {
+    peer: SocketAddr,
+    /// `fromName@fromHost` from the hello frame, if the client sent one.
+    identity: Option<String>,
+    decoder: Decoder,
+    batch: DecodedBatch,
+    shared: Arc<ConnShared>,
+    /// Messages accepted on this connection.
+    messages: u64,
+}
+
+/// Names a connection in diagnostics: its peer address and, once known,
+/// its identity.
+struct Who<'a>(&'a SocketAddr, &'a Option<String>);
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(id) => write!(f, "{} ({id})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, shared: Arc<ConnShared>) -> Self {
+        Connection {
+            peer,
+            identity: None,
+            decoder: Decoder::new(shared.max_frame_size),
+            batch: DecodedBatch::default(),
+            shared,
+            messages: 0,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// Messages accepted on this connection so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// The messages decoded by the last [`Connection::feed`], to publish.
+    pub fn batch(&self) -> &DecodedBatch {
+        &self.batch
+    }
+
+    /// Takes in the connection's buffered bytes: every complete frame is
+    /// decoded into [`Connection::batch`] (which is cleared first).
+    pub fn feed(&mut self, buf: &[u8]) -> Feed {
+        self.batch.clear();
+        let stats = &self.shared.stats;
+        let mut frames = Frames::new(buf, self.shared.max_frame_size);
+        let mut result = None;
+        for frame in frames.by_ref() {
+            match frame {
+                Ok(Frame::Heartbeat) => IngestStats::add(&stats.heartbeats, 1),
+                Ok(Frame::Payload(payload)) => match self.decoder.decode(payload, &mut self.batch) {
+                    Ok(Decoded::Log) => {}
+                    Ok(Decoded::Hello(id)) => {
+                        IngestStats::add(&stats.hellos, 1);
+                        tracing::debug!(peer = %self.peer, identity = %id, "Client said hello.");
+                        self.identity = Some(id);
+                    }
+                    Err(e) => {
+                        IngestStats::add(&stats.decode_errors, 1);
+                        if let Some(held) = self.shared.diag.check() {
+                            tracing::warn!(
+                                peer = %Who(&self.peer, &self.identity),
+                                bytes = payload.len(),
+                                suppressed = held,
+                                "Skipped a frame that does not decode: {e}."
+                            );
+                        }
+                    }
+                },
+                Err(e @ FrameError::TooLarge { .. }) => {
+                    IngestStats::add(&stats.oversized_frames, 1);
+                    if let Some(held) = self.shared.diag.check() {
+                        tracing::warn!(
+                            peer = %Who(&self.peer, &self.identity),
+                            suppressed = held,
+                            "Closing the connection: {e}; nothing after it can be trusted to be a frame."
+                        );
+                    }
+                    result = Some(Feed::Close);
+                }
+            }
+        }
+        let n = self.batch.len() as u64;
+        self.messages += n;
+        IngestStats::add(&stats.tcp_messages, n);
+        result.unwrap_or(Feed::Continue {
+            consumed: frames.consumed(),
+            need: frames.pending_frame_len().map(|end| end - frames.consumed()),
+        })
+    }
+
+    /// The client closed the connection (or it was closed) with `leftover`
+    /// bytes of an incomplete frame buffered: those are lost, and said so.
+    pub fn finish(&self, leftover: usize) {
+        if leftover > 0 {
+            IngestStats::add(&self.shared.stats.partial_frames, 1);
+            if let Some(held) = self.shared.diag.check() {
+                tracing::warn!(
+                    peer = %Who(&self.peer, &self.identity),
+                    bytes = leftover,
+                    suppressed = held,
+                    "The connection ended in the middle of a frame; its incomplete last frame is dropped."
+                );
+            }
+        }
+        tracing::debug!(
+            peer = %Who(&self.peer, &self.identity),
+            messages = self.messages,
+            "Connection closed."
+        );
+    }
+}

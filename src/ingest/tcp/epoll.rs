@@ -1,0 +1,107 @@
+//! The epoll engine (plain tokio), for where io_uring is unavailable (old
+//! kernels, `kernel.io_uring_disabled`, container seccomp profiles). Same
+//! connection logic as the io_uring engine; only accept and read differ.
+
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
+
+use tokio::{io::AsyncReadExt, net::TcpStream, task::LocalSet};
+
+use super::{accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx};
+use crate::{ingest::conn::Connection, metrics::IngestStats};
+
+pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start a tokio runtime; this ingest thread is not serving.");
+            return;
+        }
+    };
+    LocalSet::new().block_on(&rt, serve(listener, ctx));
+}
+
+async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
+    let backlog = listener.try_clone();
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot register the listener with epoll; this ingest thread is not serving.");
+            return;
+        }
+    };
+    let ctx = Rc::new(ctx);
+    let registry = Rc::new(Registry::default());
+    let sweeper = ctx
+        .config
+        .idle_timeout
+        .map(|t| tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t)));
+    let mut stop = ctx.stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if admit(&ctx, peer) {
+                        let id = registry.add(stream.as_raw_fd());
+                        tokio::task::spawn_local(connection(stream, peer, id, ctx.clone(), registry.clone()));
+                    }
+                }
+                Err(e) => super::accept_failed(&ctx, e).await,
+            },
+        }
+    }
+    match backlog {
+        Ok(backlog) => accept_backlog(&backlog, |stream, peer| {
+            let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+            match stream {
+                Ok(stream) if admit(&ctx, peer) => {
+                    let id = registry.add(stream.as_raw_fd());
+                    tokio::task::spawn_local(connection(stream, peer, id, ctx.clone(), registry.clone()));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%peer, error = %e, "Cannot serve a connection from the backlog."),
+            }
+        }),
+        Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
+    }
+    drop(listener);
+    drain(&registry, &ctx).await;
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Rc<ThreadCtx>, registry: Rc<Registry>) {
+    let mut conn = Connection::new(peer, ctx.conn.clone());
+    let mut buf = Vec::with_capacity(ctx.config.read_buffer);
+    let leftover = loop {
+        if registry.hard_stop.get() {
+            break buf.len();
+        }
+        // tokio reads are cancel-safe: nothing read is lost if the drain
+        // timeout ends this one.
+        let res = tokio::select! {
+            r = stream.read_buf(&mut buf) => r,
+            _ = registry.wait_hard_stop() => break buf.len(),
+        };
+        let received = Instant::now();
+        match res {
+            Ok(0) => break buf.len(),
+            Ok(n) => {
+                IngestStats::add(&ctx.conn.stats.tcp_bytes, n as u64);
+                registry.touch(id, received);
+            }
+            Err(e) => {
+                super::read_failed(&ctx, &conn, &e);
+                break buf.len();
+            }
+        }
+        match after_read(&mut conn, &ctx.ingress, &buf, received).await {
+            Some((consumed, need)) => compact(&mut buf, consumed, need, ctx.config.read_buffer),
+            None => break 0,
+        }
+    };
+    conn.finish(leftover);
+    registry.remove(id);
+    release(&ctx);
+}

@@ -1,0 +1,470 @@
+//! TCP ingest: listeners, ingest threads, connection limits, idle timeout
+//! and graceful shutdown, for both I/O engines.
+//!
+//! The front door of the TCP path: sockets -> [`Connection`] (framing and
+//! decoding) -> [`Ingress`] (sequence, format, queue). `--tcp_threads`
+//! threads each run their own single-threaded runtime and their own
+//! listener on the same port (`SO_REUSEPORT`), so the kernel spreads
+//! connections over them and ingest scales with cores. The engine is
+//! io_uring (tokio-uring, [`uring`]) or plain epoll (tokio, [`epoll`]);
+//! everything but the read and accept calls is shared here.
+//!
+//! Shutdown never cancels a read that may hold accepted data: it stops the
+//! accept loops, then `shutdown(SHUT_RD)`s every connection, so each read
+//! returns what the kernel had buffered and then end-of-stream. Only a
+//! client still sending after the drain timeout is cut off.
+
+mod epoll;
+mod uring;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    io,
+    net::{SocketAddr, TcpListener},
+    os::fd::{RawFd},
+    rc::Rc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio::sync::{watch, Notify};
+
+use super::{
+    batch::Ingress,
+    conn::{ConnShared, Connection, Feed},
+};
+use crate::metrics::IngestStats;
+
+/// Which I/O engine the TCP ingest threads use (`--io_engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IoEngine {
+    /// io_uring if this kernel and sandbox allow it, else epoll (with a
+    /// warning).
+    #[default]
+    Auto,
+    /// io_uring through tokio-uring; fail to start if unavailable.
+    Uring,
+    /// Plain tokio (epoll).
+    Epoll,
+}
+
+impl std::fmt::Display for IoEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoEngine::Auto => "auto",
+            IoEngine::Uring => "io_uring",
+            IoEngine::Epoll => "epoll",
+        })
+    }
+}
+
+/// Settings of the TCP ingest.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    pub addr: SocketAddr,
+    pub threads: usize,
+    pub engine: IoEngine,
+    /// Connections open at once, over all threads.
+    pub max_connections: usize,
+    /// Close connections silent for this long.
+    pub idle_timeout: Option<Duration>,
+    /// At shutdown, how long connections may take to hand over what the
+    /// kernel buffered for them.
+    pub drain_timeout: Duration,
+    /// Initial read buffer of a connection, bytes (grows for large frames).
+    pub read_buffer: usize,
+}
+
+/// Why TCP ingest could not start.
+#[derive(Debug, Error)]
+pub enum TcpError {
+    /// The address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// `--io_engine uring` was asked for and io_uring is not available.
+    #[error("io_uring is not available here ({0}); use --io_engine epoll or auto")]
+    UringUnavailable(#[source] io::Error),
+    /// An ingest thread could not be started.
+    #[error("cannot start a TCP ingest thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+/// The running TCP ingest.
+#[derive(Debug)]
+pub struct TcpIngest {
+    local_addr: SocketAddr,
+    engine: IoEngine,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl TcpIngest {
+    /// The address the listeners are bound to (the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The engine in use: [`IoEngine::Uring`] or [`IoEngine::Epoll`].
+    pub fn engine(&self) -> IoEngine {
+        self.engine
+    }
+
+    /// Stops accepting, lets every connection hand over what the kernel has
+    /// buffered for it (bounded by the drain timeout), and waits until all
+    /// of it is in the queue. Returns when every ingest thread has ended.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("A TCP ingest thread panicked.");
+            }
+        }
+    }
+}
+
+impl Drop for TcpIngest {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Whether io_uring can be used here: sets up (and drops) a small ring.
+pub fn uring_available() -> Result<(), io::Error> {
+    tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop)
+}
+
+/// Binds the listeners and starts the ingest threads.
+pub fn start(config: TcpConfig, ingress: Arc<Ingress>, conn: Arc<ConnShared>) -> Result<TcpIngest, TcpError> {
+    let engine = match config.engine {
+        IoEngine::Epoll => IoEngine::Epoll,
+        IoEngine::Uring => {
+            uring_available().map_err(TcpError::UringUnavailable)?;
+            IoEngine::Uring
+        }
+        IoEngine::Auto => match uring_available() {
+            Ok(()) => IoEngine::Uring,
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring is not available (kernel, sysctl or seccomp); using epoll.");
+                IoEngine::Epoll
+            }
+        },
+    };
+    let threads = config.threads.max(1);
+    // Bind every listener here, so a port in use is a startup error; the
+    // first one fixes the port when 0 was asked for.
+    let first = bind_reuseport(config.addr).map_err(|source| TcpError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let local_addr = first.local_addr().map_err(|source| TcpError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(bind_reuseport(local_addr).map_err(|source| TcpError::Bind {
+            addr: local_addr,
+            source,
+        })?);
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(threads);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let ctx = ThreadCtx {
+            ingress: ingress.clone(),
+            conn: conn.clone(),
+            open: open.clone(),
+            stop: stop_rx.clone(),
+            config: config.clone(),
+        };
+        let handle = thread::Builder::new()
+            .name(format!("tcp-ingest-{i}"))
+            .spawn(move || match engine {
+                IoEngine::Uring => uring::run_thread(listener, ctx),
+                _ => epoll::run_thread(listener, ctx),
+            })
+            .map_err(TcpError::Spawn)?;
+        handles.push(handle);
+    }
+    Ok(TcpIngest {
+        local_addr,
+        engine,
+        stop,
+        threads: handles,
+    })
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// What every ingest thread gets.
+struct ThreadCtx {
+    ingress: Arc<Ingress>,
+    conn: Arc<ConnShared>,
+    /// Connections open over all threads.
+    open: Arc<AtomicUsize>,
+    stop: watch::Receiver<bool>,
+    config: TcpConfig,
+}
+
+/// The connections of one ingest thread, so that the thread can end reads
+/// (idle timeout, shutdown) without cancelling them.
+#[derive(Default)]
+struct Registry {
+    conns: RefCell<HashMap<u64, Entry>>,
+    next_id: Cell<u64>,
+    /// Notified when the last connection ends.
+    empty: Notify,
+    /// Set when the drain timeout has passed: connections stop reading.
+    hard_stop: Cell<bool>,
+    hard_stop_notify: Notify,
+}
+
+struct Entry {
+    fd: RawFd,
+    last_read: Instant,
+    /// Already shut down for reading (idle or draining).
+    closing: bool,
+}
+
+impl Registry {
+    fn add(&self, fd: RawFd) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.conns.borrow_mut().insert(
+            id,
+            Entry {
+                fd,
+                last_read: Instant::now(),
+                closing: false,
+            },
+        );
+        id
+    }
+
+    fn touch(&self, id: u64, at: Instant) {
+        if let Some(e) = self.conns.borrow_mut().get_mut(&id) {
+            e.last_read = at;
+        }
+    }
+
+    /// Removed by the connection itself before its socket is closed, so the
+    /// fd is never used after close.
+    fn remove(&self, id: u64) {
+        let mut conns = self.conns.borrow_mut();
+        conns.remove(&id);
+        if conns.is_empty() {
+            self.empty.notify_waiters();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.conns.borrow().is_empty()
+    }
+
+    /// Ends reading on the connections that match: their pending read
+    /// returns the buffered bytes, then end-of-stream. Returns how many.
+    fn shut_reads(&self, mut which: impl FnMut(&Entry) -> bool) -> usize {
+        let mut n = 0;
+        for e in self.conns.borrow_mut().values_mut() {
+            if !e.closing && which(e) {
+                e.closing = true;
+                // SAFETY: `shutdown(2)` takes no pointers, and the fd is open:
+                // a connection removes its entry before its socket closes.
+                unsafe { libc::shutdown(e.fd, libc::SHUT_RD) };
+                n += 1;
+            }
+        }
+        n
+    }
+
+    async fn wait_empty(&self) {
+        while !self.is_empty() {
+            let notified = self.empty.notified();
+            if self.is_empty() {
+                break;
+            }
+            notified.await;
+        }
+    }
+
+    async fn wait_hard_stop(&self) {
+        while !self.hard_stop.get() {
+            self.hard_stop_notify.notified().await;
+        }
+    }
+}
+
+/// Whether a new connection may be served; counts it if so.
+fn admit(ctx: &ThreadCtx, peer: SocketAddr) -> bool {
+    let max = ctx.config.max_connections;
+    let stats = &ctx.conn.stats;
+    if ctx.open.fetch_add(1, Ordering::AcqRel) >= max {
+        ctx.open.fetch_sub(1, Ordering::AcqRel);
+        IngestStats::add(&stats.connections_refused, 1);
+        if let Some(held) = ctx.conn.diag.check() {
+            tracing::warn!(%peer, max_connections = max, suppressed = held, "Refusing a connection: the server is at --max_connections.");
+        }
+        return false;
+    }
+    IngestStats::add(&stats.connections_accepted, 1);
+    IngestStats::add(&stats.connections_open, 1);
+    tracing::debug!(%peer, "Connection opened.");
+    true
+}
+
+/// Accepts every connection still waiting in the listener's backlog at
+/// shutdown: their clients connected and may have sent data before the
+/// signal, so they are served (and drained) like the others.
+fn accept_backlog(listener: &TcpListener, mut serve: impl FnMut(std::net::TcpStream, SocketAddr)) {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => serve(stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "Accepting the connections left in the backlog at shutdown failed.");
+                return;
+            }
+        }
+    }
+}
+
+/// Undoes [`admit`] when a connection ends.
+fn release(ctx: &ThreadCtx) {
+    ctx.open.fetch_sub(1, Ordering::AcqRel);
+    ctx.conn.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How long a connection must have been silent, once shutdown has begun,
+/// before its reads are ended: long enough for what a client had finished
+/// writing to cross over from its send buffer.
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+
+/// Bytes the kernel holds for `fd` that no read has taken yet (`FIONREAD`);
+/// 0 if it cannot tell.
+fn unread_bytes(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to
+    // a live local; the fd is open (see `Registry::remove`).
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// The thread's housekeeping after its accept loop ended: each connection
+/// reads on until it has been quiet for [`DRAIN_QUIET`] with nothing left
+/// unread in the kernel (a busy thread is not a quiet client), then its reads are
+/// ended (it gets the rest of its kernel buffer, then end-of-stream). At the
+/// drain timeout, connections still sending are stopped.
+async fn drain(registry: &Registry, ctx: &ThreadCtx) {
+    let deadline = Instant::now() + ctx.config.drain_timeout;
+    if !registry.is_empty() {
+        tracing::debug!(connections = registry.conns.borrow().len(), "Draining connections.");
+    }
+    loop {
+        let now = Instant::now();
+        registry.shut_reads(|e| now.duration_since(e.last_read) >= DRAIN_QUIET && unread_bytes(e.fd) == 0);
+        if registry.is_empty() {
+            return;
+        }
+        if now >= deadline {
+            break;
+        }
+        let _ = tokio::time::timeout(DRAIN_QUIET / 5, registry.wait_empty()).await;
+    }
+    tracing::warn!(
+        connections = registry.conns.borrow().len(),
+        "Connections still sending after the drain timeout are closed; what they send from now on is not read."
+    );
+    registry.hard_stop.set(true);
+    registry.hard_stop_notify.notify_waiters();
+    registry.wait_empty().await;
+}
+
+/// Closes connections silent for longer than the idle timeout, checking a
+/// few times per timeout.
+async fn idle_sweeper(registry: Rc<Registry>, ctx_stats: Arc<IngestStats>, timeout: Duration) {
+    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let n = registry.shut_reads(|e| now.duration_since(e.last_read) >= timeout);
+        if n > 0 {
+            IngestStats::add(&ctx_stats.connections_idle_closed, n as u64);
+            tracing::debug!(connections = n, "Closing idle connections (--idle_timeout).");
+        }
+    }
+}
+
+/// Publishes what one read decoded and says how to go on: `Some(consumed,
+/// need)` to read on, `None` to close.
+async fn after_read(conn: &mut Connection, ingress: &Ingress, buf: &[u8], received: Instant) -> Option<(usize, Option<usize>)> {
+    let feed = conn.feed(buf);
+    ingress.publish(conn.batch(), received).await;
+    match feed {
+        Feed::Continue { consumed, need } => Some((consumed, need)),
+        Feed::Close => None,
+    }
+}
+
+/// Makes room in a connection's buffer after `consumed` bytes were used:
+/// moves the partial frame to the front and grows the buffer for a frame
+/// larger than it.
+fn compact(buf: &mut Vec<u8>, consumed: usize, need: Option<usize>, min_capacity: usize) {
+    buf.drain(..consumed);
+    let want = need.unwrap_or(0).max(min_capacity);
+    if buf.capacity() < want {
+        buf.reserve(want - buf.len());
+    } else if buf.len() == buf.capacity() {
+        // A full buffer with no complete frame and no known length cannot
+        // happen (a prefix is 4 bytes); grow anyway rather than spin.
+        buf.reserve(min_capacity);
+    }
+}
+
+/// An accept failed (most often out of file descriptors): say so (rate
+/// limited) and pause briefly instead of spinning.
+async fn accept_failed(ctx: &ThreadCtx, e: io::Error) {
+    if let Some(held) = ctx.conn.diag.check() {
+        tracing::warn!(error = %e, suppressed = held, "Accepting a connection failed; retrying shortly.");
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// A read failed: the connection ends. A reset is the client's way to
+/// leave and not worth a warning.
+fn read_failed(ctx: &ThreadCtx, conn: &Connection, e: &io::Error) {
+    if e.kind() == io::ErrorKind::ConnectionReset {
+        tracing::debug!(peer = %conn.peer(), "The client reset the connection.");
+    } else if let Some(held) = ctx.conn.diag.check() {
+        tracing::warn!(peer = %conn.peer(), error = %e, suppressed = held, "Reading from a connection failed; closing it.");
+    }
+}

@@ -1,0 +1,98 @@
+//! The io_uring engine (tokio-uring): every io_uring specific of the TCP
+//! ingest lives here, so the engine can be swapped.
+//!
+//! Reads use owned buffers: the buffer goes into the read and comes back
+//! with its result. To append after a partial frame, the read goes into
+//! `buf.slice(filled..)` and the Vec is taken back with `into_inner()`.
+
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
+
+use tokio_uring::{buf::BoundedBuf, net::TcpStream};
+
+use super::{accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx};
+use crate::{ingest::conn::Connection, metrics::IngestStats};
+
+pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
+    match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+        Ok(rt) => rt.block_on(serve(listener, ctx)),
+        Err(e) => tracing::error!(error = %e, "Cannot start an io_uring runtime; this ingest thread is not serving."),
+    }
+}
+
+async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
+    let backlog = listener.try_clone();
+    let listener = tokio_uring::net::TcpListener::from_std(listener);
+    let ctx = Rc::new(ctx);
+    let registry = Rc::new(Registry::default());
+    let sweeper = ctx
+        .config
+        .idle_timeout
+        .map(|t| tokio_uring::spawn(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t)));
+    let mut stop = ctx.stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if admit(&ctx, peer) {
+                        let id = registry.add(stream.as_raw_fd());
+                        tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
+                    }
+                }
+                Err(e) => super::accept_failed(&ctx, e).await,
+            },
+        }
+    }
+    match backlog {
+        Ok(backlog) => accept_backlog(&backlog, |stream, peer| {
+            if admit(&ctx, peer) {
+                let stream = TcpStream::from_std(stream);
+                let id = registry.add(stream.as_raw_fd());
+                tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
+            }
+        }),
+        Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
+    }
+    drop(listener);
+    drain(&registry, &ctx).await;
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Rc<ThreadCtx>, registry: Rc<Registry>) {
+    let mut conn = Connection::new(peer, ctx.conn.clone());
+    let mut buf = Vec::with_capacity(ctx.config.read_buffer);
+    let leftover = loop {
+        if registry.hard_stop.get() {
+            break buf.len();
+        }
+        let filled = buf.len();
+        let (res, slice) = tokio::select! {
+            r = stream.read(buf.slice(filled..)) => r,
+            // The read is cancelled only at the drain timeout, when the
+            // client is still sending after shutdown began.
+            _ = registry.wait_hard_stop() => break filled,
+        };
+        buf = slice.into_inner();
+        let received = Instant::now();
+        match res {
+            Ok(0) => break buf.len(),
+            Ok(n) => {
+                IngestStats::add(&ctx.conn.stats.tcp_bytes, n as u64);
+                registry.touch(id, received);
+            }
+            Err(e) => {
+                super::read_failed(&ctx, &conn, &e);
+                break buf.len();
+            }
+        }
+        match after_read(&mut conn, &ctx.ingress, &buf, received).await {
+            Some((consumed, need)) => compact(&mut buf, consumed, need, ctx.config.read_buffer),
+            None => break 0,
+        }
+    };
+    conn.finish(leftover);
+    registry.remove(id);
+    release(&ctx);
+}

@@ -1,0 +1,268 @@
+//! Wires the pipeline together: writer thread, queue, sequencer, TCP ingest
+//! threads (and the gRPC thread once it exists), from one [`ServerConfig`].
+//!
+//! `main.rs` turns command-line flags into a [`ServerConfig`]; tests start a
+//! [`Server`] in-process on `127.0.0.1:0`. Startup checks every limit and
+//! opens the log file and the listeners before anything runs, so a bad flag,
+//! a port in use or an unwritable directory is one clear error.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use thiserror::Error;
+
+use crate::{
+    format::{LineFormat, LineFormatter, LINE_OVERHEAD},
+    ingest::{
+        batch::Ingress,
+        conn::ConnShared,
+        frame::DEFAULT_MAX_FRAME_SIZE,
+        tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
+    },
+    metrics::{IngestStats, RateLimiter},
+    queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
+    writer::{self, FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared},
+};
+
+/// Default `--port`.
+pub const DEFAULT_PORT: u16 = 4020;
+/// Default `--grpc_port`.
+pub const DEFAULT_GRPC_PORT: u16 = 4021;
+/// Default `--max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Diagnostics about bad input let through per second, server-wide.
+const DIAGNOSTICS_PER_SECOND: u64 = 20;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    pub grpc_port: u16,
+    pub only_tcp: bool,
+    pub log_dir: PathBuf,
+    pub max_files: usize,
+    pub max_file_size: u64,
+    pub max_frame_size: usize,
+    pub format: LineFormat,
+    pub queue_capacity: usize,
+    pub queue_max_bytes: usize,
+    pub fsync: FsyncPolicy,
+    pub tcp_threads: usize,
+    pub io_engine: IoEngine,
+    pub max_connections: usize,
+    pub idle_timeout: Option<Duration>,
+    /// At shutdown, how long connections may take to hand over what the
+    /// kernel buffered for them.
+    pub drain_timeout: Duration,
+    /// Initial read buffer per TCP connection, bytes.
+    pub read_buffer: usize,
+    /// Writer settings beyond the file limits and fsync (retries, timeouts).
+    pub writer: WriterConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+            grpc_port: DEFAULT_GRPC_PORT,
+            only_tcp: false,
+            log_dir: PathBuf::from("./logs"),
+            max_files: writer::DEFAULT_MAX_FILES,
+            max_file_size: writer::DEFAULT_MAX_FILE_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            format: LineFormat::Text,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            fsync: FsyncPolicy::Rotate,
+            tcp_threads: default_tcp_threads(),
+            io_engine: IoEngine::Auto,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: None,
+            drain_timeout: Duration::from_secs(2),
+            read_buffer: 64 * 1024,
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+/// One ingest thread per core: the writer thread mostly copies into the
+/// page cache and needs little.
+pub fn default_tcp_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Flags that contradict each other or are out of range.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    #[error(transparent)]
+    Tcp(#[from] TcpError),
+}
+
+impl ServerConfig {
+    /// Checks the limits against each other.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |msg: String| Err(ServerError::Config(msg));
+        if self.max_files == 0 {
+            return bad("--max_files must be at least 1".into());
+        }
+        if self.max_frame_size == 0 {
+            return bad("--max_frame_size must be at least 1 byte".into());
+        }
+        if self.max_frame_size > u32::MAX as usize {
+            return bad(format!("--max_frame_size cannot exceed {} (a frame length is a u32)", u32::MAX));
+        }
+        let needed = self.max_frame_size as u64 + 2 * LINE_OVERHEAD as u64;
+        if self.max_file_size < needed.max(writer::MIN_MAX_FILE_SIZE) {
+            return bad(format!(
+                "--max_file_size {} cannot hold a line of the largest frame allowed by --max_frame_size {}: \
+                 it must be at least {} bytes (or lower --max_frame_size)",
+                self.max_file_size,
+                self.max_frame_size,
+                needed.max(writer::MIN_MAX_FILE_SIZE)
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return bad("--queue_capacity must be at least 1".into());
+        }
+        if self.tcp_threads == 0 {
+            return bad("--tcp_threads must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return bad("--max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    tcp: Option<TcpIngest>,
+    writer: Option<WriterHandle>,
+    ingress: Arc<Ingress>,
+    ingest_stats: Arc<IngestStats>,
+    tcp_addr: SocketAddr,
+    engine: IoEngine,
+}
+
+/// What a server did, returned by [`Server::shutdown`].
+#[derive(Debug, Clone)]
+pub struct ShutdownReport {
+    pub writer: WriterReport,
+    pub tcp_messages: u64,
+    pub grpc_messages: u64,
+    pub decode_errors: u64,
+}
+
+impl Server {
+    /// Validates `config`, opens the log file, binds the listeners and
+    /// starts every thread.
+    pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let queue = Arc::new(RecordQueue::new(config.queue_capacity, config.queue_max_bytes));
+        let writer_config = WriterConfig {
+            max_file_size: config.max_file_size,
+            max_files: config.max_files,
+            fsync: config.fsync,
+            ..config.writer.clone()
+        };
+        let writer = writer::spawn(&config.log_dir, writer_config, queue.clone(), 0)?;
+        let formatter = LineFormatter::new(config.format, config.max_file_size.try_into().unwrap_or(usize::MAX));
+        let ingress = Arc::new(Ingress::new(queue, formatter, 0));
+        let ingest_stats = Arc::new(IngestStats::default());
+        let conn = Arc::new(ConnShared {
+            stats: ingest_stats.clone(),
+            diag: RateLimiter::new(DIAGNOSTICS_PER_SECOND),
+            max_frame_size: config.max_frame_size,
+        });
+        if !config.host.is_loopback() {
+            tracing::warn!(
+                host = %config.host,
+                "Listening on a non-loopback address: any host that can reach it can write logs."
+            );
+        }
+        let tcp = tcp::start(
+            TcpConfig {
+                addr: SocketAddr::new(config.host, config.port),
+                threads: config.tcp_threads,
+                engine: config.io_engine,
+                max_connections: config.max_connections,
+                idle_timeout: config.idle_timeout,
+                drain_timeout: config.drain_timeout,
+                read_buffer: config.read_buffer,
+            },
+            ingress.clone(),
+            conn,
+        )?;
+        let tcp_addr = tcp.local_addr();
+        let engine = tcp.engine();
+        Ok(Server {
+            tcp: Some(tcp),
+            writer: Some(writer),
+            ingress,
+            ingest_stats,
+            tcp_addr,
+            engine,
+        })
+    }
+
+    /// The TCP address being served (the real port when 0 was asked for).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The I/O engine of the TCP ingest.
+    pub fn io_engine(&self) -> IoEngine {
+        self.engine
+    }
+
+    pub fn ingest_stats(&self) -> &Arc<IngestStats> {
+        &self.ingest_stats
+    }
+
+    pub fn ingress(&self) -> &Arc<Ingress> {
+        &self.ingress
+    }
+
+    /// The writer's watermarks and counters.
+    pub fn writer(&self) -> &Arc<WriterShared> {
+        self.writer.as_ref().expect("present until shutdown").shared()
+    }
+
+    /// Stops accepting, drains every connection, then the queue and the
+    /// writer; fsyncs (unless `--fsync none`). Every message that reached
+    /// the server's sockets before this call is in the files when it
+    /// returns.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        if let Some(tcp) = self.tcp.take() {
+            tcp.shutdown();
+        }
+        let writer = self.writer.take().expect("present until shutdown").shutdown();
+        let s = &self.ingest_stats;
+        ShutdownReport {
+            writer,
+            tcp_messages: IngestStats::get(&s.tcp_messages),
+            grpc_messages: IngestStats::get(&s.grpc_messages),
+            decode_errors: IngestStats::get(&s.decode_errors),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Ingest first, so the writer's drain sees every last record.
+        drop(self.tcp.take());
+        drop(self.writer.take());
+    }
+}

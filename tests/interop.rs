@@ -1,0 +1,67 @@
+//! Interop with a Cap'n Proto implementation that is not ours: the Python
+//! example client in `clients/python/` (pycapnp, the C++ library) against
+//! an in-process server.
+
+use std::process::Command;
+
+use crate::util::*;
+
+/// The Python that has pycapnp: `LOG_SERVER_PYTHON` (set by `.ci/run` to
+/// its virtualenv), else `python3`.
+fn python() -> String {
+    std::env::var("LOG_SERVER_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[test]
+fn python_pycapnp_client_lines_arrive_intact() {
+    let has_pycapnp = Command::new(python())
+        .args(["-c", "import capnp"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_pycapnp {
+        // CI installs it (see .ci/run); there a missing pycapnp is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pycapnp is missing in CI: .ci/run must install it"
+        );
+        eprintln!("SKIPPED: pycapnp is not installed for {}; run scripts/setup-python.sh", python());
+        return;
+    }
+    let mut s = TestServer::start(log_server::ingest::tcp::IoEngine::Auto);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(python())
+        .arg(format!("{root}/clients/python/log_client.py"))
+        .args(["--host", "127.0.0.1", "--port", &s.addr().port().to_string()])
+        .args(["--schema-dir", &format!("{root}/schema")])
+        .args(["--count", "500", "--demo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+    s.wait_written(503);
+    let lines = s.stop();
+    assert_eq!(lines.len(), 503, "{lines:#?}");
+    // The demo lines exercise columns, levels, metadata and escaping.
+    let expected_first = format!(
+        "{:<33} {:<12} {:<22} {:<10} {:<20} {:<25} {:<6} {}",
+        "2026-01-02T15:04:05.000000000Z",
+        "py-host",
+        "python.interop",
+        "WARNING",
+        "log_client.py",
+        "main",
+        "42",
+        "first line | second line [metadata: mod=interop pid=4242 tname=MainThread svc=demo]"
+    );
+    assert_eq!(lines[0], expected_first);
+    assert!(lines[1].starts_with(&format!("{:<33} hôst-ünïcödé {:<22} CRITICAL ", "2026-01-02T15:04:05.000000000Z", "")), "{}", lines[1]);
+    assert!(lines[1].ends_with(" ünïcödé ✓"), "{}", lines[1]);
+    assert!(
+        lines[2].ends_with(r#"boom [metadata: stack=Traceback (most recent call last): |   File "x.py", line 1 | ValueError]"#),
+        "{}",
+        lines[2]
+    );
+    for (i, line) in lines[3..].iter().enumerate() {
+        assert!(line.ends_with(&format!("python message {i}")), "{line}");
+        assert!(line.contains(" INFO       "), "{line}");
+    }
+}

@@ -1,0 +1,220 @@
+//! TCP ingest end to end: clients on loopback -> files.
+
+use std::{
+    io::Write,
+    net::TcpStream,
+    thread,
+    time::{Duration, Instant},
+};
+
+use log_server::{
+    encode::{push_logger_frame, Packing},
+    ingest::tcp::{uring_available, IoEngine},
+    metrics::IngestStats,
+};
+
+use crate::util::*;
+
+/// Runs `test` with each engine; io_uring only where the kernel allows it,
+/// saying so when it does not.
+fn each_engine(test: impl Fn(IoEngine)) {
+    test(IoEngine::Epoll);
+    match uring_available() {
+        Ok(()) => test(IoEngine::Uring),
+        Err(e) => eprintln!("SKIPPED the io_uring half of this test: io_uring is unavailable here ({e})"),
+    }
+}
+
+fn concurrent_connections(engine: IoEngine, conns: usize, per_conn: usize) {
+    let mut s = TestServer::start(engine);
+    let addr = s.addr();
+    let clients: Vec<_> = (0..conns)
+        .map(|c| thread::spawn(move || send(addr, &frames(c, per_conn, c % 2 == 0, Some(100)))))
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    s.wait_written((conns * per_conn) as u64);
+    let stats = s.server().ingest_stats().clone();
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &vec![per_conn; conns]);
+    assert_eq!(IngestStats::get(&stats.decode_errors), 0);
+    assert_eq!(IngestStats::get(&stats.hellos), conns.div_ceil(2) as u64);
+}
+
+#[test]
+fn many_concurrent_connections_every_message_once_in_order() {
+    each_engine(|engine| concurrent_connections(engine, 32, 5_000));
+}
+
+#[test]
+fn hello_and_heartbeats_write_no_lines() {
+    each_engine(|engine| {
+        let mut s = TestServer::start(engine);
+        // A hello, then heartbeats around every message.
+        send(s.addr(), &frames(0, 50, true, Some(1)));
+        s.wait_written(50);
+        let stats = s.server().ingest_stats().clone();
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[50]);
+        assert_eq!(IngestStats::get(&stats.hellos), 1);
+        assert_eq!(IngestStats::get(&stats.heartbeats), 50);
+    });
+}
+
+#[test]
+fn rotation_under_load_keeps_files_bounded_and_lines_whole() {
+    let mut s = TestServer::start_with(|c| {
+        c.max_file_size = 64 * 1024;
+        c.max_frame_size = 16 * 1024;
+        c.max_files = 50;
+    });
+    let addr = s.addr();
+    let clients: Vec<_> = (0..4)
+        .map(|c| thread::spawn(move || send(addr, &frames(c, 2_000, false, None))))
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    s.wait_written(8_000);
+    let rotations = s.server().writer().stats.rotations.load(std::sync::atomic::Ordering::Relaxed);
+    let dir = s.log_dir();
+    let lines = s.stop();
+    assert!(rotations >= 20, "only {rotations} rotations");
+    assert_all_once_in_order(&lines, &[2_000; 4]);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let len = entry.unwrap().metadata().unwrap().len();
+        assert!(len <= 64 * 1024, "a file of {len} bytes");
+    }
+}
+
+#[test]
+fn garbage_and_oversized_frames_do_not_disturb_a_good_client() {
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| {
+            c.io_engine = engine;
+            c.max_frame_size = 64 * 1024;
+        });
+        let addr = s.addr();
+        let good = thread::spawn(move || send(addr, &frames(0, 20_000, true, Some(500))));
+        // Payloads that are not Cap'n Proto: each frame skipped, the
+        // connection stays open and its later good frames are written.
+        let mut mixed = Vec::new();
+        for i in 0..100u8 {
+            let garbage = vec![i.wrapping_mul(37).wrapping_add(1); 50 + usize::from(i)];
+            log_server::ingest::frame::write_frame(&mut mixed, &garbage);
+        }
+        mixed.extend_from_slice(&frames(1, 10, false, None));
+        send(addr, &mixed);
+        // Plain text, as from `nc`: its first four bytes are a huge length.
+        let mut nc = TcpStream::connect(addr).unwrap();
+        nc.write_all(b"hello there, is this the log server?\n").unwrap();
+        // A length of 0xFFFFFFFF: the connection is closed by the server.
+        let mut huge = TcpStream::connect(addr).unwrap();
+        huge.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+        assert_closed_by_server(&mut huge);
+        good.join().unwrap();
+        s.wait_written(20_010);
+        let stats = s.server().ingest_stats().clone();
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[20_000, 10]);
+        assert_eq!(IngestStats::get(&stats.decode_errors), 100);
+        assert_eq!(IngestStats::get(&stats.oversized_frames), 2);
+    });
+}
+
+#[test]
+fn a_client_that_leaves_mid_frame_loses_only_that_frame() {
+    each_engine(|engine| {
+        let mut s = TestServer::start(engine);
+        let mut bytes = frames(0, 10, false, None);
+        let mut last = Vec::new();
+        push_logger_frame(&mut last, &fields(&message(0, 10)), Packing::Packed);
+        bytes.extend_from_slice(&last[..last.len() / 2]);
+        send(s.addr(), &bytes);
+        s.wait_written(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while IngestStats::get(&s.server().ingest_stats().partial_frames) == 0 {
+            assert!(Instant::now() < deadline, "the partial frame was never noticed");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[10]);
+    });
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| {
+            c.io_engine = engine;
+            c.max_connections = 2;
+        });
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(s.addr()).unwrap()).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while IngestStats::get(&s.server().ingest_stats().connections_open) < 2 {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(5));
+        }
+        let mut refused = TcpStream::connect(s.addr()).unwrap();
+        assert_closed_by_server(&mut refused);
+        assert_eq!(IngestStats::get(&s.server().ingest_stats().connections_refused), 1);
+        // The held connections still work.
+        (&held[0]).write_all(&frames(0, 5, false, None)).unwrap();
+        (&held[1]).write_all(&frames(1, 5, false, None)).unwrap();
+        s.wait_written(10);
+        drop(held);
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[5, 5]);
+    });
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_timeout() {
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| {
+            c.io_engine = engine;
+            c.idle_timeout = Some(Duration::from_millis(200));
+        });
+        let mut idle = TcpStream::connect(s.addr()).unwrap();
+        idle.write_all(&frames(0, 3, false, None)).unwrap();
+        let started = Instant::now();
+        assert_closed_by_server(&mut idle);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(IngestStats::get(&s.server().ingest_stats().connections_idle_closed), 1);
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[3]);
+    });
+}
+
+#[test]
+fn shutdown_writes_everything_already_sent() {
+    each_engine(|engine| {
+        let mut s = TestServer::start(engine);
+        // Clients stay connected: the server must drain their sockets
+        // itself at shutdown.
+        let mut open = Vec::new();
+        for c in 0..4 {
+            let mut stream = TcpStream::connect(s.addr()).unwrap();
+            stream.write_all(&frames(c, 5_000, false, None)).unwrap();
+            open.push(stream);
+        }
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[5_000; 4]);
+        drop(open);
+    });
+}
+
+#[test]
+fn json_lines_carry_seq_and_every_field() {
+    let mut s = TestServer::start_with(|c| c.format = log_server::format::LineFormat::Json);
+    send(s.addr(), &frames(0, 3, false, None));
+    s.wait_written(3);
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &[3]);
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.starts_with(&format!("{{\"seq\":{i},\"received_at\":\"")), "{line}");
+        assert!(line.contains("\"level\":\"INFO\""), "{line}");
+        assert!(line.ends_with("\"stack_trace\":\"\"}"), "{line}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real sockets on 127.0.0.1 (port 0), real files in
+//! temp dirs. One test binary, modules by subject.
+
+mod util;
+
+mod interop;
+mod process;
+mod tcp;

@@ -1,0 +1,184 @@
+//! Helpers shared by the integration tests: a server in a temp dir, clients
+//! that speak the TCP wire contract, and readers of the log files.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use log_server::{
+    encode::{push_hello_frame, push_heartbeat, push_logger_frame, Packing},
+    ingest::tcp::IoEngine,
+    record::{Fields, Level},
+    server::{Server, ServerConfig},
+    writer::rotate::{rotated_name, ACTIVE},
+};
+
+/// A server on 127.0.0.1:0 writing into its own temp dir.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub config: ServerConfig,
+}
+
+impl TestServer {
+    pub fn start(engine: IoEngine) -> Self {
+        Self::start_with(|c| c.io_engine = engine)
+    }
+
+    /// Starts with the test defaults changed by `tweak`.
+    pub fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            port: 0,
+            log_dir: dir.path().join("logs"),
+            // Tests that drain at shutdown do so well within this.
+            drain_timeout: Duration::from_secs(10),
+            tcp_threads: 2,
+            only_tcp: true,
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        let server = Server::start(config.clone()).expect("server starts");
+        TestServer {
+            server: Some(server),
+            dir,
+            config,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().tcp_addr()
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Shuts the server down and returns every line written, oldest first.
+    pub fn stop(&mut self) -> Vec<String> {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+        read_lines(&self.config.log_dir, self.config.max_files)
+    }
+
+    /// Waits until the writer has written `n` lines (or panics after 30 s).
+    pub fn wait_written(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let shared = self.server().writer();
+        while shared.written() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} lines written", shared.written());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A typical message whose text names its connection and its number.
+pub fn message(conn: usize, n: usize) -> String {
+    format!("conn={conn} n={n} payload=abcdefghijklmnopqrstuvwxyz0123456789")
+}
+
+pub fn fields(msg: &str) -> Fields<'_> {
+    Fields {
+        timestamp: "2026-01-02T15:04:05.000000000Z",
+        hostname: "testhost",
+        logger_name: "tests",
+        level: Level(3),
+        filename: "tests.rs",
+        function_name: "send",
+        line_number: "1",
+        message: msg,
+        ..Fields::default()
+    }
+}
+
+/// The frames of `count` messages of connection `conn`, packed, with a hello
+/// first and a heartbeat every `heartbeat_every` messages when asked.
+pub fn frames(conn: usize, count: usize, hello: bool, heartbeat_every: Option<usize>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if hello {
+        push_hello_frame(&mut out, &format!("client{conn}"), "testhost");
+    }
+    for n in 0..count {
+        if heartbeat_every.is_some_and(|k| n % k == 0) {
+            push_heartbeat(&mut out);
+        }
+        let packing = if n % 7 == 3 { Packing::Unpacked } else { Packing::Packed };
+        push_logger_frame(&mut out, &fields(&message(conn, n)), packing);
+    }
+    out
+}
+
+/// Connects and sends `bytes`, in pieces of varying size to exercise
+/// reassembly, then closes.
+pub fn send(addr: SocketAddr, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut at = 0;
+    let mut step = 1;
+    while at < bytes.len() {
+        let end = (at + step).min(bytes.len());
+        s.write_all(&bytes[at..end]).unwrap();
+        at = end;
+        step = (step * 3 + 1) % 65_521 + 1;
+    }
+    s.flush().unwrap();
+}
+
+/// Reads until end of stream, expecting nothing but end of stream (or a
+/// reset) within 10 s: the server closed the connection.
+pub fn assert_closed_by_server(stream: &mut TcpStream) {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) => return,
+            Ok(_) => panic!("the server never writes on a TCP connection"),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("expected the server to close the connection: {e}"),
+        }
+    }
+}
+
+/// Every line of every log file, oldest file first.
+pub fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut names: Vec<String> = (0..max_files.saturating_sub(1)).rev().map(rotated_name).collect();
+    names.push(ACTIVE.to_string());
+    for name in names {
+        if let Ok(text) = fs::read_to_string(dir.join(&name)) {
+            assert!(text.is_empty() || text.ends_with('\n'), "{name} ends in a partial line");
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+/// `(conn, n)` of a line written from [`message`], or `None`.
+pub fn parse_message(line: &str) -> Option<(usize, usize)> {
+    let at = line.find("conn=")?;
+    let mut words = line[at..].split_whitespace();
+    let conn = words.next()?.strip_prefix("conn=")?.parse().ok()?;
+    let n = words.next()?.strip_prefix("n=")?.parse().ok()?;
+    Some((conn, n))
+}
+
+/// Asserts that `lines` hold exactly `per_conn[c]` messages of each
+/// connection `c`, each once, in the order each connection sent them.
+pub fn assert_all_once_in_order(lines: &[String], per_conn: &[usize]) {
+    let mut next = vec![0usize; per_conn.len()];
+    for line in lines {
+        let (c, n) = parse_message(line).unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        assert_eq!(n, next[c], "connection {c}: expected message {} but got {n}", next[c]);
+        next[c] += 1;
+    }
+    assert_eq!(next, per_conn, "messages per connection");
+}
