@@ -29,8 +29,11 @@ fn main() {
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["proto"]).expect("protox rejected proto/log_service.proto");
     // Kept for gRPC server reflection, so grpcurl works without the .proto file.
-    std::fs::write(out_dir.join("log_service_descriptor.bin"), fds.encode_to_vec())
-        .expect("write the protobuf file descriptor set");
+    std::fs::write(
+        out_dir.join("log_service_descriptor.bin"),
+        fds.encode_to_vec(),
+    )
+    .expect("write the protobuf file descriptor set");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

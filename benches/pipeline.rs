@@ -85,18 +85,21 @@ fn decode(c: &mut Criterion) {
             decoder.decode(payload, &mut batch).unwrap()
         })
     });
-    g.bench_function(format!("unpacked_{}B_copied_aligned", unpacked.len()), |b| {
-        let mut framed = vec![0u8; 4];
-        framed.extend_from_slice(&unpacked);
-        let payload = &framed[4..];
-        let mut aligned = capnp::Word::allocate_zeroed_vec(payload.len().div_ceil(8));
-        b.iter(|| {
-            let bytes = capnp::Word::words_to_bytes_mut(&mut aligned);
-            bytes[..payload.len()].copy_from_slice(payload);
-            batch.clear();
-            decoder.decode(&bytes[..payload.len()], &mut batch).unwrap()
-        })
-    });
+    g.bench_function(
+        format!("unpacked_{}B_copied_aligned", unpacked.len()),
+        |b| {
+            let mut framed = vec![0u8; 4];
+            framed.extend_from_slice(&unpacked);
+            let payload = &framed[4..];
+            let mut aligned = capnp::Word::allocate_zeroed_vec(payload.len().div_ceil(8));
+            b.iter(|| {
+                let bytes = capnp::Word::words_to_bytes_mut(&mut aligned);
+                bytes[..payload.len()].copy_from_slice(payload);
+                batch.clear();
+                decoder.decode(&bytes[..payload.len()], &mut batch).unwrap()
+            })
+        },
+    );
     g.finish();
 }
 
@@ -175,53 +178,65 @@ fn writer_throughput(c: &mut Criterion) {
     g.throughput(Throughput::Elements(total_lines));
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     for (producers, lines_per_record) in [(1, 1), (4, 1), (1, 64), (4, 64)] {
-        g.bench_function(format!("{producers}_producers_{lines_per_record}_lines_per_record"), |b| {
-            b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().unwrap();
-                    let queue = Arc::new(RecordQueue::new(65_536, 64 << 20));
-                    let seq = Arc::new(Sequencer::starting_at(0));
-                    let config = WriterConfig {
-                        max_file_size: 1 << 30,
-                        ..WriterConfig::default()
-                    };
-                    let w = writer::spawn(dir.path(), config, queue.clone(), 0).unwrap();
-                    let start = Instant::now();
-                    let per_producer = total_lines / producers / lines_per_record;
-                    let handles: Vec<_> = (0..producers)
-                        .map(|_| {
-                            let (queue, seq, line) = (queue.clone(), seq.clone(), line.clone());
-                            thread::spawn(move || {
-                                for _ in 0..per_producer {
-                                    let mut lines = Vec::with_capacity(line.len() * lines_per_record as usize);
-                                    for _ in 0..lines_per_record {
-                                        lines.extend_from_slice(&line);
+        g.bench_function(
+            format!("{producers}_producers_{lines_per_record}_lines_per_record"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let dir = tempfile::tempdir().unwrap();
+                        let queue = Arc::new(RecordQueue::new(65_536, 64 << 20));
+                        let seq = Arc::new(Sequencer::starting_at(0));
+                        let config = WriterConfig {
+                            max_file_size: 1 << 30,
+                            ..WriterConfig::default()
+                        };
+                        let w = writer::spawn(dir.path(), config, queue.clone(), 0).unwrap();
+                        let start = Instant::now();
+                        let per_producer = total_lines / producers / lines_per_record;
+                        let handles: Vec<_> = (0..producers)
+                            .map(|_| {
+                                let (queue, seq, line) = (queue.clone(), seq.clone(), line.clone());
+                                thread::spawn(move || {
+                                    for _ in 0..per_producer {
+                                        let mut lines = Vec::with_capacity(
+                                            line.len() * lines_per_record as usize,
+                                        );
+                                        for _ in 0..lines_per_record {
+                                            lines.extend_from_slice(&line);
+                                        }
+                                        let first = seq.reserve(lines_per_record as u32);
+                                        queue.push(Record {
+                                            seq: first,
+                                            count: lines_per_record as u32,
+                                            received: Instant::now(),
+                                            lines,
+                                        });
                                     }
-                                    let first = seq.reserve(lines_per_record as u32);
-                                    queue.push(Record {
-                                        seq: first,
-                                        count: lines_per_record as u32,
-                                        received: Instant::now(),
-                                        lines,
-                                    });
-                                }
+                                })
                             })
-                        })
-                        .collect();
-                    for h in handles {
-                        h.join().unwrap();
+                            .collect();
+                        for h in handles {
+                            h.join().unwrap();
+                        }
+                        let report = w.shutdown();
+                        elapsed += start.elapsed();
+                        assert_eq!(report.lines, per_producer * producers * lines_per_record);
                     }
-                    let report = w.shutdown();
-                    elapsed += start.elapsed();
-                    assert_eq!(report.lines, per_producer * producers * lines_per_record);
-                }
-                elapsed
-            })
-        });
+                    elapsed
+                })
+            },
+        );
     }
     g.finish();
 }
 
-criterion_group!(benches, frame_split, decode, format, reorder, writer_throughput);
+criterion_group!(
+    benches,
+    frame_split,
+    decode,
+    format,
+    reorder,
+    writer_throughput
+);
 criterion_main!(benches);

@@ -49,23 +49,35 @@ pub fn logger_payload(f: &Fields<'_>, packing: Packing) -> Vec<u8> {
         return serialize(&message, packing);
     }
     // The generated setter takes only levels in the schema. Write the raw
-    // value into the data section of the serialized message: one segment,
-    // root pointer at word 0 with offset 0, so `level` (the first u16 of the
-    // data section) is at bytes 16..18 after the 8-byte segment table.
+    // value into the serialized message: `init_root` put the root struct
+    // right after the root pointer at the start of segment 0, so `level`
+    // (the first u16 of the data section) is 8 bytes into segment 0, which
+    // starts after the segment table (4 bytes per segment plus 4, padded
+    // to a word).
     let mut words = capnp::serialize::write_message_to_words(&message);
-    let root = u64::from_le_bytes(words[8..16].try_into().expect("8 bytes"));
-    assert!(words.starts_with(&[0, 0, 0, 0]) && root & 0xffff_fffc == 0 && (root >> 32) & 0xffff >= 1);
-    words[16..18].copy_from_slice(&raw_level.to_le_bytes());
+    let segments = u32::from_le_bytes(words[0..4].try_into().expect("4 bytes")) as usize + 1;
+    let seg0 = (4 * (segments + 1)).next_multiple_of(8);
+    let root = u64::from_le_bytes(words[seg0..seg0 + 8].try_into().expect("8 bytes"));
+    assert!(
+        root & 0xffff_ffff == 0 && (root >> 32) & 0xffff >= 1,
+        "root struct right after the root pointer"
+    );
+    words[seg0 + 8..seg0 + 10].copy_from_slice(&raw_level.to_le_bytes());
     match packing {
         Packing::Unpacked => words,
         Packing::Packed => {
             // Re-encode through a reader: the copy keeps the raw data bits.
             let mut slice = &words[..];
-            let reader = capnp::serialize::read_message_from_flat_slice(&mut slice, Default::default())
-                .expect("a message we just wrote");
+            let reader =
+                capnp::serialize::read_message_from_flat_slice(&mut slice, Default::default())
+                    .expect("a message we just wrote");
             let mut copy = capnp::message::Builder::new_default();
-            copy.set_root(reader.get_root::<logger_capnp::logger_msg::Reader<'_>>().expect("root"))
-                .expect("copy a message into a new builder");
+            copy.set_root(
+                reader
+                    .get_root::<logger_capnp::logger_msg::Reader<'_>>()
+                    .expect("root"),
+            )
+            .expect("copy a message into a new builder");
             serialize(&copy, Packing::Packed)
         }
     }
@@ -85,12 +97,16 @@ pub fn hello_payload(from_name: &str, from_host: &str) -> Vec<u8> {
     serialize(&message, Packing::Unpacked)
 }
 
-fn serialize<A: capnp::message::Allocator>(message: &capnp::message::Builder<A>, packing: Packing) -> Vec<u8> {
+fn serialize<A: capnp::message::Allocator>(
+    message: &capnp::message::Builder<A>,
+    packing: Packing,
+) -> Vec<u8> {
     match packing {
         Packing::Unpacked => capnp::serialize::write_message_to_words(message),
         Packing::Packed => {
             let mut out = Vec::new();
-            capnp::serialize_packed::write_message(&mut out, message).expect("writing to a Vec cannot fail");
+            capnp::serialize_packed::write_message(&mut out, message)
+                .expect("writing to a Vec cannot fail");
             out
         }
     }

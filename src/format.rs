@@ -133,7 +133,13 @@ impl LineFormatter {
     /// Appends one line for `f` (terminated by `\n`) to `out`. `seq` and
     /// `received_at` appear only in JSON lines. Returns `true` when fields
     /// had to be cut to respect the maximum line length.
-    pub fn write(&self, f: &Fields<'_>, seq: u64, received_at: &ReceivedAt, out: &mut Vec<u8>) -> bool {
+    pub fn write(
+        &self,
+        f: &Fields<'_>,
+        seq: u64,
+        received_at: &ReceivedAt,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let start = out.len();
         self.write_capped(f, seq, received_at, usize::MAX, out);
         if out.len() - start <= self.max_line {
@@ -148,7 +154,14 @@ impl LineFormatter {
         true
     }
 
-    fn write_capped(&self, f: &Fields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mut Vec<u8>) {
+    fn write_capped(
+        &self,
+        f: &Fields<'_>,
+        seq: u64,
+        at: &ReceivedAt,
+        cap: usize,
+        out: &mut Vec<u8>,
+    ) {
         match self.format {
             LineFormat::Text => write_text(f, cap, out),
             LineFormat::Json => write_json(f, seq, at, cap, out),
@@ -159,24 +172,27 @@ impl LineFormatter {
 /// The text line of PROTOCOL.md. `cap` bounds, in characters, the fields
 /// that have no column width (timestamp, message, metadata values).
 fn write_text(f: &Fields<'_>, cap: usize, out: &mut Vec<u8>) {
-    column(out, f.timestamp, cap, width::TIMESTAMP);
+    // The timestamp is padded but never cut at its width: only the line cap
+    // applies to it.
+    let written = escape_text(out, f.timestamp, cap, true);
+    pad(out, written, width::TIMESTAMP);
     out.push(b' ');
-    column(out, f.hostname, width::HOSTNAME, width::HOSTNAME);
+    column(out, f.hostname, width::HOSTNAME);
     out.push(b' ');
-    column(out, f.logger_name, width::LOGGER, width::LOGGER);
+    column(out, f.logger_name, width::LOGGER);
     out.push(b' ');
     // The level name is the server's own text; `LEVEL(n)` is never cut.
     let level = f.level.name();
     out.extend_from_slice(level.as_bytes());
     pad(out, level.len(), width::LEVEL);
     out.push(b' ');
-    column(out, f.filename, width::FILENAME, width::FILENAME);
+    column(out, f.filename, width::FILENAME);
     out.push(b' ');
-    column(out, f.function_name, width::FUNCTION, width::FUNCTION);
+    column(out, f.function_name, width::FUNCTION);
     out.push(b' ');
-    column(out, f.line_number, width::LINE_NUMBER, width::LINE_NUMBER);
+    column(out, f.line_number, width::LINE_NUMBER);
     out.push(b' ');
-    escape_text(out, f.message, cap);
+    escape_text(out, f.message, cap, true);
 
     let metadata = [
         ("mod", f.module),
@@ -197,7 +213,7 @@ fn write_text(f: &Fields<'_>, cap: usize, out: &mut Vec<u8>) {
         first = false;
         out.extend_from_slice(key.as_bytes());
         out.push(b'=');
-        escape_text(out, value, cap);
+        escape_text(out, value, cap, true);
     }
     if !first {
         out.push(b']');
@@ -205,10 +221,9 @@ fn write_text(f: &Fields<'_>, cap: usize, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// One fixed-width column: at most `max` characters of `s`, padded with
-/// spaces to `width` characters.
-fn column(out: &mut Vec<u8>, s: &str, max: usize, width: usize) {
-    let written = escape_text(out, s, max);
+/// One fixed-width column: `s` cut at `width` characters or padded to it.
+fn column(out: &mut Vec<u8>, s: &str, width: usize) {
+    let written = escape_text(out, s, width, false);
     pad(out, written, width);
 }
 
@@ -227,10 +242,10 @@ fn is_plain_ascii(b: u8) -> bool {
 
 /// Appends `s` with line breaks written as ` | ` and other control
 /// characters escaped, stopping before the character (or escape) that would
-/// take the output past `max` characters. A cut field ends with
-/// [`TRUNCATED_MARK`] when `max` is a line-length cap rather than a column
-/// width (`max` > any column width). Returns the characters written.
-fn escape_text(out: &mut Vec<u8>, s: &str, max: usize) -> usize {
+/// take the output past `max` characters. When `mark` is set (`max` is the
+/// line-length cap rather than a column width), a cut field ends with
+/// [`TRUNCATED_MARK`]. Returns the characters written.
+fn escape_text(out: &mut Vec<u8>, s: &str, max: usize, mark: bool) -> usize {
     let bytes = s.as_bytes();
     // Fast path: the common case of short printable ASCII.
     if bytes.len() <= max && bytes.iter().all(|&b| is_plain_ascii(b)) {
@@ -257,7 +272,7 @@ fn escape_text(out: &mut Vec<u8>, s: &str, max: usize) -> usize {
         // character is one character.
         let n = if piece.is_ascii() { piece.len() } else { 1 };
         if written + n > max {
-            if max > width::TIMESTAMP {
+            if mark {
                 out.extend_from_slice(TRUNCATED_MARK.as_bytes());
                 written += TRUNCATED_MARK.len();
             }
@@ -329,7 +344,11 @@ fn write_json(f: &Fields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mut V
 /// output; a cut value ends with [`TRUNCATED_MARK`].
 fn escape_json(out: &mut Vec<u8>, s: &str, cap: usize) {
     let bytes = s.as_bytes();
-    if bytes.len() <= cap && bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if bytes.len() <= cap
+        && bytes
+            .iter()
+            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.extend_from_slice(bytes);
         return;
     }

@@ -77,7 +77,11 @@ struct Args {
     #[arg(long = "idle_timeout", alias = "idle-timeout", default_value_t = 0)]
     idle_timeout: u64,
     /// Seconds between stats lines on stderr (0 = off).
-    #[arg(long = "stats_interval", alias = "stats-interval", default_value_t = 10)]
+    #[arg(
+        long = "stats_interval",
+        alias = "stats-interval",
+        default_value_t = 10
+    )]
     stats_interval: u64,
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -126,7 +130,10 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -146,7 +153,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let stats = (args.stats_interval > 0).then(|| {
-        let (server_stats, writer_stats, stop) = (server.ingest_stats().clone(), server.writer().clone(), stop.clone());
+        let (server_stats, writer_stats, stop) = (
+            server.ingest_stats().clone(),
+            server.writer().clone(),
+            stop.clone(),
+        );
         let queue_len = {
             let ingress = server.ingress().clone();
             move || ingress.queue().len()
@@ -154,7 +165,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let interval = Duration::from_secs(args.stats_interval);
         thread::Builder::new()
             .name("stats".into())
-            .spawn(move || stats_loop(interval, &server_stats, &writer_stats.stats, queue_len, &stop))
+            .spawn(move || {
+                stats_loop(
+                    interval,
+                    &server_stats,
+                    &writer_stats.stats,
+                    queue_len,
+                    &stop,
+                )
+            })
             .expect("spawn the stats thread")
     });
 
@@ -188,7 +207,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// Blocks until SIGINT or SIGTERM.
 fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -217,7 +238,8 @@ fn stats_loop(
         }
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let msgs_in = IngestStats::get(&ingest.tcp_messages) + IngestStats::get(&ingest.grpc_messages);
+        let msgs_in =
+            IngestStats::get(&ingest.tcp_messages) + IngestStats::get(&ingest.grpc_messages);
         let lines = WriterStats::get(&writer.lines);
         let bytes = WriterStats::get(&writer.bytes);
         tracing::info!(

@@ -192,8 +192,15 @@ impl RecordQueue {
     /// stop request).
     pub fn wake_consumer(&self) {
         fence(Ordering::SeqCst);
-        if self.consumer_sleeping.load(Ordering::SeqCst) && self.consumer_sleeping.swap(false, Ordering::SeqCst) {
-            if let Some(t) = self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if self.consumer_sleeping.load(Ordering::SeqCst)
+            && self.consumer_sleeping.swap(false, Ordering::SeqCst)
+        {
+            if let Some(t) = self
+                .consumer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 t.unpark();
             }
         }

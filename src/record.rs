@@ -19,7 +19,10 @@ impl Level {
 
     /// The upper-case name, or `LEVEL(n)` for a value outside the schema.
     pub fn name(self) -> Cow<'static, str> {
-        match usize::try_from(self.0).ok().and_then(|i| Self::NAMES.get(i)) {
+        match usize::try_from(self.0)
+            .ok()
+            .and_then(|i| Self::NAMES.get(i))
+        {
             Some(name) => Cow::Borrowed(name),
             None => Cow::Owned(format!("LEVEL({})", self.0)),
         }

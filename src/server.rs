@@ -25,7 +25,9 @@ use crate::{
     },
     metrics::{IngestStats, RateLimiter},
     queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
-    writer::{self, FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared},
+    writer::{
+        self, FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared,
+    },
 };
 
 /// Default `--port`.
@@ -120,7 +122,10 @@ impl ServerConfig {
             return bad("--max_frame_size must be at least 1 byte".into());
         }
         if self.max_frame_size > u32::MAX as usize {
-            return bad(format!("--max_frame_size cannot exceed {} (a frame length is a u32)", u32::MAX));
+            return bad(format!(
+                "--max_frame_size cannot exceed {} (a frame length is a u32)",
+                u32::MAX
+            ));
         }
         let needed = self.max_frame_size as u64 + 2 * LINE_OVERHEAD as u64;
         if self.max_file_size < needed.max(writer::MIN_MAX_FILE_SIZE) {
@@ -170,7 +175,10 @@ impl Server {
     /// starts every thread.
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let queue = Arc::new(RecordQueue::new(config.queue_capacity, config.queue_max_bytes));
+        let queue = Arc::new(RecordQueue::new(
+            config.queue_capacity,
+            config.queue_max_bytes,
+        ));
         let writer_config = WriterConfig {
             max_file_size: config.max_file_size,
             max_files: config.max_files,
@@ -178,7 +186,10 @@ impl Server {
             ..config.writer.clone()
         };
         let writer = writer::spawn(&config.log_dir, writer_config, queue.clone(), 0)?;
-        let formatter = LineFormatter::new(config.format, config.max_file_size.try_into().unwrap_or(usize::MAX));
+        let formatter = LineFormatter::new(
+            config.format,
+            config.max_file_size.try_into().unwrap_or(usize::MAX),
+        );
         let ingress = Arc::new(Ingress::new(queue, formatter, 0));
         let ingest_stats = Arc::new(IngestStats::default());
         let conn = Arc::new(ConnShared {
@@ -237,7 +248,10 @@ impl Server {
 
     /// The writer's watermarks and counters.
     pub fn writer(&self) -> &Arc<WriterShared> {
-        self.writer.as_ref().expect("present until shutdown").shared()
+        self.writer
+            .as_ref()
+            .expect("present until shutdown")
+            .shared()
     }
 
     /// Stops accepting, drains every connection, then the queue and the
@@ -248,7 +262,11 @@ impl Server {
         if let Some(tcp) = self.tcp.take() {
             tcp.shutdown();
         }
-        let writer = self.writer.take().expect("present until shutdown").shutdown();
+        let writer = self
+            .writer
+            .take()
+            .expect("present until shutdown")
+            .shutdown();
         let s = &self.ingest_stats;
         ShutdownReport {
             writer,

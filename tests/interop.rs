@@ -24,19 +24,31 @@ fn python_pycapnp_client_lines_arrive_intact() {
             std::env::var_os("CI").is_none(),
             "pycapnp is missing in CI: .ci/run must install it"
         );
-        eprintln!("SKIPPED: pycapnp is not installed for {}; run scripts/setup-python.sh", python());
+        eprintln!(
+            "SKIPPED: pycapnp is not installed for {}; run scripts/setup-python.sh",
+            python()
+        );
         return;
     }
     let mut s = TestServer::start(log_server::ingest::tcp::IoEngine::Auto);
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(python())
         .arg(format!("{root}/clients/python/log_client.py"))
-        .args(["--host", "127.0.0.1", "--port", &s.addr().port().to_string()])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &s.addr().port().to_string(),
+        ])
         .args(["--schema-dir", &format!("{root}/schema")])
         .args(["--count", "500", "--demo"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.wait_written(503);
     let lines = s.stop();
     assert_eq!(lines.len(), 503, "{lines:#?}");
@@ -53,7 +65,14 @@ fn python_pycapnp_client_lines_arrive_intact() {
         "first line | second line [metadata: mod=interop pid=4242 tname=MainThread svc=demo]"
     );
     assert_eq!(lines[0], expected_first);
-    assert!(lines[1].starts_with(&format!("{:<33} hôst-ünïcödé {:<22} CRITICAL ", "2026-01-02T15:04:05.000000000Z", "")), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with(&format!(
+            "{:<33} hôst-ünïcödé {:<22} CRITICAL ",
+            "2026-01-02T15:04:05.000000000Z", ""
+        )),
+        "{}",
+        lines[1]
+    );
     assert!(lines[1].ends_with(" ünïcödé ✓"), "{}", lines[1]);
     assert!(
         lines[2].ends_with(r#"boom [metadata: stack=Traceback (most recent call last): |   File "x.py", line 1 | ValueError]"#),

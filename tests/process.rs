@@ -14,7 +14,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_log-server");
 /// A port that was free a moment ago (the binary cannot report port 0 back
 /// other than in its log line, which this test also checks).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -33,7 +37,10 @@ fn sigterm_drains_and_exits_zero_with_every_message_written() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !line.contains("listening") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the server exited before listening");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server exited before listening"
+        );
         assert!(Instant::now() < deadline);
     }
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
@@ -53,7 +60,10 @@ fn sigterm_drains_and_exits_zero_with_every_message_written() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}; stderr:\n{rest}");
     assert!(rest.contains("every accepted message is written"), "{rest}");
-    assert!(rest.contains("p99="), "the final summary has latency percentiles: {rest}");
+    assert!(
+        rest.contains("p99="),
+        "the final summary has latency percentiles: {rest}"
+    );
     assert_all_once_in_order(&read_lines(&dir.path().join("logs"), 10), &[2_000; 3]);
     drop(open);
 }
@@ -82,7 +92,10 @@ fn startup_failures_are_one_sentence_and_a_nonzero_exit() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("--max_file_size 1000 cannot hold a line"), "{err}");
+    assert!(
+        err.contains("--max_file_size 1000 cannot hold a line"),
+        "{err}"
+    );
 
     // A log directory that cannot be created.
     let file = dir.path().join("file");

@@ -21,7 +21,9 @@ fn each_engine(test: impl Fn(IoEngine)) {
     test(IoEngine::Epoll);
     match uring_available() {
         Ok(()) => test(IoEngine::Uring),
-        Err(e) => eprintln!("SKIPPED the io_uring half of this test: io_uring is unavailable here ({e})"),
+        Err(e) => {
+            eprintln!("SKIPPED the io_uring half of this test: io_uring is unavailable here ({e})")
+        }
     }
 }
 
@@ -77,7 +79,12 @@ fn rotation_under_load_keeps_files_bounded_and_lines_whole() {
         c.join().unwrap();
     }
     s.wait_written(8_000);
-    let rotations = s.server().writer().stats.rotations.load(std::sync::atomic::Ordering::Relaxed);
+    let rotations = s
+        .server()
+        .writer()
+        .stats
+        .rotations
+        .load(std::sync::atomic::Ordering::Relaxed);
     let dir = s.log_dir();
     let lines = s.stop();
     assert!(rotations >= 20, "only {rotations} rotations");
@@ -108,7 +115,8 @@ fn garbage_and_oversized_frames_do_not_disturb_a_good_client() {
         send(addr, &mixed);
         // Plain text, as from `nc`: its first four bytes are a huge length.
         let mut nc = TcpStream::connect(addr).unwrap();
-        nc.write_all(b"hello there, is this the log server?\n").unwrap();
+        nc.write_all(b"hello there, is this the log server?\n")
+            .unwrap();
         // A length of 0xFFFFFFFF: the connection is closed by the server.
         let mut huge = TcpStream::connect(addr).unwrap();
         huge.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
@@ -135,7 +143,10 @@ fn a_client_that_leaves_mid_frame_loses_only_that_frame() {
         s.wait_written(10);
         let deadline = Instant::now() + Duration::from_secs(10);
         while IngestStats::get(&s.server().ingest_stats().partial_frames) == 0 {
-            assert!(Instant::now() < deadline, "the partial frame was never noticed");
+            assert!(
+                Instant::now() < deadline,
+                "the partial frame was never noticed"
+            );
             thread::sleep(Duration::from_millis(5));
         }
         let lines = s.stop();
@@ -150,7 +161,9 @@ fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
             c.io_engine = engine;
             c.max_connections = 2;
         });
-        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(s.addr()).unwrap()).collect();
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(s.addr()).unwrap())
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         while IngestStats::get(&s.server().ingest_stats().connections_open) < 2 {
             assert!(Instant::now() < deadline);
@@ -158,7 +171,10 @@ fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
         }
         let mut refused = TcpStream::connect(s.addr()).unwrap();
         assert_closed_by_server(&mut refused);
-        assert_eq!(IngestStats::get(&s.server().ingest_stats().connections_refused), 1);
+        assert_eq!(
+            IngestStats::get(&s.server().ingest_stats().connections_refused),
+            1
+        );
         // The held connections still work.
         (&held[0]).write_all(&frames(0, 5, false, None)).unwrap();
         (&held[1]).write_all(&frames(1, 5, false, None)).unwrap();
@@ -181,7 +197,10 @@ fn idle_connections_are_closed_after_the_timeout() {
         let started = Instant::now();
         assert_closed_by_server(&mut idle);
         assert!(started.elapsed() >= Duration::from_millis(100));
-        assert_eq!(IngestStats::get(&s.server().ingest_stats().connections_idle_closed), 1);
+        assert_eq!(
+            IngestStats::get(&s.server().ingest_stats().connections_idle_closed),
+            1
+        );
         let lines = s.stop();
         assert_all_once_in_order(&lines, &[3]);
     });
@@ -213,7 +232,10 @@ fn json_lines_carry_seq_and_every_field() {
     let lines = s.stop();
     assert_all_once_in_order(&lines, &[3]);
     for (i, line) in lines.iter().enumerate() {
-        assert!(line.starts_with(&format!("{{\"seq\":{i},\"received_at\":\"")), "{line}");
+        assert!(
+            line.starts_with(&format!("{{\"seq\":{i},\"received_at\":\"")),
+            "{line}"
+        );
         assert!(line.contains("\"level\":\"INFO\""), "{line}");
         assert!(line.ends_with("\"stack_trace\":\"\"}"), "{line}");
     }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use log_server::{
-    encode::{push_hello_frame, push_heartbeat, push_logger_frame, Packing},
+    encode::{push_heartbeat, push_hello_frame, push_logger_frame, Packing},
     ingest::tcp::IoEngine,
     record::{Fields, Level},
     server::{Server, ServerConfig},
@@ -75,7 +75,11 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         let shared = self.server().writer();
         while shared.written() < n {
-            assert!(Instant::now() < deadline, "only {} of {n} lines written", shared.written());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} lines written",
+                shared.written()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -111,7 +115,11 @@ pub fn frames(conn: usize, count: usize, hello: bool, heartbeat_every: Option<us
         if heartbeat_every.is_some_and(|k| n % k == 0) {
             push_heartbeat(&mut out);
         }
-        let packing = if n % 7 == 3 { Packing::Unpacked } else { Packing::Packed };
+        let packing = if n % 7 == 3 {
+            Packing::Unpacked
+        } else {
+            Packing::Packed
+        };
         push_logger_frame(&mut out, &fields(&message(conn, n)), packing);
     }
     out
@@ -135,7 +143,9 @@ pub fn send(addr: SocketAddr, bytes: &[u8]) {
 /// Reads until end of stream, expecting nothing but end of stream (or a
 /// reset) within 10 s: the server closed the connection.
 pub fn assert_closed_by_server(stream: &mut TcpStream) {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut byte = [0u8; 1];
     loop {
         match stream.read(&mut byte) {
@@ -151,11 +161,17 @@ pub fn assert_closed_by_server(stream: &mut TcpStream) {
 /// Every line of every log file, oldest file first.
 pub fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut names: Vec<String> = (0..max_files.saturating_sub(1)).rev().map(rotated_name).collect();
+    let mut names: Vec<String> = (0..max_files.saturating_sub(1))
+        .rev()
+        .map(rotated_name)
+        .collect();
     names.push(ACTIVE.to_string());
     for name in names {
         if let Ok(text) = fs::read_to_string(dir.join(&name)) {
-            assert!(text.is_empty() || text.ends_with('\n'), "{name} ends in a partial line");
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "{name} ends in a partial line"
+            );
             lines.extend(text.lines().map(str::to_string));
         }
     }
@@ -177,7 +193,11 @@ pub fn assert_all_once_in_order(lines: &[String], per_conn: &[usize]) {
     let mut next = vec![0usize; per_conn.len()];
     for line in lines {
         let (c, n) = parse_message(line).unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        assert_eq!(n, next[c], "connection {c}: expected message {} but got {n}", next[c]);
+        assert_eq!(
+            n, next[c],
+            "connection {c}: expected message {} but got {n}",
+            next[c]
+        );
         next[c] += 1;
     }
     assert_eq!(next, per_conn, "messages per connection");

@@ -407,13 +407,13 @@ fn escape_codes_for_single_characters() {
         ('\u{2029}', r"\u{2029}"),
     ] {
         let mut out = Vec::new();
-        let n = escape_text(&mut out, &c.to_string(), usize::MAX);
+        let n = escape_text(&mut out, &c.to_string(), usize::MAX, false);
         assert_eq!(String::from_utf8(out).unwrap(), want, "char {c:?}");
         assert_eq!(n, want.len());
     }
     // Tab and ordinary non-ASCII characters are kept as they are.
     let mut out = Vec::new();
-    assert_eq!(escape_text(&mut out, "\té日😀", usize::MAX), 4);
+    assert_eq!(escape_text(&mut out, "\té日😀", usize::MAX, false), 4);
     assert_eq!(out, "\té日😀".as_bytes());
 }
 

@@ -31,7 +31,11 @@ pub struct Ingress {
 
 impl Ingress {
     /// Producers for `queue`, numbering lines from `first_seq`.
-    pub fn new(queue: std::sync::Arc<RecordQueue>, formatter: LineFormatter, first_seq: u64) -> Self {
+    pub fn new(
+        queue: std::sync::Arc<RecordQueue>,
+        formatter: LineFormatter,
+        first_seq: u64,
+    ) -> Self {
         Ingress {
             sequencer: Sequencer::starting_at(first_seq),
             queue,
@@ -76,7 +80,9 @@ impl Ingress {
     /// Numbers and formats one message into a record (the gRPC path).
     #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
     pub fn sequence_one(&self, fields: &Fields<'_>, received: Instant) -> Record {
-        self.sequence_with(1, received, |seq, at, out| usize::from(self.formatter.write(fields, seq, at, out)))
+        self.sequence_with(1, received, |seq, at, out| {
+            usize::from(self.formatter.write(fields, seq, at, out))
+        })
     }
 
     fn sequence_with(
@@ -93,8 +99,12 @@ impl Ingress {
         let seq = self.sequencer.reserve(count);
         let truncated = format(seq, &at, &mut lines);
         if truncated > 0 {
-            self.truncated.fetch_add(truncated as u64, Ordering::Relaxed);
-            tracing::warn!(lines = truncated, "Lines longer than a log file allows were cut to fit.");
+            self.truncated
+                .fetch_add(truncated as u64, Ordering::Relaxed);
+            tracing::warn!(
+                lines = truncated,
+                "Lines longer than a log file allows were cut to fit."
+            );
         }
         Record {
             seq,

@@ -20,7 +20,10 @@ pub enum Feed {
     /// Drop the first `consumed` bytes of the buffer and read on. `need` is
     /// the buffer length the partial frame at the end will take, when its
     /// prefix is already there (grow the buffer to it).
-    Continue { consumed: usize, need: Option<usize> },
+    Continue {
+        consumed: usize,
+        need: Option<usize>,
+    },
     /// The stream cannot be framed any more: publish what was decoded, then
     /// close the connection.
     Close,
@@ -100,25 +103,27 @@ impl Connection {
         for frame in frames.by_ref() {
             match frame {
                 Ok(Frame::Heartbeat) => IngestStats::add(&stats.heartbeats, 1),
-                Ok(Frame::Payload(payload)) => match self.decoder.decode(payload, &mut self.batch) {
-                    Ok(Decoded::Log) => {}
-                    Ok(Decoded::Hello(id)) => {
-                        IngestStats::add(&stats.hellos, 1);
-                        tracing::debug!(peer = %self.peer, identity = %id, "Client said hello.");
-                        self.identity = Some(id);
-                    }
-                    Err(e) => {
-                        IngestStats::add(&stats.decode_errors, 1);
-                        if let Some(held) = self.shared.diag.check() {
-                            tracing::warn!(
-                                peer = %Who(&self.peer, &self.identity),
-                                bytes = payload.len(),
-                                suppressed = held,
-                                "Skipped a frame that does not decode: {e}."
-                            );
+                Ok(Frame::Payload(payload)) => {
+                    match self.decoder.decode(payload, &mut self.batch) {
+                        Ok(Decoded::Log) => {}
+                        Ok(Decoded::Hello(id)) => {
+                            IngestStats::add(&stats.hellos, 1);
+                            tracing::debug!(peer = %self.peer, identity = %id, "Client said hello.");
+                            self.identity = Some(id);
+                        }
+                        Err(e) => {
+                            IngestStats::add(&stats.decode_errors, 1);
+                            if let Some(held) = self.shared.diag.check() {
+                                tracing::warn!(
+                                    peer = %Who(&self.peer, &self.identity),
+                                    bytes = payload.len(),
+                                    suppressed = held,
+                                    "Skipped a frame that does not decode: {e}."
+                                );
+                            }
                         }
                     }
-                },
+                }
                 Err(e @ FrameError::TooLarge { .. }) => {
                     IngestStats::add(&stats.oversized_frames, 1);
                     if let Some(held) = self.shared.diag.check() {
@@ -137,7 +142,9 @@ impl Connection {
         IngestStats::add(&stats.tcp_messages, n);
         result.unwrap_or(Feed::Continue {
             consumed: frames.consumed(),
-            need: frames.pending_frame_len().map(|end| end - frames.consumed()),
+            need: frames
+                .pending_frame_len()
+                .map(|end| end - frames.consumed()),
         })
     }
 

@@ -7,7 +7,7 @@
 //! size), so a hostile frame costs bounded work and memory, and a malformed
 //! payload is an error value for that frame only.
 
-use capnp::message::{ReaderOptions, ReaderSegments};
+use capnp::message::{ReaderOptions, ReaderSegments, SegmentArray};
 use thiserror::Error;
 
 use crate::{
@@ -30,6 +30,12 @@ pub enum DecodeError {
     /// The root pointer is something other than a struct.
     #[error("the root of the Cap'n Proto message is not a struct")]
     RootNotStruct,
+    /// The packed encoding stops in the middle of a word or a run.
+    #[error("the packed payload is truncated")]
+    TruncatedPacking,
+    /// The payload unpacks to more than the maximum message size.
+    #[error("the payload unpacks to more than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 /// What one payload turned out to be.
@@ -76,7 +82,11 @@ impl DecodedBatch {
     /// The fields of message `i`.
     pub fn get(&self, i: usize) -> Fields<'_> {
         let entry = &self.entries[i];
-        let start = if i == 0 { 0 } else { self.entries[i - 1].ends[TEXT_FIELDS - 1] };
+        let start = if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].ends[TEXT_FIELDS - 1]
+        };
         let mut prev = start;
         let texts = entry.ends.map(|end| {
             let s = &self.text[prev..end];
@@ -95,7 +105,11 @@ impl DecodedBatch {
     fn push(&mut self, texts: [&[u8]; TEXT_FIELDS], level: Level) {
         let mut ends = [0; TEXT_FIELDS];
         for (end, bytes) in ends.iter_mut().zip(texts) {
-            self.text.push_str(&String::from_utf8_lossy(bytes));
+            // `from_utf8` is much faster than the lossy path on valid text.
+            match std::str::from_utf8(bytes) {
+                Ok(text) => self.text.push_str(text),
+                Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
+            }
             *end = self.text.len();
         }
         self.entries.push(Entry { ends, level });
@@ -108,10 +122,9 @@ impl DecodedBatch {
 #[derive(Debug)]
 pub struct Decoder {
     options: ReaderOptions,
-    /// Largest unpacked message, in bytes: the maximum frame size.
-    max_message_bytes: usize,
-    /// Where packed payloads are unpacked. Grows on demand up to
-    /// `max_message_bytes` plus the largest segment table.
+    /// Largest unpacked message (segment table included), in bytes.
+    max_unpacked: usize,
+    /// Where packed payloads are unpacked; only grows.
     scratch: Vec<u8>,
 }
 
@@ -132,44 +145,129 @@ impl Decoder {
             .nesting_limit(NESTING_LIMIT);
         Decoder {
             options,
-            max_message_bytes,
-            scratch: vec![0; 4096],
+            max_unpacked: max_message_bytes + MAX_SEGMENT_TABLE_BYTES,
+            scratch: Vec::new(),
         }
     }
 
     /// Decodes one frame payload. A `LoggerMsg` is appended to `batch`; a
     /// `HelloMsg` returns the identity it carries. On error `batch` is left
     /// as it was.
-    pub fn decode(&mut self, payload: &[u8], batch: &mut DecodedBatch) -> Result<Decoded, DecodeError> {
+    pub fn decode(
+        &mut self,
+        payload: &[u8],
+        batch: &mut DecodedBatch,
+    ) -> Result<Decoded, DecodeError> {
         // A packed payload never starts with four zero bytes (PROTOCOL.md):
-        // those are the segment count of an unpacked message.
+        // those are the segment count of an unpacked message, which is read
+        // in place (capnp's `unaligned` feature: no copy to align it).
         if payload.starts_with(&[0, 0, 0, 0]) {
-            let mut slice = payload;
-            let message = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut slice, self.options)?;
-            return decode_message(&message, batch);
+            return decode_flat(payload, self.options, batch);
         }
-        loop {
-            let mut slice = payload;
-            match capnp::serialize_packed::read_message_no_alloc(&mut slice, &mut self.scratch, self.options) {
-                Ok(message) => return decode_message(&message, batch),
-                Err(e) if e.kind == capnp::ErrorKind::BufferNotLargeEnough => {
-                    let limit = self.max_message_bytes + MAX_SEGMENT_TABLE_BYTES;
-                    if self.scratch.len() >= limit {
-                        return Err(e.into());
-                    }
-                    let grown = (self.scratch.len() * 2).min(limit);
-                    self.scratch.resize(grown, 0);
+        let packed = unpack(payload, &mut self.scratch, self.max_unpacked)
+            .and_then(|()| decode_flat(&self.scratch, self.options, batch));
+        match packed {
+            // An unpacked message of several segments starts with a non-zero
+            // segment count, like a packed one: try it that way too before
+            // calling the frame bad. Bounded: at most twice the work.
+            Err(e) if payload.len() % 8 == 0 => {
+                decode_flat(payload, self.options, batch).map_err(|_| e)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Undoes Cap'n Proto's packing (capnproto.org/encoding.html#packing) of a
+/// whole payload into `out` (cleared first), refusing to produce more than
+/// `limit` bytes. A tag byte says which of the next word's 8 bytes are
+/// non-zero, and those follow; tag 0x00 is followed by a count of further
+/// zero words, tag 0xff by 8 bytes and then a count of raw words.
+///
+/// Our own loop over slices rather than capnp's `PackedRead`, which reads
+/// through `BufRead` a few bytes at a time: the profile of the TCP path
+/// showed it as its largest single cost.
+pub fn unpack(packed: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
+    out.clear();
+    let too_large = DecodeError::TooLarge { limit };
+    let mut i = 0;
+    while i < packed.len() {
+        if out.len() + 8 > limit {
+            return Err(too_large);
+        }
+        let tag = packed[i];
+        i += 1;
+        match tag {
+            0x00 => {
+                let run = usize::from(*packed.get(i).ok_or(DecodeError::TruncatedPacking)?);
+                i += 1;
+                let len = 8 * (run + 1);
+                if out.len() + len > limit {
+                    return Err(too_large);
                 }
-                Err(e) => return Err(e.into()),
+                out.resize(out.len() + len, 0);
+            }
+            0xff => {
+                let word = packed.get(i..i + 8).ok_or(DecodeError::TruncatedPacking)?;
+                out.extend_from_slice(word);
+                let run = usize::from(*packed.get(i + 8).ok_or(DecodeError::TruncatedPacking)?);
+                i += 9;
+                let raw = packed
+                    .get(i..i + 8 * run)
+                    .ok_or(DecodeError::TruncatedPacking)?;
+                if out.len() + raw.len() > limit {
+                    return Err(too_large);
+                }
+                out.extend_from_slice(raw);
+                i += raw.len();
+            }
+            _ => {
+                let n = tag.count_ones() as usize;
+                let bytes = packed.get(i..i + n).ok_or(DecodeError::TruncatedPacking)?;
+                let mut word = [0u8; 8];
+                let mut k = 0;
+                for (bit, slot) in word.iter_mut().enumerate() {
+                    if tag & (1 << bit) != 0 {
+                        *slot = bytes[k];
+                        k += 1;
+                    }
+                }
+                out.extend_from_slice(&word);
+                i += n;
             }
         }
     }
+    Ok(())
+}
+
+/// Reads an unpacked message (segment table + segments) in place. The
+/// common single-segment case skips capnp's general segment-table parsing.
+fn decode_flat(
+    bytes: &[u8],
+    options: ReaderOptions,
+    batch: &mut DecodedBatch,
+) -> Result<Decoded, DecodeError> {
+    if let Some(table) = bytes.first_chunk::<8>() {
+        let words = u32::from_le_bytes([table[4], table[5], table[6], table[7]]) as usize;
+        if table[..4] == [0, 0, 0, 0] {
+            if let Some(segment) = words.checked_mul(8).and_then(|len| bytes.get(8..8 + len)) {
+                let segments = [segment];
+                let message = capnp::message::Reader::new(SegmentArray::new(&segments), options);
+                return decode_message(&message, batch);
+            }
+        }
+    }
+    let mut slice = bytes;
+    let message = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut slice, options)?;
+    decode_message(&message, batch)
 }
 
 /// Size of the root struct's data section, in words, read from the root
 /// pointer (following a far pointer if there is one). A `HelloMsg` has none,
 /// a `LoggerMsg` has one: PROTOCOL.md tells them apart this way.
-fn root_data_words<S: ReaderSegments>(message: &capnp::message::Reader<S>) -> Result<u16, DecodeError> {
+fn root_data_words<S: ReaderSegments>(
+    message: &capnp::message::Reader<S>,
+) -> Result<u16, DecodeError> {
     let segments = message.get_segments();
     let word = |seg: u32, index: usize| -> Result<u64, DecodeError> {
         let bytes = segments
@@ -188,7 +286,11 @@ fn root_data_words<S: ReaderSegments>(message: &capnp::message::Reader<S>) -> Re
             let double_far = root & 4 != 0;
             let offset = ((root >> 3) & 0x1fff_ffff) as usize;
             let segment = (root >> 32) as u32;
-            let pad = if double_far { word(segment, offset + 1)? } else { word(segment, offset)? };
+            let pad = if double_far {
+                word(segment, offset + 1)?
+            } else {
+                word(segment, offset)?
+            };
             if pad & 3 != 0 {
                 return Err(DecodeError::RootNotStruct);
             }

@@ -204,11 +204,19 @@ mod tests {
                 max: 4096
             })
         );
-        assert_eq!(parse(&[0, 0, 0x10, 0x01], 4096).unwrap_err(), FrameError::TooLarge { len: 4097, max: 4096 });
+        assert_eq!(
+            parse(&[0, 0, 0x10, 0x01], 4096).unwrap_err(),
+            FrameError::TooLarge {
+                len: 4097,
+                max: 4096
+            }
+        );
         // Exactly the maximum is accepted.
         let mut buf = Vec::new();
         write_frame(&mut buf, &[7; 4096]);
-        assert!(matches!(parse(&buf, 4096), Ok(Some((Frame::Payload(p), 4100))) if p.len() == 4096));
+        assert!(
+            matches!(parse(&buf, 4096), Ok(Some((Frame::Payload(p), 4100))) if p.len() == 4096)
+        );
         let mut frames = Frames::new(&[0xff, 0xff, 0xff, 0xff, 1], 8);
         assert!(frames.next().unwrap().is_err());
         assert_eq!(frames.next(), None);

@@ -140,12 +140,18 @@ mod tests {
             seq,
             count: lines.len() as u32,
             received: Instant::now(),
-            lines: lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect(),
+            lines: lines
+                .iter()
+                .flat_map(|l| format!("{l}\n").into_bytes())
+                .collect(),
         }
     }
 
     fn concat(slices: &[IoSlice<'_>]) -> String {
-        slices.iter().map(|s| String::from_utf8(s.to_vec()).unwrap()).collect()
+        slices
+            .iter()
+            .map(|s| String::from_utf8(s.to_vec()).unwrap())
+            .collect()
     }
 
     #[test]

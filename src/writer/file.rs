@@ -78,7 +78,11 @@ impl LogDir for RealDir {
         // Recreates the directory too if it was removed under us.
         fs::create_dir_all(&self.path)?;
         // Read access only to look at the last byte (a torn line).
-        let file = OpenOptions::new().read(true).create(true).append(true).open(self.path.join(name))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .open(self.path.join(name))?;
         let len = file.metadata()?.len();
         let torn = if len == 0 {
             false

@@ -314,7 +314,8 @@ impl<D: LogDir> Writer<D> {
             if stopping || since.elapsed() >= self.config.gap_timeout {
                 self.skip_gap();
             } else {
-                self.queue.wait_for_records(self.config.gap_timeout.min(IDLE_PARK) / 10);
+                self.queue
+                    .wait_for_records(self.config.gap_timeout.min(IDLE_PARK) / 10);
             }
         }
         self.finish();
@@ -398,7 +399,10 @@ impl<D: LogDir> Writer<D> {
             // the file size, so this is a bug; write the line alone rather
             // than lose it or loop.
             len = self.batch.fit(usize::MAX).min(self.first_line_len());
-            tracing::error!(bytes = len, "A line is longer than the maximum file size; writing it alone.");
+            tracing::error!(
+                bytes = len,
+                "A line is longer than the maximum file size; writing it alone."
+            );
         }
         let slices = self.batch.slices(len);
         let n = self.files.write_vectored(&slices)?;
@@ -456,7 +460,11 @@ impl<D: LogDir> Writer<D> {
 
     /// Runs a file operation until it succeeds, with the same retry policy
     /// as writes.
-    fn retry_until_done(&mut self, what: &str, mut op: impl FnMut(&mut Files<D>) -> io::Result<()>) {
+    fn retry_until_done(
+        &mut self,
+        what: &str,
+        mut op: impl FnMut(&mut Files<D>) -> io::Result<()>,
+    ) {
         let mut failures = 0;
         while let Err(e) = op(&mut self.files) {
             failures += 1;
@@ -480,7 +488,11 @@ impl<D: LogDir> Writer<D> {
         let unwritten = self.batch.remaining();
         stats.with_latency(|h| {
             for r in self.batch.records() {
-                record_latency(h, now.saturating_duration_since(r.received), u64::from(r.count));
+                record_latency(
+                    h,
+                    now.saturating_duration_since(r.received),
+                    u64::from(r.count),
+                );
                 lines += u64::from(r.count);
                 bytes += r.lines.len() as u64;
             }
@@ -507,7 +519,9 @@ impl<D: LogDir> Writer<D> {
     fn finish(&mut self) {
         if self.config.fsync != FsyncPolicy::None {
             self.retry_until_done("fsync the log file at shutdown", |files| files.sync());
-            self.shared.synced.store(self.reorder.next_seq(), Ordering::Release);
+            self.shared
+                .synced
+                .store(self.reorder.next_seq(), Ordering::Release);
         }
     }
 }

@@ -96,9 +96,16 @@ impl<D: LogDir> Files<D> {
     /// One vectored write to the active file.
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.ensure_open()?;
-        let n = self.file.as_mut().expect("opened above").write_vectored(bufs)?;
+        let n = self
+            .file
+            .as_mut()
+            .expect("opened above")
+            .write_vectored(bufs)?;
         if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "the file took no bytes"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the file took no bytes",
+            ));
         }
         self.len += n as u64;
         Ok(n)

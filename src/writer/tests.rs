@@ -53,7 +53,10 @@ impl LogFile for FaultyFile {
         match f.short_writes {
             Some(max) => {
                 // Write only the first `max` bytes of the first slice.
-                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
                 let n = first.len().min(max);
                 LogFile::write_vectored(&mut self.real, &[IoSlice::new(&first[..n])])
             }
@@ -105,7 +108,11 @@ impl LogDir for FaultyDir {
 
 fn fast_retries() -> WriterConfig {
     WriterConfig {
-        retry_delays: vec![Duration::from_millis(1), Duration::from_millis(2), Duration::from_millis(3)],
+        retry_delays: vec![
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_millis(3),
+        ],
         steady_retry: Duration::from_millis(5),
         ..WriterConfig::default()
     }
@@ -128,7 +135,12 @@ fn record(seq: u64, count: u32, tag: &str) -> Record {
 /// `producers` threads each push `records` records of 1..=3 lines, taking
 /// their numbers from one sequencer, like ingest threads do. Returns the
 /// number of lines pushed.
-fn produce(queue: &Arc<RecordQueue>, seq: &Arc<Sequencer>, producers: usize, records: usize) -> u64 {
+fn produce(
+    queue: &Arc<RecordQueue>,
+    seq: &Arc<Sequencer>,
+    producers: usize,
+    records: usize,
+) -> u64 {
     let handles: Vec<_> = (0..producers)
         .map(|p| {
             let (queue, seq) = (queue.clone(), seq.clone());
@@ -168,7 +180,10 @@ fn sequences(dir: &Path, max_files: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
     for (name, bytes) in files_oldest_first(dir, max_files) {
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.is_empty() || text.ends_with('\n'), "{name} ends in a partial line");
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{name} ends in a partial line"
+        );
         for line in text.lines() {
             let n = line
                 .strip_prefix("seq=")
@@ -215,7 +230,11 @@ fn rotation_keeps_files_under_the_limit_and_lines_whole() {
     let lines = produce(&queue, &seq, 2, 2_000);
     let report = writer.shutdown();
     assert_eq!(report.lines, lines);
-    assert!(report.rotations > 10, "rotated only {} times", report.rotations);
+    assert!(
+        report.rotations > 10,
+        "rotated only {} times",
+        report.rotations
+    );
 
     let names: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
@@ -223,7 +242,11 @@ fn rotation_keeps_files_under_the_limit_and_lines_whole() {
         .collect();
     assert!(names.len() <= 4, "{names:?}");
     for (name, bytes) in files_oldest_first(dir.path(), 4) {
-        assert!(bytes.len() as u64 <= MIN_MAX_FILE_SIZE, "{name} is {} bytes", bytes.len());
+        assert!(
+            bytes.len() as u64 <= MIN_MAX_FILE_SIZE,
+            "{name} is {} bytes",
+            bytes.len()
+        );
     }
     // The oldest files were dropped: what is left is the newest lines, contiguous.
     let seqs = sequences(dir.path(), 4);
@@ -316,7 +339,11 @@ fn failed_renames_and_opens_during_rotation_lose_nothing() {
     assert!(report.retries >= 5, "retries: {}", report.retries);
     assert_eq!(report.lines, lines);
     for (name, bytes) in files_oldest_first(dir.path(), 50) {
-        assert!(bytes.len() as u64 <= MIN_MAX_FILE_SIZE, "{name} is {} bytes", bytes.len());
+        assert!(
+            bytes.len() as u64 <= MIN_MAX_FILE_SIZE,
+            "{name} is {} bytes",
+            bytes.len()
+        );
     }
     assert_exactly_once_in_order(&sequences(dir.path(), 50), 0, lines);
 }
@@ -346,7 +373,11 @@ fn the_written_watermark_covers_what_is_in_the_file() {
     queue.push(record(100, 5, "a"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while shared.written() < 105 {
-        assert!(Instant::now() < deadline, "watermark stuck at {}", shared.written());
+        assert!(
+            Instant::now() < deadline,
+            "watermark stuck at {}",
+            shared.written()
+        );
         thread::sleep(Duration::from_millis(1));
     }
     // Everything below the watermark is in the file already.
@@ -429,5 +460,8 @@ fn limits_out_of_range_are_refused() {
         max_file_size: 10,
         ..WriterConfig::default()
     };
-    assert!(matches!(spawn(dir.path(), tiny, queue, 0), Err(WriterError::Config(_))));
+    assert!(matches!(
+        spawn(dir.path(), tiny, queue, 0),
+        Err(WriterError::Config(_))
+    ));
 }

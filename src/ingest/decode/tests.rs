@@ -758,3 +758,28 @@ fn fields_from_request_maps_every_field() {
         assert_eq!(f.level, level);
     }
 }
+
+proptest::proptest! {
+    /// Our unpacker undoes capnp's packer exactly, for messages with any
+    /// field contents (runs of zero bytes, 0xff-heavy words, long raw runs).
+    #[test]
+    fn unpack_inverts_capnp_packing(
+        message in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        zeros in 0usize..4000,
+        level in 0i32..70_000,
+    ) {
+        let text = String::from_utf8_lossy(&message).into_owned() + &"\0".repeat(zeros);
+        let f = Fields { message: &text, stack_trace: "\u{ff}\u{ff}", level: Level(level.min(65_535)), ..Fields::default() };
+        let unpacked = logger_payload(&f, Packing::Unpacked);
+        let packed = logger_payload(&f, Packing::Packed);
+        let mut out = Vec::new();
+        super::unpack(&packed, &mut out, 1 << 20).unwrap();
+        proptest::prop_assert_eq!(&out, &unpacked);
+        // Any strict prefix that cuts a tag's payload is refused, never a panic.
+        for cut in [1, packed.len() / 2, packed.len().saturating_sub(1)] {
+            let _ = super::unpack(&packed[..cut.min(packed.len())], &mut out, 1 << 20);
+        }
+        // The output limit holds.
+        proptest::prop_assert!(super::unpack(&packed, &mut out, 64).is_err() || unpacked.len() <= 64);
+    }
+}

@@ -6,11 +6,16 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
 
 use tokio::{io::AsyncReadExt, net::TcpStream, task::LocalSet};
 
-use super::{accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx};
+use super::{
+    accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx,
+};
 use crate::{ingest::conn::Connection, metrics::IngestStats};
 
 pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "Cannot start a tokio runtime; this ingest thread is not serving.");
@@ -31,10 +36,9 @@ async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
     };
     let ctx = Rc::new(ctx);
     let registry = Rc::new(Registry::default());
-    let sweeper = ctx
-        .config
-        .idle_timeout
-        .map(|t| tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t)));
+    let sweeper = ctx.config.idle_timeout.map(|t| {
+        tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t))
+    });
     let mut stop = ctx.stop.clone();
     loop {
         tokio::select! {
@@ -52,14 +56,24 @@ async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
     }
     match backlog {
         Ok(backlog) => accept_backlog(&backlog, |stream, peer| {
-            let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+            let stream = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream));
             match stream {
                 Ok(stream) if admit(&ctx, peer) => {
                     let id = registry.add(stream.as_raw_fd());
-                    tokio::task::spawn_local(connection(stream, peer, id, ctx.clone(), registry.clone()));
+                    tokio::task::spawn_local(connection(
+                        stream,
+                        peer,
+                        id,
+                        ctx.clone(),
+                        registry.clone(),
+                    ));
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(%peer, error = %e, "Cannot serve a connection from the backlog."),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "Cannot serve a connection from the backlog.")
+                }
             }
         }),
         Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
@@ -71,7 +85,13 @@ async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
     }
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Rc<ThreadCtx>, registry: Rc<Registry>) {
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    ctx: Rc<ThreadCtx>,
+    registry: Rc<Registry>,
+) {
     let mut conn = Connection::new(peer, ctx.conn.clone());
     let mut buf = Vec::with_capacity(ctx.config.read_buffer);
     let leftover = loop {

@@ -22,7 +22,7 @@ use std::{
     collections::HashMap,
     io,
     net::{SocketAddr, TcpListener},
-    os::fd::{RawFd},
+    os::fd::RawFd,
     rc::Rc,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -149,7 +149,11 @@ pub fn uring_available() -> Result<(), io::Error> {
 }
 
 /// Binds the listeners and starts the ingest threads.
-pub fn start(config: TcpConfig, ingress: Arc<Ingress>, conn: Arc<ConnShared>) -> Result<TcpIngest, TcpError> {
+pub fn start(
+    config: TcpConfig,
+    ingress: Arc<Ingress>,
+    conn: Arc<ConnShared>,
+) -> Result<TcpIngest, TcpError> {
     let engine = match config.engine {
         IoEngine::Epoll => IoEngine::Epoll,
         IoEngine::Uring => {
@@ -357,7 +361,10 @@ fn accept_backlog(listener: &TcpListener, mut serve: impl FnMut(std::net::TcpStr
 /// Undoes [`admit`] when a connection ends.
 fn release(ctx: &ThreadCtx) {
     ctx.open.fetch_sub(1, Ordering::AcqRel);
-    ctx.conn.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    ctx.conn
+        .stats
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// How long a connection must have been silent, once shutdown has begun,
@@ -387,11 +394,16 @@ fn unread_bytes(fd: RawFd) -> usize {
 async fn drain(registry: &Registry, ctx: &ThreadCtx) {
     let deadline = Instant::now() + ctx.config.drain_timeout;
     if !registry.is_empty() {
-        tracing::debug!(connections = registry.conns.borrow().len(), "Draining connections.");
+        tracing::debug!(
+            connections = registry.conns.borrow().len(),
+            "Draining connections."
+        );
     }
     loop {
         let now = Instant::now();
-        registry.shut_reads(|e| now.duration_since(e.last_read) >= DRAIN_QUIET && unread_bytes(e.fd) == 0);
+        registry.shut_reads(|e| {
+            now.duration_since(e.last_read) >= DRAIN_QUIET && unread_bytes(e.fd) == 0
+        });
         if registry.is_empty() {
             return;
         }
@@ -419,14 +431,22 @@ async fn idle_sweeper(registry: Rc<Registry>, ctx_stats: Arc<IngestStats>, timeo
         let n = registry.shut_reads(|e| now.duration_since(e.last_read) >= timeout);
         if n > 0 {
             IngestStats::add(&ctx_stats.connections_idle_closed, n as u64);
-            tracing::debug!(connections = n, "Closing idle connections (--idle_timeout).");
+            tracing::debug!(
+                connections = n,
+                "Closing idle connections (--idle_timeout)."
+            );
         }
     }
 }
 
 /// Publishes what one read decoded and says how to go on: `Some(consumed,
 /// need)` to read on, `None` to close.
-async fn after_read(conn: &mut Connection, ingress: &Ingress, buf: &[u8], received: Instant) -> Option<(usize, Option<usize>)> {
+async fn after_read(
+    conn: &mut Connection,
+    ingress: &Ingress,
+    buf: &[u8],
+    received: Instant,
+) -> Option<(usize, Option<usize>)> {
     let feed = conn.feed(buf);
     ingress.publish(conn.batch(), received).await;
     match feed {

@@ -9,13 +9,17 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx};
+use super::{
+    accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx,
+};
 use crate::{ingest::conn::Connection, metrics::IngestStats};
 
 pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
     match tokio_uring::Runtime::new(&tokio_uring::builder()) {
         Ok(rt) => rt.block_on(serve(listener, ctx)),
-        Err(e) => tracing::error!(error = %e, "Cannot start an io_uring runtime; this ingest thread is not serving."),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start an io_uring runtime; this ingest thread is not serving.")
+        }
     }
 }
 
@@ -60,7 +64,13 @@ async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Rc<ThreadCtx>, registry: Rc<Registry>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    ctx: Rc<ThreadCtx>,
+    registry: Rc<Registry>,
+) {
     let mut conn = Connection::new(peer, ctx.conn.clone());
     let mut buf = Vec::with_capacity(ctx.config.read_buffer);
     let leftover = loop {
