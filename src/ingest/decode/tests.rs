@@ -783,3 +783,44 @@ proptest::proptest! {
         proptest::prop_assert!(super::unpack(&packed, &mut out, 64).is_err() || unpacked.len() <= 64);
     }
 }
+
+proptest::proptest! {
+    /// Differential test of the fast LoggerMsg reader: on valid messages
+    /// and on randomly corrupted ones, whenever it answers, it answers
+    /// exactly what capnp's generic reader answers.
+    #[test]
+    fn fast_reader_agrees_with_capnp(
+        msg in "[ -~é日\\x00\\n]{0,300}",
+        host in "[a-z]{0,20}",
+        level in 0i32..70_000,
+        flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+    ) {
+        let f = Fields { message: &msg, hostname: &host, stack_trace: "st", level: Level(level.min(65_535)), ..Fields::default() };
+        let mut words = logger_payload(&f, Packing::Unpacked);
+        for (at, byte) in flips {
+            if words.len() > 8 {
+                let at = 8 + at % (words.len() - 8);
+                words[at] ^= byte;
+            }
+        }
+        let segment = &words[8..];
+        if let Some((texts, level)) = super::logger_fields_fast(segment) {
+            let segments = [segment];
+            let message = capnp::message::Reader::new(capnp::message::SegmentArray::new(&segments), Default::default());
+            let root: crate::wire::logger_capnp::logger_msg::Reader<'_> = message.get_root().unwrap();
+            let raw_level = match root.get_level() { Ok(l) => l as i32, Err(capnp::NotInSchema(n)) => i32::from(n) };
+            proptest::prop_assert_eq!(level, Level(raw_level));
+            let generic = [
+                root.get_timestamp().unwrap().as_bytes(), root.get_hostname().unwrap().as_bytes(),
+                root.get_logger_name().unwrap().as_bytes(), root.get_module().unwrap().as_bytes(),
+                root.get_filename().unwrap().as_bytes(), root.get_function_name().unwrap().as_bytes(),
+                root.get_line_number().unwrap().as_bytes(), root.get_message().unwrap().as_bytes(),
+                root.get_path_name().unwrap().as_bytes(), root.get_process_id().unwrap().as_bytes(),
+                root.get_process_name().unwrap().as_bytes(), root.get_thread_id().unwrap().as_bytes(),
+                root.get_thread_name().unwrap().as_bytes(), root.get_service_name().unwrap().as_bytes(),
+                root.get_stack_trace().unwrap().as_bytes(),
+            ];
+            proptest::prop_assert_eq!(texts, generic);
+        }
+    }
+}
