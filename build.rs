@@ -35,6 +35,9 @@ fn main() {
     )
     .expect("write the protobuf file descriptor set");
     tonic_prost_build::configure()
+        // Our codec: protobuf errors become INVALID_ARGUMENT and oversized
+        // messages RESOURCE_EXHAUSTED (see src/ingest/grpc/codec.rs).
+        .codec_path("crate::ingest::grpc::codec::LogCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)

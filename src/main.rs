@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use log_server::{
     format::LineFormat,
-    ingest::{frame::DEFAULT_MAX_FRAME_SIZE, tcp::IoEngine},
+    ingest::{frame::DEFAULT_MAX_FRAME_SIZE, grpc::AckMode, tcp::IoEngine},
     metrics::{IngestStats, WriterStats},
     queue::DEFAULT_QUEUE_CAPACITY,
     server::{self, Server, ServerConfig},
@@ -76,6 +76,12 @@ struct Args {
     /// Close a TCP connection silent for this many seconds (0 = never).
     #[arg(long = "idle_timeout", alias = "idle-timeout", default_value_t = 0)]
     idle_timeout: u64,
+    /// Worker threads of the gRPC runtime.
+    #[arg(long = "grpc_threads", alias = "grpc-threads", default_value_t = 2)]
+    grpc_threads: usize,
+    /// When a gRPC call is answered: message queued, its line written to the file, or written and fsynced (needs --fsync batch).
+    #[arg(long = "grpc_ack", alias = "grpc-ack", value_enum, default_value_t = AckMode::Written)]
+    grpc_ack: AckMode,
     /// Seconds between stats lines on stderr (0 = off).
     #[arg(
         long = "stats_interval",
@@ -106,6 +112,8 @@ impl Args {
             io_engine: self.io_engine,
             max_connections: self.max_connections,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            grpc_threads: self.grpc_threads,
+            grpc_ack: self.grpc_ack,
             ..ServerConfig::default()
         }
     }
@@ -140,8 +148,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
     raise_fd_limit();
     let config = args.config();
     let server = Server::start(config.clone()).context("cannot start")?;
+    let grpc = server
+        .grpc_addr()
+        .map_or_else(|| "off (--only_tcp)".to_string(), |a| a.to_string());
     tracing::info!(
         tcp = %server.tcp_addr(),
+        grpc = %grpc,
         engine = %server.io_engine(),
         tcp_threads = config.tcp_threads,
         log_dir = %config.log_dir.display(),
@@ -189,6 +201,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         lines = report.writer.lines,
         bytes = report.writer.bytes,
         tcp_messages = report.tcp_messages,
+        grpc_messages = report.grpc_messages,
         decode_errors = report.decode_errors,
         rotations = report.writer.rotations,
         retries = report.writer.retries,

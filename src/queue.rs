@@ -104,6 +104,12 @@ impl RecordQueue {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Whether a push would find room now (it may not a moment later).
+    pub fn has_room(&self) -> bool {
+        self.slots.len() < self.slots.capacity()
+            && self.bytes.load(Ordering::Relaxed) < self.max_bytes
+    }
+
     /// Pushes `record` if there is room, or hands it back.
     pub fn try_push(&self, record: Record) -> Result<(), Record> {
         let len = record.lines.len();

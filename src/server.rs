@@ -21,6 +21,7 @@ use crate::{
         batch::Ingress,
         conn::ConnShared,
         frame::DEFAULT_MAX_FRAME_SIZE,
+        grpc::{self, AckMode, GrpcConfig, GrpcError, GrpcIngest},
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
     metrics::{IngestStats, RateLimiter},
@@ -63,6 +64,13 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Initial read buffer per TCP connection, bytes.
     pub read_buffer: usize,
+    /// Worker threads of the gRPC runtime.
+    pub grpc_threads: usize,
+    /// When a gRPC call is answered.
+    pub grpc_ack: AckMode,
+    /// How long a gRPC call waits for room in a full queue before it is
+    /// answered UNAVAILABLE.
+    pub grpc_queue_wait: Duration,
     /// Writer settings beyond the file limits and fsync (retries, timeouts).
     pub writer: WriterConfig,
 }
@@ -88,6 +96,9 @@ impl Default for ServerConfig {
             idle_timeout: None,
             drain_timeout: Duration::from_secs(2),
             read_buffer: 64 * 1024,
+            grpc_threads: 2,
+            grpc_ack: AckMode::Written,
+            grpc_queue_wait: Duration::from_secs(5),
             writer: WriterConfig::default(),
         }
     }
@@ -109,6 +120,8 @@ pub enum ServerError {
     Writer(#[from] WriterError),
     #[error(transparent)]
     Tcp(#[from] TcpError),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
 }
 
 impl ServerConfig {
@@ -143,6 +156,12 @@ impl ServerConfig {
         if self.tcp_threads == 0 {
             return bad("--tcp_threads must be at least 1".into());
         }
+        if self.grpc_ack == AckMode::Synced && self.fsync != FsyncPolicy::Batch {
+            return bad("--grpc_ack synced needs --fsync batch (otherwise nothing is fsynced until rotation)".into());
+        }
+        if self.grpc_threads == 0 {
+            return bad("--grpc_threads must be at least 1".into());
+        }
         if self.max_connections == 0 {
             return bad("--max_connections must be at least 1".into());
         }
@@ -154,6 +173,7 @@ impl ServerConfig {
 #[derive(Debug)]
 pub struct Server {
     tcp: Option<TcpIngest>,
+    grpc: Option<GrpcIngest>,
     writer: Option<WriterHandle>,
     ingress: Arc<Ingress>,
     ingest_stats: Arc<IngestStats>,
@@ -218,8 +238,26 @@ impl Server {
         )?;
         let tcp_addr = tcp.local_addr();
         let engine = tcp.engine();
+        let grpc = if config.only_tcp {
+            None
+        } else {
+            Some(grpc::start(
+                GrpcConfig {
+                    addr: SocketAddr::new(config.host, config.grpc_port),
+                    threads: config.grpc_threads,
+                    ack: config.grpc_ack,
+                    max_message_bytes: config.max_frame_size,
+                    queue_wait: config.grpc_queue_wait,
+                    drain_timeout: config.drain_timeout,
+                },
+                ingress.clone(),
+                writer.shared().clone(),
+                ingest_stats.clone(),
+            )?)
+        };
         Ok(Server {
             tcp: Some(tcp),
+            grpc,
             writer: Some(writer),
             ingress,
             ingest_stats,
@@ -231,6 +269,11 @@ impl Server {
     /// The TCP address being served (the real port when 0 was asked for).
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The gRPC address being served, unless `only_tcp`.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(GrpcIngest::local_addr)
     }
 
     /// The I/O engine of the TCP ingest.
@@ -262,6 +305,9 @@ impl Server {
         if let Some(tcp) = self.tcp.take() {
             tcp.shutdown();
         }
+        if let Some(grpc) = self.grpc.take() {
+            grpc.shutdown();
+        }
         let writer = self
             .writer
             .take()
@@ -281,6 +327,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Ingest first, so the writer's drain sees every last record.
         drop(self.tcp.take());
+        drop(self.grpc.take());
         drop(self.writer.take());
     }
 }

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod grpc;
 mod interop;
 mod process;
 mod tcp;

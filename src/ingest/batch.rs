@@ -64,25 +64,29 @@ impl Ingress {
     /// ([`Ingress::publish`] does both).
     #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
     pub fn sequence_batch(&self, batch: &DecodedBatch, received: Instant) -> Option<Record> {
-        let count = u32::try_from(batch.len()).expect("a read holds fewer than 4 billion messages");
+        self.sequence_fields(batch.iter(), received)
+    }
+
+    /// Numbers and formats messages into one record, in the order given.
+    /// `None` if there are none.
+    #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
+    pub fn sequence_fields<'a>(
+        &self,
+        messages: impl ExactSizeIterator<Item = Fields<'a>>,
+        received: Instant,
+    ) -> Option<Record> {
+        let count =
+            u32::try_from(messages.len()).expect("a batch holds fewer than 4 billion messages");
         if count == 0 {
             return None;
         }
         Some(self.sequence_with(count, received, |first, at, out| {
             let mut truncated = 0;
-            for (seq, fields) in (first..).zip(batch.iter()) {
+            for (seq, fields) in (first..).zip(messages) {
                 truncated += usize::from(self.formatter.write(&fields, seq, at, out));
             }
             truncated
         }))
-    }
-
-    /// Numbers and formats one message into a record (the gRPC path).
-    #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
-    pub fn sequence_one(&self, fields: &Fields<'_>, received: Instant) -> Record {
-        self.sequence_with(1, received, |seq, at, out| {
-            usize::from(self.formatter.write(fields, seq, at, out))
-        })
     }
 
     fn sequence_with(
@@ -112,6 +116,23 @@ impl Ingress {
             received,
             lines,
         }
+    }
+
+    /// Waits (asynchronously) until the queue has room, for at most
+    /// `max_wait`. False if it stayed full: the caller can refuse the
+    /// messages before taking sequence numbers for them, so that nothing is
+    /// half accepted.
+    pub async fn wait_for_room(&self, max_wait: std::time::Duration) -> bool {
+        let deadline = Instant::now() + max_wait;
+        let mut pause = std::time::Duration::from_micros(50);
+        while !self.queue.has_room() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(5));
+        }
+        true
     }
 
     /// Sequences `batch` and pushes it, waiting for room in the queue

@@ -11,4 +11,5 @@ pub mod batch;
 pub mod conn;
 pub mod decode;
 pub mod frame;
+pub mod grpc;
 pub mod tcp;

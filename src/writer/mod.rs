@@ -33,6 +33,7 @@ use std::{
 };
 
 use thiserror::Error;
+use tokio::sync::watch;
 
 use self::{
     batch::Batch,
@@ -126,17 +127,54 @@ pub enum WriterError {
 }
 
 /// State the writer shares with the rest of the server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterShared {
     /// Every sequence number below this is in the file.
     written: AtomicU64,
     /// Every sequence number below this is in the file and fsynced.
     synced: AtomicU64,
+    /// The same two watermarks for async waiters (gRPC acknowledgements).
+    written_watch: watch::Sender<u64>,
+    synced_watch: watch::Sender<u64>,
     stop: AtomicBool,
     pub stats: WriterStats,
 }
 
 impl WriterShared {
+    fn new(first_seq: u64) -> Self {
+        WriterShared {
+            written: AtomicU64::new(first_seq),
+            synced: AtomicU64::new(first_seq),
+            written_watch: watch::Sender::new(first_seq),
+            synced_watch: watch::Sender::new(first_seq),
+            stop: AtomicBool::new(false),
+            stats: WriterStats::default(),
+        }
+    }
+
+    fn set_written(&self, w: u64) {
+        self.written.store(w, Ordering::Release);
+        self.written_watch.send_replace(w);
+    }
+
+    fn set_synced(&self, w: u64) {
+        self.synced.store(w, Ordering::Release);
+        self.synced_watch.send_replace(w);
+    }
+
+    /// Waits until every sequence number below `end` is written.
+    pub async fn wait_written(&self, end: u64) {
+        let mut rx = self.written_watch.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|w| *w >= end).await;
+    }
+
+    /// Waits until every sequence number below `end` is written and fsynced.
+    pub async fn wait_synced(&self, end: u64) {
+        let mut rx = self.synced_watch.subscribe();
+        let _ = rx.wait_for(|w| *w >= end).await;
+    }
+
     /// Every sequence number below the returned one has been written.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
@@ -241,11 +279,7 @@ pub fn spawn_with<D: LogDir>(
         path: PathBuf::from(rotate::ACTIVE),
         source,
     })?;
-    let shared = Arc::new(WriterShared {
-        written: AtomicU64::new(first_seq),
-        synced: AtomicU64::new(first_seq),
-        ..WriterShared::default()
-    });
+    let shared = Arc::new(WriterShared::new(first_seq));
     let writer = Writer {
         batch: Batch::new(config.max_batch_bytes),
         reorder: ReorderBuffer::new(first_seq),
@@ -377,9 +411,9 @@ impl<D: LogDir> Writer<D> {
             self.retry_until_done("sync the log file", |files| files.sync());
         }
         let released = self.reorder.next_seq();
-        self.shared.written.store(released, Ordering::Release);
+        self.shared.set_written(released);
         if self.config.fsync == FsyncPolicy::Batch {
-            self.shared.synced.store(released, Ordering::Release);
+            self.shared.set_synced(released);
         }
         self.batch.clear();
     }

@@ -1,0 +1,395 @@
+//! gRPC ingest: the tonic server on its own thread and multi-thread tokio
+//! runtime, feeding the same sequencer, queue and writer as TCP.
+//!
+//! The other front door of the pipeline: `LogRequest` (protobuf) ->
+//! [`fields_from_request`] -> [`Ingress`] -> queue. Serves
+//! `logservice.LogBridge/LogMessage`, the same handler under the legacy
+//! `logservice.LogService/LogMessage`, the client-streaming
+//! `LogBridge/LogStream`, the standard health service and server
+//! reflection.
+//!
+//! A response means what `--grpc_ack` says: the message is queued, or its
+//! line is in the file (default), or it is in the file and fsynced. Waiting
+//! for that is asynchronous. A request that finds the queue full waits a
+//! bounded time for room *before* taking a sequence number, then answers
+//! UNAVAILABLE: the client knows it was not accepted.
+
+pub mod codec;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{codec::CompressionEncoding, Request, Response, Status, Streaming};
+
+use super::{batch::Ingress, decode::fields_from_request};
+use crate::{
+    metrics::IngestStats,
+    record::Record,
+    wire::proto::{
+        log_bridge_server::{LogBridge, LogBridgeServer},
+        log_service_server::{LogService, LogServiceServer},
+        LogRequest, LogResponse, LogSummary, FILE_DESCRIPTOR_SET,
+    },
+    writer::WriterShared,
+};
+
+/// When a gRPC response is sent (`--grpc_ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AckMode {
+    /// Once the message is in the queue (it will be written unless the
+    /// machine fails).
+    Queued,
+    /// Once its line is in the log file (in the page cache).
+    #[default]
+    Written,
+    /// Once its line is in the log file and fsynced (needs `--fsync batch`).
+    Synced,
+}
+
+/// Settings of the gRPC ingest.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub addr: SocketAddr,
+    /// Worker threads of the gRPC runtime.
+    pub threads: usize,
+    pub ack: AckMode,
+    /// Largest request, bytes (`--max_frame_size`).
+    pub max_message_bytes: usize,
+    /// How long a request waits for room in a full queue before UNAVAILABLE.
+    pub queue_wait: Duration,
+    /// At shutdown, how long in-flight calls may take to finish.
+    pub drain_timeout: Duration,
+}
+
+/// Why gRPC ingest could not start.
+#[derive(Debug, Error)]
+pub enum GrpcError {
+    #[error("cannot listen for gRPC on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the gRPC thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("cannot build the gRPC reflection service: {0}")]
+    Reflection(String),
+}
+
+/// The running gRPC server thread.
+#[derive(Debug)]
+pub struct GrpcIngest {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GrpcIngest {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting calls and waits (up to the drain timeout) for the
+    /// calls in flight, whose accepted messages are all queued by then.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("The gRPC thread panicked.");
+            }
+        }
+    }
+}
+
+impl Drop for GrpcIngest {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// The handlers, shared by both service names.
+#[derive(Debug, Clone)]
+struct Handler {
+    ingress: Arc<Ingress>,
+    writer: Arc<WriterShared>,
+    stats: Arc<IngestStats>,
+    ack: AckMode,
+    queue_wait: Duration,
+}
+
+/// Most messages of a stream taken into one record when they are already
+/// there (no waiting for more).
+const STREAM_BATCH: usize = 256;
+
+impl Handler {
+    /// Accepts messages: waits for room, sequences them into one record and
+    /// queues it. Returns the sequence number after the last one.
+    async fn accept(&self, requests: &[LogRequest], received: Instant) -> Result<u64, Status> {
+        if !self.ingress.wait_for_room(self.queue_wait).await {
+            return Err(Status::unavailable(
+                "the log server is overloaded (its queue stayed full); the message was not accepted, retry later",
+            ));
+        }
+        let Some(record) = self
+            .ingress
+            .sequence_fields(requests.iter().map(fields_from_request), received)
+        else {
+            return Ok(0);
+        };
+        let end = record.end_seq();
+        IngestStats::add(&self.stats.grpc_messages, u64::from(record.count));
+        self.push(record);
+        Ok(end)
+    }
+
+    /// Pushes a sequenced record without blocking the runtime thread: at
+    /// once if there is room (the common case, since we waited for it),
+    /// else from a task of its own, so that a caller going away cannot
+    /// leave its sequence numbers unpushed.
+    fn push(&self, record: Record) {
+        if let Err(record) = self.ingress.queue().try_push(record) {
+            let ingress = self.ingress.clone();
+            tokio::spawn(async move { ingress.queue().push_async(record).await });
+        }
+    }
+
+    /// Waits until the messages below `end` are as far as `--grpc_ack` asks.
+    async fn acknowledge(&self, end: u64) {
+        match self.ack {
+            AckMode::Queued => {}
+            AckMode::Written => self.writer.wait_written(end).await,
+            AckMode::Synced => self.writer.wait_synced(end).await,
+        }
+    }
+
+    async fn log_message(
+        &self,
+        request: Request<LogRequest>,
+    ) -> Result<Response<LogResponse>, Status> {
+        let received = Instant::now();
+        let end = self.accept(&[request.into_inner()], received).await?;
+        self.acknowledge(end).await;
+        Ok(Response::new(LogResponse { success: true }))
+    }
+
+    async fn log_stream(
+        &self,
+        request: Request<Streaming<LogRequest>>,
+    ) -> Result<Response<LogSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut pending = Vec::with_capacity(STREAM_BATCH);
+        let mut accepted = 0u64;
+        let mut end = 0;
+        loop {
+            // Wait for one message, then take those already buffered.
+            let first = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    // The client cancelled or sent garbage: what was accepted
+                    // stays accepted.
+                    tracing::debug!(accepted, %status, "A gRPC stream ended with an error.");
+                    return Err(status);
+                }
+            };
+            let received = Instant::now();
+            pending.push(first);
+            let mut failed = None;
+            while pending.len() < STREAM_BATCH {
+                match ready_now(stream.message()) {
+                    Some(Ok(Some(m))) => pending.push(m),
+                    Some(Ok(None)) | None => break,
+                    Some(Err(status)) => {
+                        failed = Some(status);
+                        break;
+                    }
+                }
+            }
+            end = self.accept(&pending, received).await?;
+            accepted += pending.len() as u64;
+            pending.clear();
+            if let Some(status) = failed {
+                return Err(status);
+            }
+        }
+        self.acknowledge(end).await;
+        Ok(Response::new(LogSummary { accepted }))
+    }
+}
+
+/// The output of a future if it is ready at its first poll. Used on
+/// `Streaming::message`, which keeps its state in the stream, so dropping
+/// the pending future loses nothing.
+fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+#[tonic::async_trait]
+impl LogBridge for Handler {
+    async fn log_message(
+        &self,
+        request: Request<LogRequest>,
+    ) -> Result<Response<LogResponse>, Status> {
+        Handler::log_message(self, request).await
+    }
+
+    async fn log_stream(
+        &self,
+        request: Request<Streaming<LogRequest>>,
+    ) -> Result<Response<LogSummary>, Status> {
+        Handler::log_stream(self, request).await
+    }
+}
+
+/// The legacy service name of older JavaScript and Python clients.
+#[tonic::async_trait]
+impl LogService for Handler {
+    async fn log_message(
+        &self,
+        request: Request<LogRequest>,
+    ) -> Result<Response<LogResponse>, Status> {
+        Handler::log_message(self, request).await
+    }
+}
+
+/// Binds the gRPC port and starts the gRPC thread.
+pub fn start(
+    config: GrpcConfig,
+    ingress: Arc<Ingress>,
+    writer: Arc<WriterShared>,
+    stats: Arc<IngestStats>,
+) -> Result<GrpcIngest, GrpcError> {
+    let listener = std::net::TcpListener::bind(config.addr).map_err(|source| GrpcError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    let bind_err = |source| GrpcError::Bind {
+        addr: config.addr,
+        source,
+    };
+    let local_addr = listener.local_addr().map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| GrpcError::Reflection(e.to_string()))?;
+    let handler = Handler {
+        ingress,
+        writer,
+        stats,
+        ack: config.ack,
+        queue_wait: config.queue_wait,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let max = config.max_message_bytes;
+    let thread = thread::Builder::new()
+        .name("grpc".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.threads.max(1))
+                .thread_name("grpc-worker")
+                .on_thread_start(move || codec::set_max_message_bytes(max))
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => {
+                    rt.block_on(serve(listener, handler, reflection, config, stop_rx));
+                    // Calls still running after the drain timeout end here.
+                    rt.shutdown_timeout(Duration::from_millis(100));
+                }
+                Err(e) => tracing::error!(error = %e, "Cannot start the gRPC runtime; gRPC is not served."),
+            }
+        })
+        .map_err(GrpcError::Spawn)?;
+    Ok(GrpcIngest {
+        local_addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+async fn serve<R>(
+    listener: std::net::TcpListener,
+    handler: Handler,
+    reflection: R,
+    config: GrpcConfig,
+    stop: watch::Receiver<bool>,
+) where
+    R: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    R::Future: Send + 'static,
+{
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot register the gRPC listener; gRPC is not served.");
+            return;
+        }
+    };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<LogBridgeServer<Handler>>()
+        .await;
+    health_reporter
+        .set_serving::<LogServiceServer<Handler>>()
+        .await;
+    // tonic refuses messages above its limit before reading them (OUT_OF_RANGE);
+    // between --max_frame_size and this, our codec answers RESOURCE_EXHAUSTED.
+    let transport_limit = config.max_message_bytes.saturating_mul(2);
+    let bridge = LogBridgeServer::new(handler.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(transport_limit);
+    let legacy = LogServiceServer::new(handler)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(transport_limit);
+    let mut graceful = stop.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(bridge)
+        .add_service(legacy)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = graceful.wait_for(|s| *s).await;
+        });
+    let mut deadline = stop;
+    let drain = config.drain_timeout;
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "The gRPC server failed.");
+            }
+        }
+        _ = async move {
+            let _ = deadline.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        } => tracing::warn!("gRPC calls still running after the drain timeout are cancelled."),
+    }
+}

@@ -1,0 +1,382 @@
+//! gRPC ingest end to end with a tonic client on loopback.
+
+use std::{net::SocketAddr, thread, time::Duration};
+
+use log_server::{
+    format::LineFormat,
+    ingest::grpc::AckMode,
+    server::ServerConfig,
+    wire::proto::{
+        log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
+        LogResponse,
+    },
+    writer::FsyncPolicy,
+};
+use tonic::{codec::CompressionEncoding, transport::Channel, Code, Request};
+
+use crate::util::*;
+
+fn grpc_server(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    TestServer::start_with(|c| {
+        c.only_tcp = false;
+        c.grpc_port = 0;
+        tweak(c);
+    })
+}
+
+fn request(conn: usize, n: usize) -> LogRequest {
+    LogRequest {
+        timestamp: "2026-01-02T15:04:05.000000000Z".into(),
+        hostname: "grpc-host".into(),
+        logger_name: "js".into(),
+        level: 3,
+        message: message(conn, n),
+        ..LogRequest::default()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn unary_on_both_service_names_and_the_line_is_written_before_the_answer() {
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    let dir = s.log_dir();
+    runtime().block_on(async {
+        let ch = channel(addr).await;
+        let mut bridge = LogBridgeClient::new(ch.clone());
+        let mut legacy = LogServiceClient::new(ch);
+        for n in 0..50 {
+            let r = if n % 2 == 0 {
+                bridge.log_message(request(0, n)).await
+            } else {
+                legacy.log_message(request(0, n)).await
+            };
+            assert_eq!(r.unwrap().into_inner(), LogResponse { success: true });
+            // --grpc_ack written (the default): the line is in the file now.
+            let lines = read_lines(&dir, 10);
+            assert_eq!(lines.len(), n + 1, "after message {n}");
+        }
+    });
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &[50]);
+}
+
+#[test]
+fn a_stream_is_accepted_whole_and_in_order() {
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let mut client =
+            LogBridgeClient::new(channel(addr).await).send_compressed(CompressionEncoding::Gzip);
+        let requests: Vec<LogRequest> = (0..5_000).map(|n| request(0, n)).collect();
+        let summary = client
+            .log_stream(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(summary.accepted, 5_000);
+    });
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &[5_000]);
+}
+
+#[test]
+fn every_ack_mode_answers_success() {
+    for (ack, fsync) in [
+        (AckMode::Queued, FsyncPolicy::Rotate),
+        (AckMode::Written, FsyncPolicy::None),
+        (AckMode::Synced, FsyncPolicy::Batch),
+    ] {
+        let mut s = grpc_server(|c| {
+            c.grpc_ack = ack;
+            c.fsync = fsync;
+        });
+        let addr = s.server().grpc_addr().unwrap();
+        let writer = s.server().writer().clone();
+        runtime().block_on(async {
+            let mut client = LogBridgeClient::new(channel(addr).await);
+            for n in 0..20 {
+                assert!(
+                    client
+                        .log_message(request(0, n))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .success
+                );
+                match ack {
+                    AckMode::Queued => {}
+                    AckMode::Written => assert!(writer.written() > n as u64),
+                    AckMode::Synced => assert!(writer.synced() > n as u64),
+                }
+            }
+        });
+        assert_all_once_in_order(&s.stop(), &[20]);
+    }
+}
+
+#[test]
+fn synced_acks_without_fsync_batch_are_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = log_server::server::Server::start(ServerConfig {
+        port: 0,
+        grpc_port: 0,
+        log_dir: dir.path().into(),
+        grpc_ack: AckMode::Synced,
+        fsync: FsyncPolicy::Rotate,
+        ..ServerConfig::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--grpc_ack synced needs --fsync batch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn only_tcp_leaves_the_grpc_port_closed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = TestServer::start_with(|c| {
+        c.only_tcp = true;
+        c.grpc_port = port;
+    });
+    assert!(s.server().grpc_addr().is_none());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    s.stop();
+}
+
+#[test]
+fn oversized_and_malformed_requests_get_clear_status_codes() {
+    let mut s = grpc_server(|c| c.max_frame_size = 4096);
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let ch = channel(addr).await;
+        let mut client = LogBridgeClient::new(ch.clone());
+        let mut big = request(0, 0);
+        big.message = "x".repeat(6_000);
+        let err = client.log_message(big).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+
+        // A string field holding invalid UTF-8 (field 9, message): the bytes
+        // go out as they are through a raw codec.
+        let mut raw = tonic::client::Grpc::new(ch.clone());
+        raw.ready().await.unwrap();
+        let bad_utf8 = vec![0x4a, 3, b'a', 0xff, b'b'];
+        let err = raw
+            .unary(
+                Request::new(bad_utf8),
+                http::uri::PathAndQuery::from_static("/logservice.LogBridge/LogMessage"),
+                raw_codec::RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+        // Bytes that are no protobuf at all.
+        raw.ready().await.unwrap();
+        let err = raw
+            .unary(
+                Request::new(vec![0xff; 16]),
+                http::uri::PathAndQuery::from_static("/logservice.LogBridge/LogMessage"),
+                raw_codec::RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+        // The server still serves well-formed calls.
+        assert!(
+            client
+                .log_message(request(0, 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+    });
+    assert_all_once_in_order(&s.stop(), &[1]);
+}
+
+#[test]
+fn an_unknown_level_is_kept() {
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let mut client = LogBridgeClient::new(channel(addr).await);
+        let mut r = request(0, 0);
+        r.level = 77;
+        assert!(client.log_message(r).await.unwrap().into_inner().success);
+    });
+    let lines = s.stop();
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains(" LEVEL(77)  "), "{}", lines[0]);
+}
+
+#[test]
+fn a_cancelled_stream_keeps_what_was_accepted() {
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    let writer = s.server().writer().clone();
+    runtime().block_on(async {
+        let mut client = LogBridgeClient::new(channel(addr).await);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let call = tokio::spawn(async move {
+            client
+                .log_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        for n in 0..300 {
+            tx.send(request(0, n)).await.unwrap();
+        }
+        while writer.written() < 300 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The client goes away without ending the stream.
+        call.abort();
+        let _ = call.await;
+        drop(tx);
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert_all_once_in_order(&s.stop(), &[300]);
+}
+
+#[test]
+fn health_service_says_serving() {
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr).await);
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "logservice.LogBridge".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
+    s.stop();
+}
+
+#[test]
+fn tcp_and_grpc_at_once_make_one_global_order() {
+    let mut s = grpc_server(|c| c.format = LineFormat::Json);
+    let tcp = s.addr();
+    let grpc = s.server().grpc_addr().unwrap();
+    let tcp_clients: Vec<_> = (0..2)
+        .map(|c| thread::spawn(move || send(tcp, &frames(c, 3_000, true, Some(100)))))
+        .collect();
+    runtime().block_on(async {
+        let ch = channel(grpc).await;
+        let unary = {
+            let mut client = LogBridgeClient::new(ch.clone());
+            tokio::spawn(async move {
+                for n in 0..500 {
+                    assert!(
+                        client
+                            .log_message(request(2, n))
+                            .await
+                            .unwrap()
+                            .into_inner()
+                            .success
+                    );
+                }
+            })
+        };
+        let mut client = LogBridgeClient::new(ch);
+        let requests: Vec<LogRequest> = (0..3_000).map(|n| request(3, n)).collect();
+        assert_eq!(
+            client
+                .log_stream(tokio_stream::iter(requests))
+                .await
+                .unwrap()
+                .into_inner()
+                .accepted,
+            3_000
+        );
+        unary.await.unwrap();
+    });
+    for c in tcp_clients {
+        c.join().unwrap();
+    }
+    s.wait_written(9_500);
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &[3_000, 3_000, 500, 3_000]);
+    // One global order: seq runs 0, 1, 2, ... through the file.
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("{{\"seq\":{i},")),
+            "line {i}: {line}"
+        );
+    }
+}
+
+/// A codec that sends bytes as they are and decodes `LogResponse`.
+mod raw_codec {
+    use bytes::BufMut;
+    use log_server::wire::proto::LogResponse;
+    use prost::Message;
+    use tonic::{
+        codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+        Status,
+    };
+
+    pub struct RawCodec;
+    pub struct RawEncoder;
+    pub struct ResponseDecoder;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = LogResponse;
+        type Encoder = RawEncoder;
+        type Decoder = ResponseDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> ResponseDecoder {
+            ResponseDecoder
+        }
+    }
+
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for ResponseDecoder {
+        type Item = LogResponse;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<LogResponse>, Status> {
+            LogResponse::decode(src)
+                .map(Some)
+                .map_err(|e| Status::internal(e.to_string()))
+        }
+    }
+}
