@@ -84,3 +84,81 @@ fn python_pycapnp_client_lines_arrive_intact() {
         assert!(line.contains(" INFO       "), "{line}");
     }
 }
+
+/// The Node.js example client in `clients/js/` (@grpc/grpc-js) against an
+/// in-process server: unary calls on both service names, then a stream.
+#[test]
+fn node_grpc_js_client_messages_arrive_once() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let installed = std::path::Path::new(root)
+        .join("clients/js/node_modules/@grpc/grpc-js")
+        .exists();
+    let has_node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(installed && has_node) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "node or clients/js/node_modules is missing in CI: .ci/run must run npm ci"
+        );
+        eprintln!(
+            "SKIPPED: run `npm ci --prefix clients/js` (needs node) to check the JavaScript client"
+        );
+        return;
+    }
+    let mut s = TestServer::start_with(|c| {
+        c.only_tcp = false;
+        c.grpc_port = 0;
+    });
+    let addr = s.server().grpc_addr().unwrap();
+    let out = Command::new("node")
+        .arg(format!("{root}/clients/js/check.js"))
+        .args([
+            "--address",
+            &addr.to_string(),
+            "--unary",
+            "2000",
+            "--stream",
+            "3000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "node client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_written(5_000);
+    let lines = s.stop();
+    assert_eq!(lines.len(), 5_000);
+    // Unary calls in flight together may land in any order among
+    // themselves: each exactly once. The stream keeps its order.
+    let mut unary = vec![0u32; 2_000];
+    let mut streamed = Vec::new();
+    for line in &lines {
+        match parse_message(line) {
+            Some((0, n)) => {
+                unary[n] += 1;
+                assert!(
+                    line.contains(" INFO ") && line.contains("[metadata: mod=check"),
+                    "{line}"
+                );
+            }
+            Some((1, n)) => {
+                streamed.push(n);
+                assert!(
+                    line.contains(" WARNING ") && line.contains("svc=check"),
+                    "{line}"
+                );
+            }
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    assert!(
+        unary.iter().all(|&c| c == 1),
+        "every unary message exactly once"
+    );
+    assert_eq!(streamed, (0..3_000).collect::<Vec<_>>());
+}
