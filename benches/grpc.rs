@@ -17,7 +17,7 @@ use log_server::{
 };
 use tonic::transport::Channel;
 
-const UNARY: usize = 20_000;
+const UNARY: usize = 20_480; // a multiple of CONCURRENCY
 const CONCURRENCY: usize = 64;
 const STREAMED: usize = 200_000;
 
@@ -30,7 +30,9 @@ fn request(n: usize) -> LogRequest {
         filename: "server.js".into(),
         function_name: "handleRequest".into(),
         line_number: "142".into(),
-        message: format!("n={n:08} GET /api/v1/orders/8812 200 12.4ms user=4411 upstream=orders-svc"),
+        message: format!(
+            "n={n:08} GET /api/v1/orders/8812 200 12.4ms user=4411 upstream=orders-svc"
+        ),
         process_id: "4242".into(),
         ..LogRequest::default()
     }
@@ -48,7 +50,11 @@ fn start(dir: &std::path::Path) -> Server {
 }
 
 async fn client(addr: SocketAddr) -> LogBridgeClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     LogBridgeClient::new(ch)
 }
 
@@ -62,7 +68,13 @@ async fn unary(addr: SocketAddr, total: usize) -> Vec<Duration> {
             let mut latencies = Vec::with_capacity(per_task);
             for n in 0..per_task {
                 let start = Instant::now();
-                assert!(c.log_message(request(t * per_task + n)).await.unwrap().into_inner().success);
+                assert!(
+                    c.log_message(request(t * per_task + n))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .success
+                );
                 latencies.push(start.elapsed());
             }
             latencies
@@ -76,7 +88,10 @@ async fn unary(addr: SocketAddr, total: usize) -> Vec<Duration> {
 }
 
 fn grpc_ingest(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("grpc_ingest");
     g.sample_size(10).measurement_time(Duration::from_secs(15));
 
@@ -109,7 +124,13 @@ fn grpc_ingest(c: &mut Criterion) {
                 let requests = requests.clone();
                 let t = Instant::now();
                 let accepted = rt.block_on(async move {
-                    client(addr).await.log_stream(tokio_stream::iter(requests)).await.unwrap().into_inner().accepted
+                    client(addr)
+                        .await
+                        .log_stream(tokio_stream::iter(requests))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .accepted
                 });
                 total += t.elapsed();
                 assert_eq!(accepted, STREAMED as u64);

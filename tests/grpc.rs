@@ -380,3 +380,97 @@ mod raw_codec {
         }
     }
 }
+
+#[test]
+fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    let names = runtime().block_on(async {
+        let mut client = ServerReflectionClient::new(channel(addr).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match responses.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+    });
+    assert!(
+        names.contains(&"logservice.LogBridge".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"logservice.LogService".to_string()),
+        "{names:?}"
+    );
+    s.stop();
+}
+
+/// With the writer stuck (its file is a FIFO nobody reads), the queue fills
+/// and a call is refused with UNAVAILABLE after the queue wait; once the
+/// FIFO is read, everything that was accepted comes out, exactly once.
+#[test]
+fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let fifo = logs.join("_main.log");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let server = log_server::server::Server::start(ServerConfig {
+        port: 0,
+        grpc_port: 0,
+        log_dir: logs.clone(),
+        queue_capacity: 4,
+        grpc_ack: AckMode::Queued,
+        grpc_queue_wait: Duration::from_millis(200),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.grpc_addr().unwrap();
+    let accepted = runtime().block_on(async {
+        let mut client = LogBridgeClient::new(channel(addr).await);
+        let mut accepted = 0;
+        loop {
+            match client.log_message(request(0, accepted)).await {
+                Ok(r) => {
+                    assert!(r.into_inner().success);
+                    accepted += 1;
+                    assert!(accepted < 100_000, "the queue never filled");
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status}");
+                    break accepted;
+                }
+            }
+        }
+    });
+    // Read the FIFO until the writer is done.
+    let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
+    let report = server.shutdown();
+    assert_eq!(report.grpc_messages, accepted as u64);
+    assert_eq!(report.writer.lines, accepted as u64);
+    let bytes = reader.join().unwrap();
+    let lines: Vec<String> = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_all_once_in_order(&lines, &[accepted]);
+}

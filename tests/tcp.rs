@@ -240,3 +240,60 @@ fn json_lines_carry_seq_and_every_field() {
         assert!(line.ends_with("\"stack_trace\":\"\"}"), "{line}");
     }
 }
+
+/// With the writer stuck (its file is a FIFO nobody reads yet) and a tiny
+/// queue, clients are held back by TCP flow control, not dropped; once the
+/// FIFO is read, every message comes out once, in order.
+#[test]
+fn backpressure_holds_clients_back_and_drops_nothing() {
+    each_engine(|engine| {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let fifo = logs.join("_main.log");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let server = log_server::server::Server::start(log_server::server::ServerConfig {
+            port: 0,
+            only_tcp: true,
+            io_engine: engine,
+            log_dir: logs,
+            queue_capacity: 2,
+            read_buffer: 4096,
+            ..log_server::server::ServerConfig::default()
+        })
+        .unwrap();
+        let addr = server.tcp_addr();
+        let clients: Vec<_> = (0..2)
+            .map(|c| thread::spawn(move || send(addr, &frames(c, 20_000, false, None))))
+            .collect();
+        // The writer is stuck: far fewer lines than sent can be in flight.
+        thread::sleep(Duration::from_millis(300));
+        let taken = IngestStats::get(&server.ingest_stats().tcp_messages);
+        assert!(
+            taken < 40_000,
+            "all {taken} messages taken in while the writer was stuck"
+        );
+        let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
+        for c in clients {
+            c.join().unwrap();
+        }
+        let writer = server.writer().clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while writer.written() < 40_000 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} written",
+                writer.written()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        server.shutdown();
+        let text = String::from_utf8(reader.join().unwrap()).unwrap();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert_all_once_in_order(&lines, &[20_000, 20_000]);
+    });
+}
