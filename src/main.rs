@@ -89,6 +89,9 @@ struct Args {
         default_value_t = 10
     )]
     stats_interval: u64,
+    /// At shutdown, write the receive-to-written latency distribution of the whole run to this file (HdrHistogram .hgrm, milliseconds).
+    #[arg(long = "histogram_out", alias = "histogram-out")]
+    histogram_out: Option<PathBuf>,
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -192,6 +195,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     wait_for_signal().context("cannot wait for signals")?;
     tracing::info!("Shutting down: draining connections, the queue and the writer.");
     stop.store(true, Ordering::Relaxed);
+    let writer_shared = server.writer().clone();
     let report = server.shutdown();
     if let Some(t) = stats {
         t.thread().unpark();
@@ -208,6 +212,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         latency = %report.writer.latency,
         "Stopped; every accepted message is written."
     );
+    if let Some(path) = &args.histogram_out {
+        let h = writer_shared.stats.latency_histogram();
+        std::fs::File::create(path)
+            .and_then(|mut f| log_server::metrics::write_hgrm(&h, &mut f))
+            .with_context(|| format!("cannot write the latency histogram to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "Wrote the latency distribution.");
+    }
     if report.writer.abandoned_lines > 0 {
         anyhow::bail!(
             "{} lines could not be written before the shutdown timeout",
@@ -234,7 +245,9 @@ fn wait_for_signal() -> std::io::Result<()> {
     })
 }
 
-/// One stats line every `interval` until `stop`.
+/// One stats line every `interval` until `stop`: rates over the interval,
+/// queue and reorder depth, and the receive-to-written latency of the lines
+/// written during the interval.
 fn stats_loop(
     interval: Duration,
     ingest: &IngestStats,
@@ -243,7 +256,7 @@ fn stats_loop(
     stop: &AtomicBool,
 ) {
     let mut last = Instant::now();
-    let (mut last_in, mut last_lines, mut last_bytes) = (0, 0, 0);
+    let (mut last_tcp, mut last_grpc, mut last_lines, mut last_bytes) = (0, 0, 0, 0);
     while !stop.load(Ordering::Relaxed) {
         thread::park_timeout(interval.saturating_sub(last.elapsed()));
         if stop.load(Ordering::Relaxed) || last.elapsed() < interval {
@@ -251,22 +264,25 @@ fn stats_loop(
         }
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let msgs_in =
-            IngestStats::get(&ingest.tcp_messages) + IngestStats::get(&ingest.grpc_messages);
+        let per_s = |now: u64, before: u64| ((now - before) as f64 / secs) as u64;
+        let tcp = IngestStats::get(&ingest.tcp_messages);
+        let grpc = IngestStats::get(&ingest.grpc_messages);
         let lines = WriterStats::get(&writer.lines);
         let bytes = WriterStats::get(&writer.bytes);
         tracing::info!(
-            in_per_s = ((msgs_in - last_in) as f64 / secs) as u64,
-            written_per_s = ((lines - last_lines) as f64 / secs) as u64,
-            mb_per_s = format!("{:.1}", (bytes - last_bytes) as f64 / secs / 1e6),
+            tcp_in_per_s = per_s(tcp, last_tcp),
+            grpc_in_per_s = per_s(grpc, last_grpc),
+            written_per_s = per_s(lines, last_lines),
+            mb_written_per_s = format!("{:.1}", (bytes - last_bytes) as f64 / secs / 1e6),
             queue = queue_len(),
+            reorder = WriterStats::get(&writer.reorder_waiting),
             connections = IngestStats::get(&ingest.connections_open),
-            latency = %writer.latency(),
+            latency = %writer.take_interval_latency(),
             retries = WriterStats::get(&writer.retries),
             rotations = WriterStats::get(&writer.rotations),
             "stats"
         );
-        (last_in, last_lines, last_bytes) = (msgs_in, lines, bytes);
+        (last_tcp, last_grpc, last_lines, last_bytes) = (tcp, grpc, lines, bytes);
     }
 }
 

@@ -90,8 +90,17 @@ pub struct WriterStats {
     /// Lines abandoned because the file system kept failing past the
     /// shutdown timeout. Zero unless the disk never came back.
     pub abandoned_lines: AtomicU64,
-    /// Receive-to-written latency of every line since start.
-    latency: Mutex<Histogram<u64>>,
+    /// Lines waiting in the reorder buffer behind a gap (after the last batch).
+    pub reorder_waiting: AtomicU64,
+    /// Receive-to-written latency of every line: since start, and since
+    /// the last [`WriterStats::take_interval_latency`].
+    latency: Mutex<Latencies>,
+}
+
+#[derive(Debug)]
+struct Latencies {
+    total: Histogram<u64>,
+    interval: Histogram<u64>,
 }
 
 impl Default for WriterStats {
@@ -107,7 +116,11 @@ impl Default for WriterStats {
             gap_skips: AtomicU64::new(0),
             late_records: AtomicU64::new(0),
             abandoned_lines: AtomicU64::new(0),
-            latency: Mutex::new(new_latency_histogram()),
+            reorder_waiting: AtomicU64::new(0),
+            latency: Mutex::new(Latencies {
+                total: new_latency_histogram(),
+                interval: new_latency_histogram(),
+            }),
         }
     }
 }
@@ -121,15 +134,37 @@ impl WriterStats {
         counter.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the latency histogram (the writer holds the lock only to
-    /// record one batch).
-    pub fn with_latency<T>(&self, f: impl FnOnce(&mut Histogram<u64>) -> T) -> T {
-        f(&mut self.latency.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Records `count` lines written `latency` after they were received
+    /// (the writer calls this once per record; the lock is uncontended but
+    /// for the stats reader).
+    pub fn record_latencies(&self, samples: impl Iterator<Item = (Duration, u64)>) {
+        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        for (latency, count) in samples {
+            record_latency(&mut l.total, latency, count);
+            record_latency(&mut l.interval, latency, count);
+        }
     }
 
     /// Receive-to-written latency percentiles since start.
     pub fn latency(&self) -> LatencySummary {
-        self.with_latency(|h| LatencySummary::of(h))
+        LatencySummary::of(&self.latency.lock().unwrap_or_else(|e| e.into_inner()).total)
+    }
+
+    /// A copy of the whole-run latency histogram.
+    pub fn latency_histogram(&self) -> Histogram<u64> {
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total
+            .clone()
+    }
+
+    /// Percentiles since the last call, and starts a new interval.
+    pub fn take_interval_latency(&self) -> LatencySummary {
+        let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let summary = LatencySummary::of(&l.interval);
+        l.interval.reset();
+        summary
     }
 }
 
@@ -211,5 +246,95 @@ impl RateLimiter {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             None
         }
+    }
+}
+
+/// Writes `h` (microseconds) as an HdrHistogram percentile distribution
+/// (`.hgrm`, the text the standard HdrHistogram plotter reads), values in
+/// milliseconds.
+pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    const SCALE: f64 = 1000.0; // microseconds per millisecond
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        let value = v.value_iterated_to();
+        let total = h.count_between(0, value);
+        if q < 1.0 {
+            writeln!(
+                out,
+                "{:12.3} {q:14.12} {total:10} {:14.2}",
+                value as f64 / SCALE,
+                1.0 / (1.0 - q)
+            )?;
+        } else {
+            writeln!(out, "{:12.3} {q:14.12} {total:10}", value as f64 / SCALE)?;
+        }
+    }
+    writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        h.mean() / SCALE,
+        h.stdev() / SCALE
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64 / SCALE,
+        h.len()
+    )?;
+    writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        h.distinct_values()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hgrm_output_has_percentiles_and_totals() {
+        let mut h = new_latency_histogram();
+        for v in 1..=1000u64 {
+            record_latency(&mut h, Duration::from_micros(v * 10), 1);
+        }
+        let mut out = Vec::new();
+        write_hgrm(&h, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"),
+            "{text}"
+        );
+        // The median is about 5 ms.
+        let median = text
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|q| q.starts_with("0.5000"))
+            })
+            .unwrap();
+        let ms: f64 = median.split_whitespace().next().unwrap().parse().unwrap();
+        assert!((4.9..=5.1).contains(&ms), "{median}");
+        assert!(text.contains("Total count    =         1000]"), "{text}");
+        let last = text.lines().rfind(|l| !l.starts_with('#')).unwrap();
+        assert!(last.contains(" 1.000000000000 "), "{last}");
+    }
+
+    #[test]
+    fn interval_latency_resets_but_the_total_keeps_counting() {
+        let s = WriterStats::default();
+        s.record_latencies([(Duration::from_micros(100), 3)].into_iter());
+        assert_eq!(s.take_interval_latency().count, 3);
+        assert_eq!(s.take_interval_latency().count, 0);
+        s.record_latencies([(Duration::from_millis(2), 1)].into_iter());
+        assert_eq!(s.take_interval_latency().count, 1);
+        assert_eq!(s.latency().count, 4);
     }
 }

@@ -43,7 +43,7 @@ use self::{
 };
 use crate::{
     format::LINE_OVERHEAD,
-    metrics::{record_latency, LatencySummary, WriterStats},
+    metrics::{LatencySummary, WriterStats},
     queue::RecordQueue,
 };
 
@@ -407,6 +407,10 @@ impl<D: LogDir> Writer<D> {
             }
         }
         self.account_batch();
+        self.shared
+            .stats
+            .reorder_waiting
+            .store(self.reorder.waiting_lines(), Ordering::Relaxed);
         if self.config.fsync == FsyncPolicy::Batch {
             self.retry_until_done("sync the log file", |files| files.sync());
         }
@@ -520,17 +524,14 @@ impl<D: LogDir> Writer<D> {
         let mut lines = 0;
         let mut bytes = 0;
         let unwritten = self.batch.remaining();
-        stats.with_latency(|h| {
-            for r in self.batch.records() {
-                record_latency(
-                    h,
-                    now.saturating_duration_since(r.received),
-                    u64::from(r.count),
-                );
-                lines += u64::from(r.count);
-                bytes += r.lines.len() as u64;
-            }
-        });
+        stats.record_latencies(self.batch.records().iter().map(|r| {
+            lines += u64::from(r.count);
+            bytes += r.lines.len() as u64;
+            (
+                now.saturating_duration_since(r.received),
+                u64::from(r.count),
+            )
+        }));
         if unwritten > 0 {
             // Which lines are not in the file: those after the last newline
             // written. Count them from the end of the batch.
