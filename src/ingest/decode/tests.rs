@@ -824,3 +824,37 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn every_tag_expands_the_same_with_and_without_bmi2() {
+    // The portable expansion against the definition, for all 256 tags.
+    let literal = u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8]);
+    for tag in 0..=255u8 {
+        let mut want = [0u8; 8];
+        let mut k = 0;
+        for (bit, slot) in want.iter_mut().enumerate() {
+            if tag & (1 << bit) != 0 {
+                k += 1;
+                *slot = k;
+            }
+        }
+        let n = tag.count_ones();
+        let low = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        assert_eq!(
+            super::expand_portable(tag, literal & low).to_le_bytes(),
+            want,
+            "tag {tag:#04x}"
+        );
+        assert_eq!(super::TAG_BYTE_MASKS[usize::from(tag)].count_ones(), 8 * n);
+    }
+    // Whichever path `unpack` takes here, it agrees with the portable one.
+    let payload = logger_payload(&fields(&texts("bmi"), Level(3)), Packing::Packed);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let len = super::unpack(&payload, &mut a, 1 << 20).unwrap();
+    let len2 = super::unpack_with(&payload, &mut b, 1 << 20, super::expand_portable).unwrap();
+    assert_eq!(a[..len], b[..len2]);
+}
