@@ -17,7 +17,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::record::Fields;
+use std::borrow::Cow;
+
+use crate::record::{Fields, RawFields};
 
 /// How a message becomes a line (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -140,6 +142,18 @@ impl LineFormatter {
         received_at: &ReceivedAt,
         out: &mut Vec<u8>,
     ) -> bool {
+        self.write_raw(&f.into(), seq, received_at, out)
+    }
+
+    /// Like [`LineFormatter::write`], from fields as they came off the wire
+    /// (text that is not valid UTF-8 is written with U+FFFD).
+    pub fn write_raw(
+        &self,
+        f: &RawFields<'_>,
+        seq: u64,
+        received_at: &ReceivedAt,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let start = out.len();
         self.write_capped(f, seq, received_at, usize::MAX, out);
         if out.len() - start <= self.max_line {
@@ -156,7 +170,7 @@ impl LineFormatter {
 
     fn write_capped(
         &self,
-        f: &Fields<'_>,
+        f: &RawFields<'_>,
         seq: u64,
         at: &ReceivedAt,
         cap: usize,
@@ -171,7 +185,7 @@ impl LineFormatter {
 
 /// The text line of PROTOCOL.md. `cap` bounds, in characters, the fields
 /// that have no column width (timestamp, message, metadata values).
-fn write_text(f: &Fields<'_>, cap: usize, out: &mut Vec<u8>) {
+fn write_text(f: &RawFields<'_>, cap: usize, out: &mut Vec<u8>) {
     // The timestamp is padded but never cut at its width: only the line cap
     // applies to it.
     let written = escape_text(out, f.timestamp, cap, true);
@@ -222,7 +236,7 @@ fn write_text(f: &Fields<'_>, cap: usize, out: &mut Vec<u8>) {
 }
 
 /// One fixed-width column: `s` cut at `width` characters or padded to it.
-fn column(out: &mut Vec<u8>, s: &str, width: usize) {
+fn column(out: &mut Vec<u8>, s: &[u8], width: usize) {
     let written = escape_text(out, s, width, false);
     pad(out, written, width);
 }
@@ -245,13 +259,15 @@ fn is_plain_ascii(b: u8) -> bool {
 /// take the output past `max` characters. When `mark` is set (`max` is the
 /// line-length cap rather than a column width), a cut field ends with
 /// [`TRUNCATED_MARK`]. Returns the characters written.
-fn escape_text(out: &mut Vec<u8>, s: &str, max: usize, mark: bool) -> usize {
-    let bytes = s.as_bytes();
-    // Fast path: the common case of short printable ASCII.
+fn escape_text(out: &mut Vec<u8>, bytes: &[u8], max: usize, mark: bool) -> usize {
+    // Fast path: the common case of short printable ASCII (which is valid
+    // UTF-8 too, so nothing validated it before).
     if bytes.len() <= max && bytes.iter().all(|&b| is_plain_ascii(b)) {
         out.extend_from_slice(bytes);
         return bytes.len();
     }
+    let s = String::from_utf8_lossy(bytes);
+    let bytes = s.as_bytes();
     let mut written = 0;
     let mut chars = s.char_indices().peekable();
     let mut scratch = [0u8; 16];
@@ -305,19 +321,19 @@ fn escape_code(buf: &mut [u8; 16], c: char) -> &[u8] {
 
 /// One JSON object per line: every field under its protobuf name, plus `seq`
 /// and `received_at`. `cap` bounds every string value, in characters.
-fn write_json(f: &Fields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mut Vec<u8>) {
+fn write_json(f: &RawFields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"seq\":");
     out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     out.extend_from_slice(b",\"received_at\":\"");
     out.extend_from_slice(at.as_str().as_bytes());
     out.push(b'"');
     let level = f.level.name();
-    let pairs: [(&str, &str); 16] = [
+    let pairs: [(&str, &[u8]); 16] = [
         ("timestamp", f.timestamp),
         ("hostname", f.hostname),
         ("logger_name", f.logger_name),
         ("module", f.module),
-        ("level", &level),
+        ("level", level.as_bytes()),
         ("filename", f.filename),
         ("function_name", f.function_name),
         ("line_number", f.line_number),
@@ -342,8 +358,7 @@ fn write_json(f: &Fields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mut V
 
 /// Appends `s` as the inside of a JSON string, at most `cap` characters of
 /// output; a cut value ends with [`TRUNCATED_MARK`].
-fn escape_json(out: &mut Vec<u8>, s: &str, cap: usize) {
-    let bytes = s.as_bytes();
+fn escape_json(out: &mut Vec<u8>, bytes: &[u8], cap: usize) {
     if bytes.len() <= cap
         && bytes
             .iter()
@@ -352,6 +367,9 @@ fn escape_json(out: &mut Vec<u8>, s: &str, cap: usize) {
         out.extend_from_slice(bytes);
         return;
     }
+    // Not valid UTF-8 (from the TCP path): U+FFFD in place of bad bytes.
+    let s: Cow<'_, str> = String::from_utf8_lossy(bytes);
+    let bytes = s.as_bytes();
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut written = 0;
     let mut scratch = [0u8; 6];

@@ -91,6 +91,79 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The same sixteen fields as bytes exactly as they came off the wire:
+/// text that may not be valid UTF-8. The formatter reads this, so the TCP
+/// path can format straight from a decoded frame (invalid UTF-8 becomes
+/// U+FFFD there) without validating and copying every field first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawFields<'a> {
+    pub timestamp: &'a [u8],
+    pub hostname: &'a [u8],
+    pub logger_name: &'a [u8],
+    pub module: &'a [u8],
+    pub level: Level,
+    pub filename: &'a [u8],
+    pub function_name: &'a [u8],
+    pub line_number: &'a [u8],
+    pub message: &'a [u8],
+    pub path_name: &'a [u8],
+    pub process_id: &'a [u8],
+    pub process_name: &'a [u8],
+    pub thread_id: &'a [u8],
+    pub thread_name: &'a [u8],
+    pub service_name: &'a [u8],
+    pub stack_trace: &'a [u8],
+}
+
+impl<'a> RawFields<'a> {
+    /// From the text fields in wire order (see [`Fields::from_texts`]).
+    pub fn from_texts(t: [&'a [u8]; TEXT_FIELDS], level: Level) -> Self {
+        let [timestamp, hostname, logger_name, module, filename, function_name, line_number, message, path_name, process_id, process_name, thread_id, thread_name, service_name, stack_trace] =
+            t;
+        RawFields {
+            timestamp,
+            hostname,
+            logger_name,
+            module,
+            level,
+            filename,
+            function_name,
+            line_number,
+            message,
+            path_name,
+            process_id,
+            process_name,
+            thread_id,
+            thread_name,
+            service_name,
+            stack_trace,
+        }
+    }
+}
+
+impl<'a> From<&Fields<'a>> for RawFields<'a> {
+    fn from(f: &Fields<'a>) -> Self {
+        RawFields {
+            timestamp: f.timestamp.as_bytes(),
+            hostname: f.hostname.as_bytes(),
+            logger_name: f.logger_name.as_bytes(),
+            module: f.module.as_bytes(),
+            level: f.level,
+            filename: f.filename.as_bytes(),
+            function_name: f.function_name.as_bytes(),
+            line_number: f.line_number.as_bytes(),
+            message: f.message.as_bytes(),
+            path_name: f.path_name.as_bytes(),
+            process_id: f.process_id.as_bytes(),
+            process_name: f.process_name.as_bytes(),
+            thread_id: f.thread_id.as_bytes(),
+            thread_name: f.thread_name.as_bytes(),
+            service_name: f.service_name.as_bytes(),
+            stack_trace: f.stack_trace.as_bytes(),
+        }
+    }
+}
+
 /// A run of consecutive log lines on its way to the file: the unit the queue
 /// carries and the writer orders.
 ///

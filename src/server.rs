@@ -216,6 +216,7 @@ impl Server {
             stats: ingest_stats.clone(),
             diag: RateLimiter::new(DIAGNOSTICS_PER_SECOND),
             max_frame_size: config.max_frame_size,
+            formatter,
         });
         if !config.host.is_loopback() {
             tracing::warn!(

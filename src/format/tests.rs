@@ -26,14 +26,14 @@ fn basic() -> Fields<'static> {
 /// The text line of `f`, uncapped, as a `String` (panics on invalid UTF-8).
 fn text_line(f: &Fields<'_>) -> String {
     let mut out = Vec::new();
-    write_text(f, usize::MAX, &mut out);
+    write_text(&f.into(), usize::MAX, &mut out);
     String::from_utf8(out).expect("a text line is valid UTF-8")
 }
 
 /// The JSON line of `f`, uncapped.
 fn json_line(f: &Fields<'_>, seq: u64, at: &ReceivedAt) -> String {
     let mut out = Vec::new();
-    write_json(f, seq, at, usize::MAX, &mut out);
+    write_json(&f.into(), seq, at, usize::MAX, &mut out);
     String::from_utf8(out).expect("a JSON line is valid UTF-8")
 }
 
@@ -407,13 +407,16 @@ fn escape_codes_for_single_characters() {
         ('\u{2029}', r"\u{2029}"),
     ] {
         let mut out = Vec::new();
-        let n = escape_text(&mut out, &c.to_string(), usize::MAX, false);
+        let n = escape_text(&mut out, c.to_string().as_bytes(), usize::MAX, false);
         assert_eq!(String::from_utf8(out).unwrap(), want, "char {c:?}");
         assert_eq!(n, want.len());
     }
     // Tab and ordinary non-ASCII characters are kept as they are.
     let mut out = Vec::new();
-    assert_eq!(escape_text(&mut out, "\té日😀", usize::MAX, false), 4);
+    assert_eq!(
+        escape_text(&mut out, "\té日😀".as_bytes(), usize::MAX, false),
+        4
+    );
     assert_eq!(out, "\té日😀".as_bytes());
 }
 
@@ -633,7 +636,7 @@ fn json_escape_of_single_values() {
         ("plain", "plain"),
     ] {
         let mut out = Vec::new();
-        escape_json(&mut out, s, usize::MAX);
+        escape_json(&mut out, s.as_bytes(), usize::MAX);
         assert_eq!(String::from_utf8(out).unwrap(), want, "value {s:?}");
     }
 }
@@ -852,4 +855,34 @@ fn cut_line_at_the_smallest_limit_still_carries_the_mark() {
         check_capped(format, 0, &f);
         check_capped(format, 2 * LINE_OVERHEAD, &f);
     }
+}
+
+#[test]
+fn raw_fields_with_invalid_utf8_are_written_with_replacement_characters() {
+    let raw = RawFields {
+        timestamp: b"2026-01-02T15:04:05Z",
+        hostname: b"h\xffst",
+        message: b"ab\xffcd\xe2\x82",
+        stack_trace: b"\xc3",
+        level: crate::record::Level(3),
+        ..RawFields::default()
+    };
+    let at = ReceivedAt::new(std::time::UNIX_EPOCH);
+    let mut out = Vec::new();
+    LineFormatter::new(LineFormat::Text, 1 << 20).write_raw(&raw, 0, &at, &mut out);
+    let line = String::from_utf8(out).expect("valid UTF-8 out of invalid input");
+    assert!(line.contains(" h\u{FFFD}st        "), "{line}");
+    assert!(
+        line.contains(" ab\u{FFFD}cd\u{FFFD} [metadata: stack=\u{FFFD}]\n"),
+        "{line}"
+    );
+    let mut out = Vec::new();
+    LineFormatter::new(LineFormat::Json, 1 << 20).write_raw(&raw, 0, &at, &mut out);
+    let line = String::from_utf8(out).unwrap();
+    assert!(
+        line.contains(
+            r#""message":"ab\u{FFFD}cd\u{FFFD}""#.replace(r"\u{FFFD}", "\u{FFFD}").as_str()
+        ),
+        "{line}"
+    );
 }

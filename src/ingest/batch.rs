@@ -18,6 +18,48 @@ use crate::{
     record::{Fields, Record},
 };
 
+/// Messages a connection decoded from one read, waiting to be published.
+#[derive(Debug)]
+pub enum Pending {
+    /// Already formatted (text lines carry no sequence number): the fast
+    /// path, formatting straight from each decoded frame.
+    Lines {
+        lines: Vec<u8>,
+        count: u32,
+        /// Lines cut to fit the maximum line length.
+        truncated: usize,
+    },
+    /// Decoded fields, formatted once their sequence numbers are taken
+    /// (JSON lines carry `seq`).
+    Fields(DecodedBatch),
+}
+
+impl Pending {
+    /// The right kind for `format`.
+    pub fn for_format(format: LineFormat) -> Self {
+        match format {
+            LineFormat::Text => Pending::Lines {
+                lines: Vec::new(),
+                count: 0,
+                truncated: 0,
+            },
+            LineFormat::Json => Pending::Fields(DecodedBatch::default()),
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        match self {
+            Pending::Lines { count, .. } => *count as usize,
+            Pending::Fields(batch) => batch.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Everything a producer needs: the sequencer, the queue and the line
 /// format. Shared by all ingest threads (behind an `Arc`).
 #[derive(Debug)]
@@ -42,6 +84,10 @@ impl Ingress {
             formatter,
             truncated: AtomicU64::new(0),
         }
+    }
+
+    pub fn formatter(&self) -> LineFormatter {
+        self.formatter
     }
 
     pub fn queue(&self) -> &RecordQueue {
@@ -133,6 +179,46 @@ impl Ingress {
             pause = (pause * 2).min(std::time::Duration::from_millis(5));
         }
         true
+    }
+
+    /// Publishes what a connection decoded from one read, and empties
+    /// `pending` for the next: one reservation of sequence numbers, one
+    /// record, pushed waiting asynchronously for room.
+    pub async fn publish_pending(&self, pending: &mut Pending, received: Instant) {
+        match pending {
+            Pending::Lines {
+                lines,
+                count,
+                truncated,
+            } => {
+                if *count == 0 {
+                    return;
+                }
+                self.note_truncated(std::mem::take(truncated));
+                let record = Record {
+                    seq: self.sequencer.reserve(*count),
+                    count: std::mem::take(count),
+                    received,
+                    lines: std::mem::replace(lines, Vec::with_capacity(lines.capacity())),
+                };
+                self.queue.push_async(record).await;
+            }
+            Pending::Fields(batch) => {
+                self.publish(batch, received).await;
+                batch.clear();
+            }
+        }
+    }
+
+    fn note_truncated(&self, truncated: usize) {
+        if truncated > 0 {
+            self.truncated
+                .fetch_add(truncated as u64, Ordering::Relaxed);
+            tracing::warn!(
+                lines = truncated,
+                "Lines longer than a log file allows were cut to fit."
+            );
+        }
     }
 
     /// Sequences `batch` and pushes it, waiting for room in the queue

@@ -9,10 +9,14 @@
 use std::{fmt, net::SocketAddr, sync::Arc};
 
 use super::{
-    decode::{Decoded, DecodedBatch, Decoder},
+    batch::Pending,
+    decode::{Decoded, Decoder},
     frame::{Frame, FrameError, Frames},
 };
-use crate::metrics::{IngestStats, RateLimiter};
+use crate::{
+    format::{LineFormatter, ReceivedAt},
+    metrics::{IngestStats, RateLimiter},
+};
 
 /// What the engine does after [`Connection::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,9 @@ pub struct ConnShared {
     pub stats: Arc<IngestStats>,
     pub diag: RateLimiter,
     pub max_frame_size: usize,
+    /// How lines are formatted (text lines are formatted as frames are
+    /// decoded).
+    pub formatter: LineFormatter,
 }
 
 /// Protocol state of one connection.
@@ -44,7 +51,8 @@ pub struct Connection {
     /// `fromName@fromHost` from the hello frame, if the client sent one.
     identity: Option<String>,
     decoder: Decoder,
-    batch: DecodedBatch,
+    /// What the last [`Connection::feed`] decoded, until it is published.
+    pending: Pending,
     shared: Arc<ConnShared>,
     /// Messages accepted on this connection.
     messages: u64,
@@ -69,7 +77,7 @@ impl Connection {
             peer,
             identity: None,
             decoder: Decoder::new(shared.max_frame_size),
-            batch: DecodedBatch::default(),
+            pending: Pending::for_format(shared.formatter.format()),
             shared,
             messages: 0,
         }
@@ -88,23 +96,40 @@ impl Connection {
         self.messages
     }
 
-    /// The messages decoded by the last [`Connection::feed`], to publish.
-    pub fn batch(&self) -> &DecodedBatch {
-        &self.batch
+    /// The messages decoded by the last [`Connection::feed`], to publish
+    /// (see [`crate::ingest::batch::Ingress::publish_pending`]).
+    pub fn pending(&mut self) -> &mut Pending {
+        &mut self.pending
     }
 
     /// Takes in the connection's buffered bytes: every complete frame is
-    /// decoded into [`Connection::batch`] (which is cleared first).
+    /// decoded into [`Connection::pending`], which must have been published
+    /// since the last call.
     pub fn feed(&mut self, buf: &[u8]) -> Feed {
-        self.batch.clear();
+        debug_assert!(self.pending.is_empty());
         let stats = &self.shared.stats;
+        let formatter = self.shared.formatter;
+        // Text lines carry neither sequence number nor receive time.
+        let no_stamp = ReceivedAt::new(std::time::UNIX_EPOCH);
         let mut frames = Frames::new(buf, self.shared.max_frame_size);
         let mut result = None;
         for frame in frames.by_ref() {
             match frame {
                 Ok(Frame::Heartbeat) => IngestStats::add(&stats.heartbeats, 1),
                 Ok(Frame::Payload(payload)) => {
-                    match self.decoder.decode(payload, &mut self.batch) {
+                    let decoded = match &mut self.pending {
+                        Pending::Lines {
+                            lines,
+                            count,
+                            truncated,
+                        } => self.decoder.decode_with(payload, |raw| {
+                            *truncated +=
+                                usize::from(formatter.write_raw(&raw, 0, &no_stamp, lines));
+                            *count += 1;
+                        }),
+                        Pending::Fields(batch) => self.decoder.decode(payload, batch),
+                    };
+                    match decoded {
                         Ok(Decoded::Log) => {}
                         Ok(Decoded::Hello(id)) => {
                             IngestStats::add(&stats.hellos, 1);
@@ -137,7 +162,7 @@ impl Connection {
                 }
             }
         }
-        let n = self.batch.len() as u64;
+        let n = self.pending.len() as u64;
         self.messages += n;
         IngestStats::add(&stats.tcp_messages, n);
         result.unwrap_or(Feed::Continue {

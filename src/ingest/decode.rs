@@ -11,7 +11,7 @@ use capnp::message::{ReaderOptions, ReaderSegments, SegmentArray};
 use thiserror::Error;
 
 use crate::{
-    record::{Fields, Level, TEXT_FIELDS},
+    record::{Fields, Level, RawFields, TEXT_FIELDS},
     wire::{hello_capnp::hello_msg, logger_capnp::logger_msg, proto::LogRequest},
 };
 
@@ -102,7 +102,25 @@ impl DecodedBatch {
 
     /// Appends one message from its text fields in wire order; invalid UTF-8
     /// is kept with U+FFFD in place of the bad bytes.
-    fn push(&mut self, texts: [&[u8]; TEXT_FIELDS], level: Level) {
+    fn push(&mut self, raw: RawFields<'_>) {
+        let texts = [
+            raw.timestamp,
+            raw.hostname,
+            raw.logger_name,
+            raw.module,
+            raw.filename,
+            raw.function_name,
+            raw.line_number,
+            raw.message,
+            raw.path_name,
+            raw.process_id,
+            raw.process_name,
+            raw.thread_id,
+            raw.thread_name,
+            raw.service_name,
+            raw.stack_trace,
+        ];
+        let level = raw.level;
         let mut ends = [0; TEXT_FIELDS];
         for (end, bytes) in ends.iter_mut().zip(texts) {
             // `from_utf8` is much faster than the lossy path on valid text.
@@ -158,20 +176,31 @@ impl Decoder {
         payload: &[u8],
         batch: &mut DecodedBatch,
     ) -> Result<Decoded, DecodeError> {
+        self.decode_with(payload, |raw| batch.push(raw))
+    }
+
+    /// Decodes one frame payload and hands a `LoggerMsg`'s fields, as they
+    /// are on the wire, to `sink` (called once, and only on success). For
+    /// formatting straight from the frame, with no copy in between.
+    pub fn decode_with(
+        &mut self,
+        payload: &[u8],
+        mut sink: impl FnMut(RawFields<'_>),
+    ) -> Result<Decoded, DecodeError> {
         // A packed payload never starts with four zero bytes (PROTOCOL.md):
         // those are the segment count of an unpacked message, which is read
         // in place (capnp's `unaligned` feature: no copy to align it).
         if payload.starts_with(&[0, 0, 0, 0]) {
-            return decode_flat(payload, self.options, batch);
+            return decode_flat(payload, self.options, &mut sink);
         }
         let packed = unpack(payload, &mut self.scratch, self.max_unpacked)
-            .and_then(|len| decode_flat(&self.scratch[..len], self.options, batch));
+            .and_then(|len| decode_flat(&self.scratch[..len], self.options, &mut sink));
         match packed {
             // An unpacked message of several segments starts with a non-zero
             // segment count, like a packed one: try it that way too before
             // calling the frame bad. Bounded: at most twice the work.
             Err(e) if payload.len() % 8 == 0 => {
-                decode_flat(payload, self.options, batch).map_err(|_| e)
+                decode_flat(payload, self.options, &mut sink).map_err(|_| e)
             }
             other => other,
         }
@@ -330,7 +359,7 @@ fn grow(out: &mut Vec<u8>, len: usize) {
 fn decode_flat(
     bytes: &[u8],
     options: ReaderOptions,
-    batch: &mut DecodedBatch,
+    sink: &mut impl FnMut(RawFields<'_>),
 ) -> Result<Decoded, DecodeError> {
     if let Some(table) = bytes.first_chunk::<8>() {
         let words = u32::from_le_bytes([table[4], table[5], table[6], table[7]]) as usize;
@@ -344,18 +373,18 @@ fn decode_flat(
                 if let Some((texts, level)) =
                     within_limit.then(|| logger_fields_fast(segment)).flatten()
                 {
-                    batch.push(texts, level);
+                    sink(RawFields::from_texts(texts, level));
                     return Ok(Decoded::Log);
                 }
                 let segments = [segment];
                 let message = capnp::message::Reader::new(SegmentArray::new(&segments), options);
-                return decode_message(&message, batch);
+                return decode_message(&message, sink);
             }
         }
     }
     let mut slice = bytes;
     let message = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut slice, options)?;
-    decode_message(&message, batch)
+    decode_message(&message, sink)
 }
 
 /// Reads a `LoggerMsg` straight from a single segment when it has the plain
@@ -459,7 +488,7 @@ fn root_data_words<S: ReaderSegments>(
 
 fn decode_message<S: ReaderSegments>(
     message: &capnp::message::Reader<S>,
-    batch: &mut DecodedBatch,
+    sink: &mut impl FnMut(RawFields<'_>),
 ) -> Result<Decoded, DecodeError> {
     if root_data_words(message)? == 0 {
         let hello: hello_msg::Reader<'_> = message.get_root()?;
@@ -489,7 +518,7 @@ fn decode_message<S: ReaderSegments>(
         msg.get_service_name()?.as_bytes(),
         msg.get_stack_trace()?.as_bytes(),
     ];
-    batch.push(texts, level);
+    sink(RawFields::from_texts(texts, level));
     Ok(Decoded::Log)
 }
 

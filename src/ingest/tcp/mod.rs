@@ -448,7 +448,7 @@ async fn after_read(
     received: Instant,
 ) -> Option<(usize, Option<usize>)> {
     let feed = conn.feed(buf);
-    ingress.publish(conn.batch(), received).await;
+    ingress.publish_pending(conn.pending(), received).await;
     match feed {
         Feed::Continue { consumed, need } => Some((consumed, need)),
         Feed::Close => None,
