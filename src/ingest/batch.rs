@@ -148,14 +148,7 @@ impl Ingress {
         let mut lines = Vec::with_capacity(count as usize * 256);
         let seq = self.sequencer.reserve(count);
         let truncated = format(seq, &at, &mut lines);
-        if truncated > 0 {
-            self.truncated
-                .fetch_add(truncated as u64, Ordering::Relaxed);
-            tracing::warn!(
-                lines = truncated,
-                "Lines longer than a log file allows were cut to fit."
-            );
-        }
+        self.note_truncated(truncated);
         Record {
             seq,
             count,
@@ -204,7 +197,9 @@ impl Ingress {
                 self.queue.push_async(record).await;
             }
             Pending::Fields(batch) => {
-                self.publish(batch, received).await;
+                if let Some(record) = self.sequence_batch(batch, received) {
+                    self.queue.push_async(record).await;
+                }
                 batch.clear();
             }
         }
@@ -218,21 +213,6 @@ impl Ingress {
                 lines = truncated,
                 "Lines longer than a log file allows were cut to fit."
             );
-        }
-    }
-
-    /// Sequences `batch` and pushes it, waiting for room in the queue
-    /// (blocking this thread).
-    pub fn publish_blocking(&self, batch: &DecodedBatch, received: Instant) {
-        if let Some(record) = self.sequence_batch(batch, received) {
-            self.queue.push(record);
-        }
-    }
-
-    /// Sequences `batch` and pushes it, waiting asynchronously for room.
-    pub async fn publish(&self, batch: &DecodedBatch, received: Instant) {
-        if let Some(record) = self.sequence_batch(batch, received) {
-            self.queue.push_async(record).await;
         }
     }
 }

@@ -2,14 +2,12 @@
 //! kernels, `kernel.io_uring_disabled`, container seccomp profiles). Same
 //! connection logic as the io_uring engine; only accept and read differ.
 
-use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio::{io::AsyncReadExt, net::TcpStream, task::LocalSet};
 
-use super::{
-    accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx,
-};
-use crate::{ingest::conn::Connection, metrics::IngestStats};
+use super::{accept_backlog, admit, after_read, close, drain, idle_sweeper, Registry, ThreadCtx};
+use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -104,24 +102,9 @@ async fn connection(
             r = stream.read_buf(&mut buf) => r,
             _ = registry.wait_hard_stop() => break buf.len(),
         };
-        let received = Instant::now();
-        match res {
-            Ok(0) => break buf.len(),
-            Ok(n) => {
-                IngestStats::add(&ctx.conn.stats.tcp_bytes, n as u64);
-                registry.touch(id, received);
-            }
-            Err(e) => {
-                super::read_failed(&ctx, &conn, &e);
-                break buf.len();
-            }
-        }
-        match after_read(&mut conn, &ctx.ingress, &buf, received).await {
-            Some((consumed, need)) => compact(&mut buf, consumed, need, ctx.config.read_buffer),
-            None => break 0,
+        if let Err(leftover) = after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await {
+            break leftover;
         }
     };
-    conn.finish(leftover);
-    registry.remove(id);
-    release(&ctx);
+    close(&conn, &ctx, &registry, id, leftover);
 }

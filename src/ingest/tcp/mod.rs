@@ -439,20 +439,47 @@ async fn idle_sweeper(registry: Rc<Registry>, ctx_stats: Arc<IngestStats>, timeo
     }
 }
 
-/// Publishes what one read decoded and says how to go on: `Some(consumed,
-/// need)` to read on, `None` to close.
+/// Everything after a read completed, shared by both engines: count it,
+/// decode and publish what it completed, and make room for the next read.
+/// `Err(leftover)` when the connection is done (end of stream, error, or a
+/// stream that cannot be framed), `leftover` being the bytes of an
+/// incomplete last frame.
 async fn after_read(
     conn: &mut Connection,
-    ingress: &Ingress,
-    buf: &[u8],
-    received: Instant,
-) -> Option<(usize, Option<usize>)> {
-    let feed = conn.feed(buf);
-    ingress.publish_pending(conn.pending(), received).await;
-    match feed {
-        Feed::Continue { consumed, need } => Some((consumed, need)),
-        Feed::Close => None,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+    res: io::Result<usize>,
+    buf: &mut Vec<u8>,
+) -> Result<(), usize> {
+    let received = Instant::now();
+    match res {
+        Ok(0) => return Err(buf.len()),
+        Ok(n) => {
+            IngestStats::add(&ctx.conn.stats.tcp_bytes, n as u64);
+            registry.touch(id, received);
+        }
+        Err(e) => {
+            read_failed(ctx, conn, &e);
+            return Err(buf.len());
+        }
     }
+    let feed = conn.feed(buf);
+    ctx.ingress.publish_pending(conn.pending(), received).await;
+    match feed {
+        Feed::Continue { consumed, need } => {
+            compact(buf, consumed, need, ctx.config.read_buffer);
+            Ok(())
+        }
+        Feed::Close => Err(0),
+    }
+}
+
+/// A connection's end, shared by both engines.
+fn close(conn: &Connection, ctx: &ThreadCtx, registry: &Registry, id: u64, leftover: usize) {
+    conn.finish(leftover);
+    registry.remove(id);
+    release(ctx);
 }
 
 /// Makes room in a connection's buffer after `consumed` bytes were used:

@@ -5,14 +5,12 @@
 //! with its result. To append after a partial frame, the read goes into
 //! `buf.slice(filled..)` and the Vec is taken back with `into_inner()`.
 
-use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{
-    accept_backlog, admit, after_read, compact, drain, idle_sweeper, release, Registry, ThreadCtx,
-};
-use crate::{ingest::conn::Connection, metrics::IngestStats};
+use super::{accept_backlog, admit, after_read, close, drain, idle_sweeper, Registry, ThreadCtx};
+use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
     match tokio_uring::Runtime::new(&tokio_uring::builder()) {
@@ -85,24 +83,9 @@ async fn connection(
             _ = registry.wait_hard_stop() => break filled,
         };
         buf = slice.into_inner();
-        let received = Instant::now();
-        match res {
-            Ok(0) => break buf.len(),
-            Ok(n) => {
-                IngestStats::add(&ctx.conn.stats.tcp_bytes, n as u64);
-                registry.touch(id, received);
-            }
-            Err(e) => {
-                super::read_failed(&ctx, &conn, &e);
-                break buf.len();
-            }
-        }
-        match after_read(&mut conn, &ctx.ingress, &buf, received).await {
-            Some((consumed, need)) => compact(&mut buf, consumed, need, ctx.config.read_buffer),
-            None => break 0,
+        if let Err(leftover) = after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await {
+            break leftover;
         }
     };
-    conn.finish(leftover);
-    registry.remove(id);
-    release(&ctx);
+    close(&conn, &ctx, &registry, id, leftover);
 }
