@@ -61,7 +61,7 @@ struct Args {
     /// Records the queue between ingest and writer holds before producers wait.
     #[arg(long = "queue_capacity", alias = "queue-capacity", default_value_t = DEFAULT_QUEUE_CAPACITY)]
     queue_capacity: usize,
-    /// When to fsync: never, before each rotation and at shutdown, or after every batch too.
+    /// When to fsync: never, each file as it is rotated out and at shutdown, or after every batch too.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Rotate)]
     fsync: FsyncPolicy,
     /// TCP ingest threads, each with its own listener on the port [default: number of cores].

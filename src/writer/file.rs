@@ -15,7 +15,7 @@ use std::{
 };
 
 /// An open log file.
-pub trait LogFile: Send {
+pub trait LogFile: Send + 'static {
     /// One vectored write (`writev`); may write fewer bytes than given.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Makes written data durable (`fdatasync`).

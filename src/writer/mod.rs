@@ -59,7 +59,8 @@ pub const MIN_MAX_FILE_SIZE: u64 = 4 * LINE_OVERHEAD as u64;
 pub enum FsyncPolicy {
     /// Never; the kernel writes back in its own time.
     None,
-    /// Before each rotation and at shutdown.
+    /// Each file as it is rotated out (on a helper thread, so writing goes
+    /// on meanwhile) and the active file at shutdown.
     #[default]
     Rotate,
     /// After every batch, before it counts as written... and at rotation and
@@ -289,6 +290,22 @@ pub fn spawn_with<D: LogDir>(
         shared: shared.clone(),
         gap_since: None,
         stop_at: None,
+        syncer: None,
+        syncer_thread: None,
+    };
+    let writer = if writer.config.fsync == FsyncPolicy::None {
+        writer
+    } else {
+        let (tx, rx) = std::sync::mpsc::channel::<D::File>();
+        let syncer = thread::Builder::new()
+            .name("log-syncer".into())
+            .spawn(move || sync_rotated(rx))
+            .map_err(WriterError::Spawn)?;
+        Writer {
+            syncer: Some(tx),
+            syncer_thread: Some(syncer),
+            ..writer
+        }
     };
     let thread = thread::Builder::new()
         .name("log-writer".into())
@@ -312,6 +329,9 @@ struct Writer<D: LogDir> {
     gap_since: Option<Instant>,
     /// When shutdown was first seen.
     stop_at: Option<Instant>,
+    /// Hands rotated files to the syncer thread (unless `--fsync none`).
+    syncer: Option<std::sync::mpsc::Sender<D::File>>,
+    syncer_thread: Option<JoinHandle<()>>,
 }
 
 /// How long the writer parks on an empty queue before looking at its
@@ -429,8 +449,14 @@ impl<D: LogDir> Writer<D> {
         let mut len = self.batch.fit(usize::try_from(room).unwrap_or(usize::MAX));
         if len == 0 {
             if !self.files.is_empty() {
-                self.files.rotate(self.config.fsync != FsyncPolicy::None)?;
+                let old = self.files.rotate()?;
                 WriterStats::add(&self.shared.stats.rotations, 1);
+                if let (Some(old), Some(syncer)) = (old, &self.syncer) {
+                    // fsync of a finished file off the writer thread: it
+                    // took tens of milliseconds inline, a latency spike for
+                    // every line queued behind it.
+                    let _ = syncer.send(old);
+                }
                 return Ok(());
             }
             // A line longer than a whole file. The formatter bounds lines by
@@ -552,11 +578,33 @@ impl<D: LogDir> Writer<D> {
     /// The queue and the reorder buffer are empty and no producer is left:
     /// make everything durable.
     fn finish(&mut self) {
+        // Rotated files first: the syncer finishes its queue and ends.
+        drop(self.syncer.take());
+        if let Some(t) = self.syncer_thread.take() {
+            let _ = t.join();
+        }
         if self.config.fsync != FsyncPolicy::None {
             self.retry_until_done("fsync the log file at shutdown", |files| files.sync());
             self.shared
                 .synced
                 .store(self.reorder.next_seq(), Ordering::Release);
+        }
+    }
+}
+
+/// The syncer thread: makes each rotated file durable, retrying a failed
+/// fsync a few times (the data is in the page cache either way; a file that
+/// cannot be synced is reported).
+fn sync_rotated<F: file::LogFile>(rx: std::sync::mpsc::Receiver<F>) {
+    for mut file in rx {
+        let mut attempt = 0;
+        while let Err(e) = file.sync() {
+            attempt += 1;
+            if attempt == 3 {
+                tracing::error!(error = %e, "Could not fsync a rotated log file; its data may not survive a power loss.");
+                break;
+            }
+            thread::sleep(Duration::from_millis(100 * attempt));
         }
     }
 }

@@ -121,16 +121,14 @@ impl<D: LogDir> Files<D> {
 
     /// Shifts every rotated file one place older (dropping the oldest),
     /// makes the active file `_main.log.0`, and starts a new active file.
-    /// `sync` first makes the old active file durable.
+    /// Returns the old active file, still open, so that the caller can make
+    /// it durable off the hot path.
     ///
     /// If a step fails, the error is returned and the files are left as the
     /// steps before it made them; calling again carries on (missing files are
     /// skipped), and the active file keeps its data until its rename works.
-    pub fn rotate(&mut self, sync: bool) -> io::Result<()> {
-        if sync {
-            self.sync()?;
-        }
-        self.file = None;
+    pub fn rotate(&mut self) -> io::Result<Option<D::File>> {
+        let old = self.file.take();
         if self.max_files == 1 {
             // No rotated files are kept: the active file starts over.
             ignore_missing(self.dir.remove(ACTIVE))?;
@@ -144,6 +142,7 @@ impl<D: LogDir> Files<D> {
         }
         self.len = 0;
         self.torn = false;
-        self.ensure_open()
+        self.ensure_open()?;
+        Ok(old)
     }
 }
