@@ -194,3 +194,88 @@ impl Connection {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        encode::{push_heartbeat, push_logger_frame, Packing},
+        format::LineFormat,
+        record::Fields,
+    };
+
+    fn connection(format: LineFormat) -> Connection {
+        let shared = Arc::new(ConnShared {
+            stats: Arc::new(IngestStats::default()),
+            diag: RateLimiter::new(0),
+            max_frame_size: 4096,
+            formatter: LineFormatter::new(format, 1 << 20),
+        });
+        Connection::new("127.0.0.1:1".parse().unwrap(), shared)
+    }
+
+    /// Feeds `stream` in reads of the given sizes the way an engine does;
+    /// returns the lines formatted and whether the connection was closed.
+    fn run(conn: &mut Connection, stream: &[u8], reads: &[usize]) -> (usize, bool) {
+        let mut buf = Vec::new();
+        let (mut at, mut lines) = (0, 0);
+        for &n in reads.iter().chain(std::iter::repeat(&64)) {
+            if at >= stream.len() {
+                break;
+            }
+            let end = (at + n.max(1)).min(stream.len());
+            buf.extend_from_slice(&stream[at..end]);
+            at = end;
+            let feed = conn.feed(&buf);
+            lines += conn.pending().len();
+            *conn.pending() = Pending::for_format(LineFormat::Text);
+            match feed {
+                Feed::Continue { consumed, .. } => {
+                    buf.drain(..consumed);
+                }
+                Feed::Close => return (lines, true),
+            }
+        }
+        (lines, false)
+    }
+
+    proptest! {
+        /// Arbitrary bytes in arbitrary reads: no panic, and the work is
+        /// bounded (every call returns).
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            stream in prop::collection::vec(any::<u8>(), 0..4000),
+            reads in prop::collection::vec(1usize..300, 1..40),
+        ) {
+            let mut conn = connection(LineFormat::Text);
+            let _ = run(&mut conn, &stream, &reads);
+        }
+
+        /// Valid frames with garbage frames and heartbeats between them, in
+        /// arbitrary reads: every valid message comes out, every garbage
+        /// frame is skipped, the connection stays open.
+        #[test]
+        fn garbage_frames_are_skipped_and_good_ones_kept(
+            garbage in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..200), 0..20),
+            reads in prop::collection::vec(1usize..500, 1..40),
+        ) {
+            let mut stream = Vec::new();
+            let mut good = 0;
+            for (i, g) in garbage.iter().enumerate() {
+                let text = format!("message {i}");
+                push_logger_frame(&mut stream, &Fields { message: &text, ..Fields::default() }, Packing::Packed);
+                good += 1;
+                push_heartbeat(&mut stream);
+                crate::ingest::frame::write_frame(&mut stream, g);
+            }
+            let mut conn = connection(LineFormat::Text);
+            let (lines, closed) = run(&mut conn, &stream, &reads);
+            prop_assert!(!closed);
+            // A garbage frame may happen to be a valid message (rare): never fewer.
+            prop_assert!(lines >= good, "{} of {} lines", lines, good);
+            prop_assert!(lines <= good + garbage.len());
+        }
+    }
+}
