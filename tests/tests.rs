@@ -3,6 +3,7 @@
 
 mod util;
 
+mod faults;
 mod grpc;
 mod interop;
 mod process;

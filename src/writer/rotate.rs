@@ -31,6 +31,10 @@ pub struct Files<D: LogDir> {
     /// The file was found with a torn last line (crash): a newline goes in
     /// before anything else.
     torn: bool,
+    /// The active file was opened before. Only the first open can find a
+    /// line torn by a crash: a reopen after a write error finds our own
+    /// partly written line, which the retry completes byte for byte.
+    opened_before: bool,
 }
 
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
@@ -49,6 +53,7 @@ impl<D: LogDir> Files<D> {
             len: 0,
             max_files: max_files.max(1),
             torn: false,
+            opened_before: false,
         };
         files.ensure_open()?;
         Ok(files)
@@ -74,7 +79,8 @@ impl<D: LogDir> Files<D> {
             let opened = self.dir.open_append(ACTIVE)?;
             self.file = Some(opened.file);
             self.len = opened.len;
-            self.torn = opened.torn;
+            self.torn = opened.torn && !self.opened_before;
+            self.opened_before = true;
         }
         if self.torn {
             let file = self.file.as_mut().expect("opened above");

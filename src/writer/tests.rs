@@ -19,8 +19,10 @@ use crate::{queue::Sequencer, record::Record};
 /// Faults to inject, shared by a [`FaultyDir`] and its files.
 #[derive(Debug, Default)]
 struct Faults {
-    /// Fail this many of the next writes.
+    /// Fail this many of the next writes...
     fail_writes: usize,
+    /// ...after letting this many through first.
+    fail_after: usize,
     /// Write at most this many bytes per call.
     short_writes: Option<usize>,
     /// Fail this many of the next renames.
@@ -45,7 +47,9 @@ struct FaultyFile {
 impl LogFile for FaultyFile {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut f = self.faults.lock().unwrap();
-        if f.fail_writes > 0 {
+        if f.fail_writes > 0 && f.fail_after > 0 {
+            f.fail_after -= 1;
+        } else if f.fail_writes > 0 {
             f.fail_writes -= 1;
             f.failed += 1;
             return Err(io::Error::other("injected write failure"));
@@ -464,4 +468,41 @@ fn limits_out_of_range_are_refused() {
         spawn(dir.path(), tiny, queue, 0),
         Err(WriterError::Config(_))
     ));
+}
+
+/// A write that fails after a short one (a disk filling up) leaves part of a
+/// line in the file; the reopen after repeated failures must carry on after
+/// that part, not take it for a line torn by a crash.
+#[test]
+fn a_reopen_in_the_middle_of_a_line_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Mutex::new(Faults {
+        short_writes: Some(5),
+        ..Faults::default()
+    }));
+    let fs_dir = FaultyDir {
+        real: RealDir::new(dir.path()),
+        faults: faults.clone(),
+    };
+    let queue = Arc::new(RecordQueue::new(16, 1 << 20));
+    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), 0).unwrap();
+    queue.push(record(0, 1, "first"));
+    let shared = writer.shared().clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.written() < 1 {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Two 5-byte writes into the next line, then five failures (more than
+    // the three quick retries: the file is reopened).
+    {
+        let mut f = faults.lock().unwrap();
+        f.fail_after = 2;
+        f.fail_writes = 5;
+    }
+    queue.push(record(1, 2, "second"));
+    let report = writer.shutdown();
+    assert_eq!(report.lines, 3);
+    assert!(report.retries >= 5);
+    assert_exactly_once_in_order(&sequences(dir.path(), 10), 0, 3);
 }
