@@ -127,3 +127,41 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
         );
     }
 }
+
+/// logrotate's default: the active file is renamed under the server. Lines
+/// written before the server notices are in the renamed file, the rest in
+/// a new `_main.log`; none is lost or doubled.
+#[test]
+fn a_renamed_log_file_is_noticed_and_a_new_one_started() {
+    let mut s = TestServer::start(log_server::ingest::tcp::IoEngine::Auto);
+    let logs = s.log_dir();
+    send(s.addr(), &frames(0, 1_000, false, None));
+    s.wait_written(1_000);
+    std::fs::rename(logs.join("_main.log"), logs.join("moved.log")).unwrap();
+    thread::sleep(Duration::from_millis(150));
+    send(s.addr(), &frames(1, 1_000, false, None));
+    s.wait_written(2_000);
+    let mut lines = s.stop();
+    assert!(!lines.is_empty(), "a new _main.log was created");
+    let moved = std::fs::read_to_string(logs.join("moved.log")).unwrap();
+    let mut all: Vec<String> = moved.lines().map(str::to_string).collect();
+    all.append(&mut lines);
+    assert_all_once_in_order(&all, &[1_000, 1_000]);
+}
+
+/// The whole log directory removed under the server: it is created again
+/// and the lines sent after that are in it.
+#[test]
+fn a_removed_log_directory_is_created_again() {
+    let mut s = TestServer::start(log_server::ingest::tcp::IoEngine::Auto);
+    let logs = s.log_dir();
+    send(s.addr(), &frames(0, 100, false, None));
+    s.wait_written(100);
+    std::fs::remove_dir_all(&logs).unwrap();
+    thread::sleep(Duration::from_millis(150));
+    send(s.addr(), &frames(1, 500, false, None));
+    s.wait_written(600);
+    let lines = s.stop();
+    assert!(logs.join("_main.log").exists());
+    assert_all_once_in_order(&lines, &[0, 500]);
+}

@@ -10,9 +10,12 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, IoSlice, Write},
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, MetadataExt},
     path::{Path, PathBuf},
 };
+
+/// Which file an open file or a name is: device and inode.
+pub type FileId = (u64, u64);
 
 /// An open log file.
 pub trait LogFile: Send + 'static {
@@ -20,6 +23,8 @@ pub trait LogFile: Send + 'static {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Makes written data durable (`fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
+    /// Which file this is.
+    fn id(&self) -> io::Result<FileId>;
 }
 
 /// A file as opened for appending.
@@ -43,6 +48,8 @@ pub trait LogDir: Send + 'static {
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
     /// Removes `name`. `NotFound` if absent.
     fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Which file `name` is now, or `None` if there is none.
+    fn id(&mut self, name: &str) -> io::Result<Option<FileId>>;
 }
 
 /// A real directory on disk.
@@ -68,6 +75,11 @@ impl LogFile for File {
 
     fn sync(&mut self) -> io::Result<()> {
         self.sync_data()
+    }
+
+    fn id(&self) -> io::Result<FileId> {
+        let m = self.metadata()?;
+        Ok((m.dev(), m.ino()))
     }
 }
 
@@ -100,5 +112,13 @@ impl LogDir for RealDir {
 
     fn remove(&mut self, name: &str) -> io::Result<()> {
         fs::remove_file(self.path.join(name))
+    }
+
+    fn id(&mut self, name: &str) -> io::Result<Option<FileId>> {
+        match fs::metadata(self.path.join(name)) {
+            Ok(m) => Ok(Some((m.dev(), m.ino()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -290,6 +290,7 @@ pub fn spawn_with<D: LogDir>(
         shared: shared.clone(),
         gap_since: None,
         stop_at: None,
+        last_replaced_check: Instant::now(),
         syncer: None,
         syncer_thread: None,
     };
@@ -329,10 +330,17 @@ struct Writer<D: LogDir> {
     gap_since: Option<Instant>,
     /// When shutdown was first seen.
     stop_at: Option<Instant>,
+    /// When `_main.log` was last checked for being replaced.
+    last_replaced_check: Instant,
     /// Hands rotated files to the syncer thread (unless `--fsync none`).
     syncer: Option<std::sync::mpsc::Sender<D::File>>,
     syncer_thread: Option<JoinHandle<()>>,
 }
+
+/// How often the writer looks whether `_main.log` was removed or renamed
+/// under it. Under continuous load, lines written in that window after a
+/// removal go to the removed file.
+const REPLACED_CHECK: Duration = Duration::from_millis(100);
 
 /// How long the writer parks on an empty queue before looking at its
 /// timers again (a push wakes it at once).
@@ -409,9 +417,27 @@ impl<D: LogDir> Writer<D> {
         self.gap_since = None;
     }
 
+    /// At most every [`REPLACED_CHECK`], before a write: if `_main.log` was
+    /// removed or renamed under the server, start a new one.
+    fn check_replaced(&mut self) {
+        if self.last_replaced_check.elapsed() < REPLACED_CHECK {
+            return;
+        }
+        self.last_replaced_check = Instant::now();
+        match self.files.reopen_if_replaced() {
+            Ok(true) => tracing::warn!(
+                "The log file was removed or renamed under the server; writing to a new _main.log."
+            ),
+            Ok(false) => {}
+            // The write that follows meets the same trouble and retries.
+            Err(e) => tracing::debug!(error = %e, "Cannot tell whether the log file was replaced."),
+        }
+    }
+
     /// Writes the whole batch (retrying as long as it takes), then accounts
     /// for it and moves the watermarks.
     fn write_batch(&mut self) {
+        self.check_replaced();
         let mut failures = 0usize;
         while self.batch.remaining() > 0 {
             match self.write_step() {

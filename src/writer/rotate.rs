@@ -117,6 +117,21 @@ impl<D: LogDir> Files<D> {
         Ok(n)
     }
 
+    /// Whether `_main.log` is no longer the file being written (removed or
+    /// renamed under us, as logrotate does): then the file is closed, and
+    /// the next write creates a new `_main.log`.
+    pub fn reopen_if_replaced(&mut self) -> io::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        let open_id = file.id()?;
+        if self.dir.id(ACTIVE)? == Some(open_id) {
+            return Ok(false);
+        }
+        self.close();
+        Ok(true)
+    }
+
     /// Makes what was written durable.
     pub fn sync(&mut self) -> io::Result<()> {
         match self.file.as_mut() {

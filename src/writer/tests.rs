@@ -71,6 +71,10 @@ impl LogFile for FaultyFile {
     fn sync(&mut self) -> io::Result<()> {
         LogFile::sync(&mut self.real)
     }
+
+    fn id(&self) -> io::Result<super::file::FileId> {
+        LogFile::id(&self.real)
+    }
 }
 
 impl LogDir for FaultyDir {
@@ -107,6 +111,10 @@ impl LogDir for FaultyDir {
 
     fn remove(&mut self, name: &str) -> io::Result<()> {
         self.real.remove(name)
+    }
+
+    fn id(&mut self, name: &str) -> io::Result<Option<super::file::FileId>> {
+        self.real.id(name)
     }
 }
 
