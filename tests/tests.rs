@@ -6,5 +6,6 @@ mod util;
 mod faults;
 mod grpc;
 mod interop;
+mod load;
 mod process;
 mod tcp;
