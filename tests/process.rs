@@ -110,3 +110,149 @@ fn startup_failures_are_one_sentence_and_a_nonzero_exit() {
     assert!(err.contains("cannot open the log file"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
 }
+
+/// Starts the binary on a free port writing into `logs`; returns the child
+/// and its port once it says it is listening.
+fn start_binary(logs: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--only_tcp",
+            "--stats_interval",
+            "0",
+            "--log_dir",
+        ])
+        .arg(logs)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server exited before listening"
+        );
+    }
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, port)
+}
+
+/// The frames `flood` sends, built before any timing starts.
+fn flood_frames(conns: usize) -> Vec<Vec<u8>> {
+    (0..conns)
+        .map(|c| frames(c, 100_000, false, None))
+        .collect()
+}
+
+/// Connections sending as fast as they can until the server goes away.
+fn flood(port: u16, streams: Vec<Vec<u8>>) -> Vec<std::thread::JoinHandle<()>> {
+    streams
+        .into_iter()
+        .map(|bytes| {
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                for chunk in bytes.chunks(16 * 1024) {
+                    if s.write_all(chunk).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Lines per connection, asserting each connection's lines are 0, 1, 2, ...
+/// with no gap and no repeat.
+fn whole_prefixes(lines: &[String], conns: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; conns];
+    for line in lines {
+        if let Some((c, _)) = parse_message(line) {
+            counts[c] += 1;
+        }
+    }
+    assert_all_once_in_order(lines, &counts);
+    counts
+}
+
+#[test]
+fn sigterm_under_full_load_leaves_a_whole_prefix_of_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let streams = flood_frames(2);
+    let (mut child, port) = start_binary(&logs, &["--max_files", "100"]);
+    let clients = flood(port, streams);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) with the child's pid and SIGTERM.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(status.success(), "exit status {status}");
+    let counts = whole_prefixes(&read_lines(&logs, 100), 2);
+    assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+}
+
+#[test]
+fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let streams = flood_frames(2);
+    let (mut child, port) = start_binary(&logs, &["--max_files", "100"]);
+    let clients = flood(port, streams);
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL: no drain, no fsync.
+    child.wait().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // Restart on the same directory and send a few more from a third stream.
+    let (mut child, port) = start_binary(&logs, &["--max_files", "100"]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&frames(2, 100, false, None)).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) with the child's pid and SIGTERM.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert!(child.wait().unwrap().success());
+
+    // Every line is whole but at most one torn by the crash; each stream is
+    // a gap-free prefix; the new stream is complete and on lines of its own.
+    let lines = read_lines(&logs, 100);
+    let torn: Vec<&String> = lines
+        .iter()
+        .filter(|l| parse_message(l).is_none())
+        .collect();
+    assert!(torn.len() <= 1, "{} torn lines", torn.len());
+    let whole: Vec<String> = lines
+        .iter()
+        .filter(|l| parse_message(l).is_some())
+        .cloned()
+        .collect();
+    let mut counts = [0usize; 3];
+    for l in &whole {
+        counts[parse_message(l).unwrap().0] += 1;
+    }
+    // A torn line may have eaten the last message of a crashed stream.
+    assert_eq!(counts[2], 100);
+    let mut next = [0usize; 3];
+    for l in &whole {
+        let (c, n) = parse_message(l).unwrap();
+        assert_eq!(n, next[c], "stream {c} repeats or skips");
+        next[c] += 1;
+    }
+}

@@ -297,3 +297,39 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
         assert_all_once_in_order(&lines, &[20_000, 20_000]);
     });
 }
+
+/// A client that sends one byte at a time, slowly, and 10,000 connections
+/// opened and closed at once do not disturb a well-behaved client, and the
+/// slow client's frames arrive whole.
+#[test]
+fn a_trickling_client_and_a_connection_storm_do_not_disturb_others() {
+    let mut s = TestServer::start(IoEngine::Auto);
+    let addr = s.addr();
+    let slow = thread::spawn(move || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        for b in frames(0, 2, false, None) {
+            conn.write_all(&[b]).unwrap();
+            thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let storm = thread::spawn(move || {
+        for _ in 0..10_000 {
+            drop(TcpStream::connect(addr).unwrap());
+        }
+    });
+    send(addr, &frames(1, 5_000, true, None));
+    storm.join().unwrap();
+    slow.join().unwrap();
+    s.wait_written(5_002);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while IngestStats::get(&s.server().ingest_stats().connections_open) > 0 {
+        assert!(Instant::now() < deadline, "connections left open");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let accepted = IngestStats::get(&s.server().ingest_stats().connections_accepted);
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &[2, 5_000]);
+    // Connections closed while still in a full accept queue never reach
+    // the server, so fewer than 10,002 may be counted; many must have been.
+    assert!(accepted > 1_000, "{accepted} connections accepted");
+}

@@ -858,3 +858,32 @@ fn every_tag_expands_the_same_with_and_without_bmi2() {
     let len2 = super::unpack_with(&payload, &mut b, 1 << 20, super::expand_portable).unwrap();
     assert_eq!(a[..len], b[..len2]);
 }
+
+proptest::proptest! {
+    /// Valid messages with random bytes flipped, cut short or stretched,
+    /// packed or not, through the whole decoder: an error or a message,
+    /// never a panic, and the batch changes only on success.
+    #[test]
+    fn mutated_payloads_never_panic(
+        msg in "[ -~]{0,200}",
+        packed in proptest::prelude::any::<bool>(),
+        flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..12),
+        cut in 0usize..4096,
+        extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+    ) {
+        let f = Fields { message: &msg, hostname: "h", ..Fields::default() };
+        let mut payload = logger_payload(&f, if packed { Packing::Packed } else { Packing::Unpacked });
+        for (at, byte) in flips {
+            let at = at % payload.len();
+            payload[at] ^= byte;
+        }
+        payload.truncate(payload.len().min(cut.max(1)));
+        payload.extend_from_slice(&extra);
+        let mut batch = DecodedBatch::default();
+        let mut decoder = Decoder::new(64 * 1024);
+        match decoder.decode(&payload, &mut batch) {
+            Ok(Decoded::Log) => proptest::prop_assert_eq!(batch.len(), 1),
+            Ok(Decoded::Hello(_)) | Err(_) => proptest::prop_assert_eq!(batch.len(), 0),
+        }
+    }
+}

@@ -22,37 +22,43 @@ pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
 }
 
 async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
+    // Accepts go through tokio's readiness (epoll) rather than an io_uring
+    // accept: a submitted io_uring accept that completes just as shutdown
+    // cancels it takes a connection with it; tokio's accept is cancel-safe.
+    // Reads, the hot path, are io_uring.
     let backlog = listener.try_clone();
-    let listener = tokio_uring::net::TcpListener::from_std(listener);
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot register the listener; this ingest thread is not serving.");
+            return;
+        }
+    };
     let ctx = Rc::new(ctx);
     let registry = Rc::new(Registry::default());
     let sweeper = ctx
         .config
         .idle_timeout
         .map(|t| tokio_uring::spawn(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t)));
+    let serve_conn = |stream: std::net::TcpStream, peer: SocketAddr| {
+        if admit(&ctx, peer) {
+            let stream = TcpStream::from_std(stream);
+            let id = registry.add(stream.as_raw_fd());
+            tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
+        }
+    };
     let mut stop = ctx.stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopping| *stopping) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if admit(&ctx, peer) {
-                        let id = registry.add(stream.as_raw_fd());
-                        tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
-                    }
-                }
+            accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
+                Ok((stream, peer)) => serve_conn(stream, peer),
                 Err(e) => super::accept_failed(&ctx, e).await,
             },
         }
     }
     match backlog {
-        Ok(backlog) => accept_backlog(&backlog, |stream, peer| {
-            if admit(&ctx, peer) {
-                let stream = TcpStream::from_std(stream);
-                let id = registry.add(stream.as_raw_fd());
-                tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
-            }
-        }),
+        Ok(backlog) => accept_backlog(&backlog, serve_conn),
         Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
     }
     drop(listener);
