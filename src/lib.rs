@@ -10,16 +10,19 @@
 //! The modules follow the data flow:
 //!
 //! ```text
-//! ingest::frame -> ingest::decode -> format -> ingest::batch
-//!     -> queue (Sequencer + RecordQueue) -> writer (reorder -> batch -> writev
-//!     -> retry -> rotate) -> files
+//! ingest::tcp / ingest::grpc -> ingest::frame -> ingest::decode -> format
+//!     -> ingest::batch -> queue (Sequencer + RecordQueue)
+//!     -> writer (reorder -> batch -> writev -> retry -> rotate) -> files
 //! ```
 //!
-//! - [`ingest`]: framing and decoding (pure), and the step that turns
-//!   decoded messages into sequenced, formatted records.
+//! - [`server`]: wires it all from one `ServerConfig`; the binary and the
+//!   tests start a `Server`.
+//! - [`ingest`]: the front doors (TCP over io_uring or epoll, gRPC),
+//!   framing and decoding (pure), and the step that turns decoded messages
+//!   into sequenced, formatted records.
 //! - [`format`]: one message -> one text or JSON line (pure).
-//! - [`record`]: the types that cross stages: [`record::Fields`] and
-//!   [`record::Record`].
+//! - [`record`]: the types that cross stages: [`record::Fields`] (and
+//!   [`record::RawFields`], as on the wire) and [`record::Record`].
 //! - [`queue`]: the global sequencer and the bounded lock-free queue.
 //! - [`writer`]: the writer thread: reorder buffer, dynamic batches,
 //!   vectored writes, retries, rotation, fsync, watermarks.

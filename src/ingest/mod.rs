@@ -1,6 +1,10 @@
 //! The ingest side of the pipeline: bytes from clients -> formatted
 //! [`Record`](crate::record::Record)s in the queue.
 //!
+//! - [`tcp`]: listeners, ingest threads, io_uring and epoll engines,
+//!   connection limits, graceful shutdown.
+//! - [`conn`]: one TCP connection's protocol state, engine-independent.
+//! - [`grpc`]: the tonic server on its own thread and runtime.
 //! - [`frame`]: split a TCP byte stream into length-prefixed frames (pure).
 //! - [`decode`]: a frame payload (Cap'n Proto) or a gRPC request -> the
 //!   fields of a message (pure).

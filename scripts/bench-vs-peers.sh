@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# Benchmarks log-server against rsyslog and syslog-ng on this machine: each
+# daemon is started fresh with its own config (scripts/peers/*.conf.in) and an
+# empty output dir, loadgen sends TOTAL messages of ~200 bytes over 1 and then
+# 2 connections on loopback, and the time runs from the start of sending until
+# the last line is in the output file. Lines are counted, never assumed: a
+# shortfall is printed as lost.
+#
+# rsyslog and syslog-ng come from Debian packages. They conflict as packages,
+# so one is installed with apt-get (rsyslog, unless syslog-ng-core already is)
+# and the other is unpacked with `dpkg -x` into a cache dir and run from there.
+# No system service is started: every daemon runs under a temp dir with its
+# own config, pid file and state, and is stopped when the script ends.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/bench-vs-peers.sh [--total N] [--only SYSTEM] [--no-build] [-h]
+
+Compares log-server with rsyslog and syslog-ng: same message count, 1 and 2
+connections, time until the last line is in the output file.
+
+  --total N        messages per run, split over the connections (default 2000000;
+                   env TOTAL)
+  --only SYSTEM    run only rsyslog, syslog-ng or log-server (repeatable, or a
+                   comma-separated list)
+  --no-build       use target/release/{log-server,loadgen} as they are instead
+                   of running `cargo build --release` first
+  -h, --help       this text
+
+Env: TIMEOUT (seconds per run to wait for all lines, default 120),
+     CONNECTIONS (default "1 2"), PEERS_DIR (config templates, default
+     scripts/peers), BENCH_CACHE (where the unpacked peer
+     packages are kept, default ~/.cache/log-server-bench-peers).
+Needs root to install missing Debian packages (apt-get).
+EOF
+}
+
+CMDLINE="$0"
+for a in "$@"; do
+    if [[ "$a" =~ ^[A-Za-z0-9_./,:=+@%-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
+done
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PEERS_DIR="${PEERS_DIR:-$ROOT/scripts/peers}"
+TOTAL="${TOTAL:-2000000}"
+TIMEOUT="${TIMEOUT:-120}"
+read -r -a CONNS <<<"${CONNECTIONS:-1 2}"
+SIZE=200
+CACHE="${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/log-server-bench-peers}"
+ALL_SYSTEMS=(rsyslog syslog-ng log-server)
+SYSTEMS=()
+BUILD=1
+
+die() { echo "bench-vs-peers: error: $*" >&2; exit 1; }
+say() { echo "bench-vs-peers: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --total) [ $# -ge 2 ] || die "--total needs a value"; TOTAL="$2"; shift 2 ;;
+        --total=*) TOTAL="${1#*=}"; shift ;;
+        --only) [ $# -ge 2 ] || die "--only needs a value"; IFS=, read -r -a s <<<"$2"; SYSTEMS+=("${s[@]}"); shift 2 ;;
+        --only=*) IFS=, read -r -a s <<<"${1#*=}"; SYSTEMS+=("${s[@]}"); shift ;;
+        --no-build) BUILD=0; shift ;;
+        *) echo "bench-vs-peers: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+[[ "$TOTAL" =~ ^[1-9][0-9]*$ ]] || die "--total must be a positive integer, got '$TOTAL'"
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "TIMEOUT must be a positive integer, got '$TIMEOUT'"
+[ ${#CONNS[@]} -gt 0 ] || die "CONNECTIONS is empty"
+for c in "${CONNS[@]}"; do
+    [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "CONNECTIONS must be positive integers, got '$c'"
+done
+if [ ${#SYSTEMS[@]} -eq 0 ]; then
+    SYSTEMS=("${ALL_SYSTEMS[@]}")
+else
+    for s in "${SYSTEMS[@]}"; do
+        case "$s" in rsyslog|syslog-ng|log-server) ;; *) die "--only: unknown system '$s' (rsyslog, syslog-ng, log-server)" ;; esac
+    done
+fi
+wants() { local s; for s in "${SYSTEMS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+for t in bc ss stat dd tail wc awk sed timeout; do
+    command -v "$t" >/dev/null || die "'$t' is needed but not installed"
+done
+
+# ---------------------------------------------------------------- cleanup
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-peers.XXXXXX")"
+PIDS=()
+POLICY_RC_CREATED=0
+cleanup() {
+    local rc=$? pid i
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "pid $pid did not stop on SIGTERM within 10 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# ---------------------------------------------------------------- packages
+APT_UPDATED=0
+apt_update_once() {
+    [ "$APT_UPDATED" = 1 ] && return
+    [ "$(id -u)" = 0 ] || die "peer packages are missing and installing them needs root (apt-get)"
+    say "apt-get update"
+    apt-get update -qq >"$TMP/apt-update.log" 2>&1 || { cat "$TMP/apt-update.log" >&2; die "apt-get update failed"; }
+    APT_UPDATED=1
+}
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]; }
+
+apt_install() {
+    apt_update_once
+    # Never let the package start its system service: policy-rc.d exit 101
+    # tells invoke-rc.d not to (kept if the machine already has one).
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        POLICY_RC_CREATED=1
+    fi
+    say "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >"$TMP/apt-install.log" 2>&1 ||
+        { tail -20 "$TMP/apt-install.log" >&2; die "apt-get install $* failed"; }
+    if [ "$POLICY_RC_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=0; fi
+}
+
+# Unpacks package $1 and its library dependencies that are not installed into
+# $CACHE/$1/root (once). Sets PRIV_ROOT and PRIV_LIBS (an LD_LIBRARY_PATH).
+private_unpack() {
+    local pkg="$1" dir="$CACHE/$1" d deb deps=()
+    if [ ! -e "$dir/.complete" ]; then
+        apt_update_once
+        rm -rf "$dir"
+        mkdir -p "$dir/debs" "$dir/root"
+        for d in $(apt-cache depends "$pkg" | awk '$1 == "Depends:" && $2 !~ /^</ { print $2 }' | sort -u); do
+            case "$d" in lib*) installed "$d" || deps+=("$d") ;; esac
+        done
+        say "unpacking $pkg ${deps[*]} into $dir (apt-get download + dpkg -x)"
+        (cd "$dir/debs" && apt-get download -o APT::Sandbox::User=root "$pkg" "${deps[@]+"${deps[@]}"}") \
+            >"$TMP/apt-download.log" 2>&1 || { cat "$TMP/apt-download.log" >&2; die "apt-get download $pkg failed"; }
+        for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$dir/root"; done
+        touch "$dir/.complete"
+    fi
+    PRIV_ROOT="$dir/root"
+    PRIV_LIBS="$(find "$PRIV_ROOT" -name '*.so*' \( -type f -o -type l \) -printf '%h\n' | sort -u | paste -sd:)"
+}
+
+check_libs() { # binary, LD_LIBRARY_PATH
+    local missing
+    missing="$(LD_LIBRARY_PATH="$2" ldd "$1" 2>&1 | awk '/not found/ { print $1 }' | paste -sd' ')" || true
+    [ -z "$missing" ] || die "$1 misses libraries: $missing (remove $CACHE to unpack again)"
+}
+
+RSYSLOGD="" RSYSLOG_LIBS="" RSYSLOG_MODDIR=""
+setup_rsyslog() {
+    if ! installed rsyslog && ! installed syslog-ng-core; then
+        apt_install rsyslog
+    fi
+    if installed rsyslog; then
+        RSYSLOGD="$(command -v rsyslogd || echo /usr/sbin/rsyslogd)"
+    else
+        private_unpack rsyslog
+        RSYSLOGD="$PRIV_ROOT/usr/sbin/rsyslogd"
+        RSYSLOG_LIBS="$PRIV_LIBS"
+        RSYSLOG_MODDIR="$(dirname "$(find "$PRIV_ROOT" -name imptcp.so | head -1)")"
+    fi
+    [ -x "$RSYSLOGD" ] || die "rsyslogd not found at $RSYSLOGD"
+    check_libs "$RSYSLOGD" "$RSYSLOG_LIBS"
+}
+
+SYSLOGNG="" SYSLOGNG_LIBS="" SYSLOGNG_MODDIR=""
+setup_syslog_ng() {
+    if installed syslog-ng-core; then
+        SYSLOGNG="$(command -v syslog-ng || echo /usr/sbin/syslog-ng)"
+    else
+        private_unpack syslog-ng-core
+        SYSLOGNG="$PRIV_ROOT/usr/sbin/syslog-ng"
+        SYSLOGNG_LIBS="$PRIV_LIBS"
+        SYSLOGNG_MODDIR="$(dirname "$(find "$PRIV_ROOT" -name libaffile.so | head -1)")"
+    fi
+    [ -x "$SYSLOGNG" ] || die "syslog-ng not found at $SYSLOGNG"
+    check_libs "$SYSLOGNG" "$SYSLOGNG_LIBS"
+}
+
+wants rsyslog && setup_rsyslog
+wants syslog-ng && setup_syslog_ng
+
+# ---------------------------------------------------------------- binaries
+LOG_SERVER="$ROOT/target/release/log-server"
+LOADGEN="$ROOT/target/release/loadgen"
+if [ "$BUILD" = 1 ]; then
+    say "cargo build --release -p log-server -p loadgen"
+    (cd "$ROOT" && timeout 1800 cargo build --release -q -p log-server -p loadgen) ||
+        die "cargo build failed (use --no-build to run the binaries already in target/release)"
+fi
+[ -x "$LOADGEN" ] || die "$LOADGEN missing: cargo build --release -p loadgen"
+wants log-server && { [ -x "$LOG_SERVER" ] || die "$LOG_SERVER missing: cargo build --release -p log-server"; }
+
+# ---------------------------------------------------------------- helpers
+free_port() {
+    local p i
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + RANDOM % 40000))
+        if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then echo "$p"; return; fi
+    done
+    die "found no free TCP port"
+}
+
+# wait_port PID PORT NAME LOGFILE: until 127.0.0.1:PORT accepts a connection.
+wait_port() {
+    local pid="$1" port="$2" name="$3" logf="$4" deadline=$((SECONDS + 15))
+    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -20 "$logf" >&2 || true
+            die "$name exited before listening on 127.0.0.1:$port (its output is above)"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -20 "$logf" >&2 || true
+            die "$name did not listen on 127.0.0.1:$port within 15 s"
+        fi
+        sleep 0.05
+    done
+}
+
+# Line counting that reads each byte once however often it is polled: per
+# inode (rotation renames keep it), the offset counted up to and the newlines
+# found. Sets COUNT (lines) and BYTES (current sizes summed).
+declare -A CNT_OFF=() CNT_LINES=()
+count_reset() { CNT_OFF=(); CNT_LINES=(); }
+count_lines() {
+    local f ino size off n
+    BYTES=0
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        read -r ino size < <(stat -c '%i %s' "$f" 2>/dev/null) || continue
+        off="${CNT_OFF[$ino]:-0}"
+        if [ "$size" -lt "$off" ]; then off=0; CNT_LINES[$ino]=0; fi # truncated
+        if [ "$size" -gt "$off" ]; then
+            n=$(dd if="$f" iflag=skip_bytes,count_bytes skip="$off" count="$((size - off))" \
+                bs=4M status=none | wc -l)
+            CNT_LINES[$ino]=$((${CNT_LINES[$ino]:-0} + n))
+            CNT_OFF[$ino]="$size"
+        fi
+        BYTES=$((BYTES + size))
+    done
+    COUNT=0
+    for n in "${CNT_LINES[@]}"; do COUNT=$((COUNT + n)); done
+}
+
+render() { # template out: replaces @PORT@ @OUTFILE@ @WORKDIR@ @VERSION@
+    sed -e "s|@PORT@|$PORT|g" -e "s|@OUTFILE@|$OUTFILE|g" -e "s|@WORKDIR@|$WORKDIR|g" \
+        -e "s|@VERSION@|${VERSION:-}|g" "$1" >"$2"
+}
+
+# start_daemon SYSTEM RUNDIR: starts it on a free port; sets DPID and PORT.
+start_daemon() {
+    local sys="$1" run="$2"
+    PORT="$(free_port)"
+    WORKDIR="$run/state"
+    mkdir -p "$WORKDIR" "$run/out"
+    local logf="$run/daemon.log"
+    case "$sys" in
+        rsyslog)
+            OUTFILE="$run/out/messages.log"
+            render "$PEERS_DIR/rsyslog.conf.in" "$run/rsyslog.conf"
+            local args=(-n -f "$run/rsyslog.conf" -i "$run/rsyslogd.pid")
+            [ -n "$RSYSLOG_MODDIR" ] && args+=(-M "$RSYSLOG_MODDIR")
+            LD_LIBRARY_PATH="$RSYSLOG_LIBS" "$RSYSLOGD" -N1 "${args[@]:1}" >"$logf" 2>&1 ||
+                { cat "$logf" >&2; die "rsyslog rejects $PEERS_DIR/rsyslog.conf.in"; }
+            LD_LIBRARY_PATH="$RSYSLOG_LIBS" "$RSYSLOGD" "${args[@]}" >"$logf" 2>&1 &
+            ;;
+        syslog-ng)
+            OUTFILE="$run/out/messages.log"
+            VERSION="$(LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" --version | awk '/^Installer-Version:/ { split($2, v, "."); print v[1] "." v[2] }')"
+            render "$PEERS_DIR/syslog-ng.conf.in" "$run/syslog-ng.conf"
+            local args=(-f "$run/syslog-ng.conf" -R "$WORKDIR/syslog-ng.persist" -p "$run/syslog-ng.pid"
+                        -c "$WORKDIR/syslog-ng.ctl" --no-caps)
+            [ -n "$SYSLOGNG_MODDIR" ] && args+=(--module-path="$SYSLOGNG_MODDIR")
+            LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" --syntax-only "${args[@]}" >"$logf" 2>&1 ||
+                { cat "$logf" >&2; die "syslog-ng rejects $PEERS_DIR/syslog-ng.conf.in"; }
+            LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" -F "${args[@]}" >"$logf" 2>&1 &
+            ;;
+        log-server)
+            "$LOG_SERVER" --port "$PORT" --only_tcp --log_dir "$run/out" --fsync rotate \
+                --max_file_size 1073741824 --max_files 2 --stats_interval 0 >"$logf" 2>&1 &
+            ;;
+    esac
+    DPID=$!
+    PIDS+=("$DPID")
+    wait_port "$DPID" "$PORT" "$sys" "$logf"
+}
+
+out_files() { # the output files that exist now
+    local dir="$1" sys="$2"
+    if [ "$sys" = log-server ]; then
+        compgen -G "$dir/_main.log*" || true
+    else
+        [ -f "$dir/messages.log" ] && echo "$dir/messages.log"
+    fi
+}
+
+# stop_daemon SYSTEM RUNDIR: SIGTERM, wait up to 30 s, SIGKILL.
+stop_daemon() {
+    local sys="$1" run="$2" i rc=0
+    kill -TERM "$DPID" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$DPID" 2>/dev/null; then
+        say "$sys did not exit within 30 s of SIGTERM: SIGKILL"
+        kill -KILL "$DPID" 2>/dev/null || true
+    fi
+    wait "$DPID" 2>/dev/null || rc=$?
+    forget_pid "$DPID"
+    if [ "$rc" != 0 ]; then
+        say "$sys exited with status $rc; last lines of its output:"
+        tail -5 "$run/daemon.log" >&2 || true
+    fi
+}
+
+# ---------------------------------------------------------------- runs
+declare -A R_MSGS=() R_SECS=() R_RATE=() R_MBS=() R_LOST=()
+run_one() { # SYSTEM CONNECTIONS
+    local sys="$1" c="$2" per total run t0 t1 deadline files mode status=ok
+    per=$((TOTAL / c))
+    total=$((per * c))
+    [ "$per" -gt 0 ] || die "--total $TOTAL is smaller than $c connections"
+    run="$TMP/$sys-c$c"
+    rm -rf "$run"
+    mkdir -p "$run"
+    start_daemon "$sys" "$run"
+    case "$sys" in log-server) mode=tcp ;; *) mode=syslog ;; esac
+    say "$sys, $c connection(s): $total messages (loadgen $mode, port $PORT)"
+    count_reset
+    t0=$(date +%s.%N)
+    deadline=$((SECONDS + TIMEOUT))
+    if ! timeout "$TIMEOUT" "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --connections "$c" \
+        --messages "$per" --size "$SIZE" --json >"$run/loadgen.json" 2>"$run/loadgen.err"; then
+        cat "$run/loadgen.err" >&2
+        say "loadgen failed or timed out against $sys (${TIMEOUT} s); counting what arrived"
+        status=loadgen-failed
+    fi
+    while :; do
+        mapfile -t files < <(out_files "$run/out" "$sys")
+        count_lines "${files[@]+"${files[@]}"}"
+        [ "$COUNT" -ge "$total" ] && break
+        if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$DPID" 2>/dev/null; then
+            if ! kill -0 "$DPID" 2>/dev/null; then
+                say "$sys died; last lines of its output:"
+                tail -5 "$run/daemon.log" >&2 || true
+            fi
+            say "$sys: only $COUNT of $total lines after ${TIMEOUT} s"
+            status=timeout
+            break
+        fi
+        sleep 0.02
+    done
+    t1=$(date +%s.%N)
+    stop_daemon "$sys" "$run"
+    # Final exact count over whole files, after the daemon flushed and exited.
+    mapfile -t files < <(out_files "$run/out" "$sys")
+    local lines=0 bytes=0
+    if [ ${#files[@]} -gt 0 ]; then
+        lines=$(cat "${files[@]}" | wc -l)
+        bytes=$(cat "${files[@]}" | wc -c)
+    fi
+    local secs rate mbs
+    secs=$(echo "$t1 - $t0" | bc -l)
+    rate=$(echo "$lines / $secs" | bc -l)
+    mbs=$(echo "$bytes / $secs / 1000000" | bc -l)
+    R_MSGS[$sys,$c]=$total
+    R_SECS[$sys,$c]=$secs
+    R_RATE[$sys,$c]=$rate
+    R_MBS[$sys,$c]=$mbs
+    R_LOST[$sys,$c]=$((total - lines))
+    if [ "$lines" -ne "$total" ]; then
+        say "$sys, $c connection(s): $lines lines in the file for $total sent: $((total - lines)) lost (negative: extra)"
+    fi
+    printf 'bench-vs-peers: %s, %s connection(s): %.3f s, %.0f msgs/s (%s)\n' "$sys" "$c" "$secs" "$rate" "$status" >&2
+    rm -rf "$run"
+}
+
+# ---------------------------------------------------------------- header
+echo "command: $CMDLINE"
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
+vers="loadgen $SIZE-byte messages, total $TOTAL per run"
+wants rsyslog && vers+="; $(LD_LIBRARY_PATH="$RSYSLOG_LIBS" "$RSYSLOGD" -v 2>/dev/null | head -1 | awk '{ print $1, $2 }')"
+wants syslog-ng && vers+="; syslog-ng $(LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" --version 2>/dev/null | awk '/^Installer-Version:/ { print $2 }')"
+wants log-server && vers+="; log-server $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+echo "versions: $vers"
+echo
+
+for sys in "${ALL_SYSTEMS[@]}"; do
+    wants "$sys" || continue
+    for c in "${CONNS[@]}"; do run_one "$sys" "$c"; done
+done
+
+# ---------------------------------------------------------------- table
+printf '%-11s %5s %10s %9s %11s %8s %10s %6s\n' system conns messages seconds msgs/s MB/s ls/system lost
+for sys in "${ALL_SYSTEMS[@]}"; do
+    wants "$sys" || continue
+    for c in "${CONNS[@]}"; do
+        ratio="-"
+        if [ -n "${R_RATE[log-server,$c]:-}" ] && [ "$(echo "${R_RATE[$sys,$c]} > 0" | bc)" = 1 ]; then
+            ratio=$(printf '%.2f' "$(echo "${R_RATE[log-server,$c]} / ${R_RATE[$sys,$c]}" | bc -l)")
+        fi
+        printf '%-11s %5s %10s %9.3f %11.0f %8.1f %10s %6s\n' "$sys" "$c" "${R_MSGS[$sys,$c]}" \
+            "${R_SECS[$sys,$c]}" "${R_RATE[$sys,$c]}" "${R_MBS[$sys,$c]}" "$ratio" "${R_LOST[$sys,$c]}"
+    done
+done
+echo "(seconds: from the start of sending until the last line is in the file; MB/s: output file bytes / seconds, 1 MB = 10^6 B;"
+echo " ls/system: log-server msgs/s over that system's at the same connection count; lost: lines sent minus lines in the file)"
+lost_any=0
+for k in "${!R_LOST[@]}"; do [ "${R_LOST[$k]}" = 0 ] || lost_any=1; done
+exit "$lost_any"
