@@ -20,7 +20,7 @@
 //! - [`ingest`]: the front doors (TCP over io_uring or epoll, gRPC),
 //!   framing and decoding (pure), and the step that turns decoded messages
 //!   into sequenced, formatted records.
-//! - [`format`]: one message -> one text or JSON line (pure).
+//! - [`format`](mod@format): one message -> one text or JSON line (pure).
 //! - [`record`]: the types that cross stages: [`record::Fields`] (and
 //!   [`record::RawFields`], as on the wire) and [`record::Record`].
 //! - [`queue`]: the global sequencer and the bounded lock-free queue.

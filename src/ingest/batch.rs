@@ -107,7 +107,7 @@ impl Ingress {
     /// `None` if the batch is empty (nothing numbered).
     ///
     /// The record holds sequence numbers: it must be pushed to the queue
-    /// ([`Ingress::publish`] does both).
+    /// ([`Ingress::publish_pending`] does both).
     #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
     pub fn sequence_batch(&self, batch: &DecodedBatch, received: Instant) -> Option<Record> {
         self.sequence_fields(batch.iter(), received)

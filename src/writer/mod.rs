@@ -13,7 +13,7 @@
 //! that the file is reopened and the write retried every second for as long
 //! as it takes, while the bounded queue holds the producers back. Accepted
 //! data is never dropped. Rotation ([`rotate`]) happens before a write that
-//! would pass the size limit. The file system is behind the [`file`] traits
+//! would pass the size limit. The file system is behind the [`file`](mod@file) traits
 //! so tests can inject faults.
 
 pub mod batch;

@@ -6,7 +6,7 @@
 //! threads each run their own single-threaded runtime and their own
 //! listener on the same port (`SO_REUSEPORT`), so the kernel spreads
 //! connections over them and ingest scales with cores. The engine is
-//! io_uring (tokio-uring, [`uring`]) or plain epoll (tokio, [`epoll`]);
+//! io_uring (tokio-uring, `uring.rs`) or plain epoll (tokio, `epoll.rs`);
 //! everything but the read and accept calls is shared here.
 //!
 //! Shutdown never cancels a read that may hold accepted data: it stops the
