@@ -31,8 +31,10 @@ connections, time until the last line is in the output file.
 Env: TIMEOUT (seconds per run to wait for all lines, default 120),
      CONNECTIONS (default "1 2"), PEERS_DIR (config templates, default
      scripts/peers), BENCH_CACHE (where the unpacked peer
-     packages are kept, default ~/.cache/log-server-bench-peers).
-Needs root to install missing Debian packages (apt-get).
+     packages are kept, default ~/.cache/log-server-bench-peers),
+     PEERS_PRIVATE=1 (unpack both peers there, install no package).
+Needs root to install missing Debian packages (apt-get). Exits 1 if any run
+lost lines (or wrote more lines than were sent).
 EOF
 }
 
@@ -46,6 +48,7 @@ TOTAL="${TOTAL:-2000000}"
 TIMEOUT="${TIMEOUT:-120}"
 read -r -a CONNS <<<"${CONNECTIONS:-1 2}"
 SIZE=200
+PEERS_PRIVATE="${PEERS_PRIVATE:-0}"
 CACHE="${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/log-server-bench-peers}"
 ALL_SYSTEMS=(rsyslog syslog-ng log-server)
 SYSTEMS=()
@@ -82,6 +85,9 @@ wants() { local s; for s in "${SYSTEMS[@]}"; do [ "$s" = "$1" ] && return 0; don
 for t in bc ss stat dd tail wc awk sed timeout; do
     command -v "$t" >/dev/null || die "'$t' is needed but not installed"
 done
+
+echo "command: $CMDLINE"
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
 
 # ---------------------------------------------------------------- cleanup
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-peers.XXXXXX")"
@@ -170,10 +176,10 @@ check_libs() { # binary, LD_LIBRARY_PATH
 
 RSYSLOGD="" RSYSLOG_LIBS="" RSYSLOG_MODDIR=""
 setup_rsyslog() {
-    if ! installed rsyslog && ! installed syslog-ng-core; then
+    if [ "$PEERS_PRIVATE" != 1 ] && ! installed rsyslog && ! installed syslog-ng-core; then
         apt_install rsyslog
     fi
-    if installed rsyslog; then
+    if [ "$PEERS_PRIVATE" != 1 ] && installed rsyslog; then
         RSYSLOGD="$(command -v rsyslogd || echo /usr/sbin/rsyslogd)"
     else
         private_unpack rsyslog
@@ -187,7 +193,7 @@ setup_rsyslog() {
 
 SYSLOGNG="" SYSLOGNG_LIBS="" SYSLOGNG_MODDIR=""
 setup_syslog_ng() {
-    if installed syslog-ng-core; then
+    if [ "$PEERS_PRIVATE" != 1 ] && installed syslog-ng-core; then
         SYSLOGNG="$(command -v syslog-ng || echo /usr/sbin/syslog-ng)"
     else
         private_unpack syslog-ng-core
@@ -214,27 +220,27 @@ fi
 wants log-server && { [ -x "$LOG_SERVER" ] || die "$LOG_SERVER missing: cargo build --release -p log-server"; }
 
 # ---------------------------------------------------------------- helpers
+# A port nobody listens on, below the ephemeral range so that no outgoing
+# connection of another program holds it.
 free_port() {
-    local p i
+    local p i lo=32768 span
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    span=$((lo - 10000))
+    [ "$span" -ge 1000 ] || span=20000
     for ((i = 0; i < 100; i++)); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % span))
         if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then echo "$p"; return; fi
     done
     die "found no free TCP port"
 }
 
-# wait_port PID PORT NAME LOGFILE: until 127.0.0.1:PORT accepts a connection.
+# wait_port PID PORT NAME: until 127.0.0.1:PORT accepts a connection (15 s).
+# Returns 1 if the daemon exited first.
 wait_port() {
-    local pid="$1" port="$2" name="$3" logf="$4" deadline=$((SECONDS + 15))
+    local pid="$1" port="$2" name="$3" deadline=$((SECONDS + 15))
     while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -20 "$logf" >&2 || true
-            die "$name exited before listening on 127.0.0.1:$port (its output is above)"
-        fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            tail -20 "$logf" >&2 || true
-            die "$name did not listen on 127.0.0.1:$port within 15 s"
-        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        [ "$SECONDS" -lt "$deadline" ] || die "$name did not listen on 127.0.0.1:$port within 15 s"
         sleep 0.05
     done
 }
@@ -269,8 +275,23 @@ render() { # template out: replaces @PORT@ @OUTFILE@ @WORKDIR@ @VERSION@
         -e "s|@VERSION@|${VERSION:-}|g" "$1" >"$2"
 }
 
-# start_daemon SYSTEM RUNDIR: starts it on a free port; sets DPID and PORT.
+# start_daemon SYSTEM RUNDIR: starts it on a free port and waits until it
+# listens; sets DPID and PORT. Up to 3 attempts (another program may take
+# the port between the check and the bind).
 start_daemon() {
+    local sys="$1" run="$2" attempt
+    for attempt in 1 2 3; do
+        launch_daemon "$sys" "$run"
+        wait_port "$DPID" "$PORT" "$sys" && return 0
+        wait "$DPID" 2>/dev/null || true
+        forget_pid "$DPID"
+        say "$sys exited before listening on 127.0.0.1:$PORT (attempt $attempt); its output:"
+        tail -20 "$run/daemon.log" >&2 || true
+    done
+    die "$sys did not start, see its output above"
+}
+
+launch_daemon() {
     local sys="$1" run="$2"
     PORT="$(free_port)"
     WORKDIR="$run/state"
@@ -304,7 +325,6 @@ start_daemon() {
     esac
     DPID=$!
     PIDS+=("$DPID")
-    wait_port "$DPID" "$PORT" "$sys" "$logf"
 }
 
 out_files() { # the output files that exist now
@@ -334,7 +354,7 @@ stop_daemon() {
 }
 
 # ---------------------------------------------------------------- runs
-declare -A R_MSGS=() R_SECS=() R_RATE=() R_MBS=() R_LOST=()
+declare -A R_MSGS=() R_SECS=() R_RATE=() R_MBS=() R_LOST=() R_NOTE=()
 run_one() { # SYSTEM CONNECTIONS
     local sys="$1" c="$2" per total run t0 t1 deadline files mode status=ok
     per=$((TOTAL / c))
@@ -348,7 +368,7 @@ run_one() { # SYSTEM CONNECTIONS
     say "$sys, $c connection(s): $total messages (loadgen $mode, port $PORT)"
     count_reset
     t0=$(date +%s.%N)
-    deadline=$((SECONDS + TIMEOUT))
+    deadline=$((${EPOCHREALTIME/./} + TIMEOUT * 1000000))
     if ! timeout "$TIMEOUT" "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --connections "$c" \
         --messages "$per" --size "$SIZE" --json >"$run/loadgen.json" 2>"$run/loadgen.err"; then
         cat "$run/loadgen.err" >&2
@@ -359,7 +379,7 @@ run_one() { # SYSTEM CONNECTIONS
         mapfile -t files < <(out_files "$run/out" "$sys")
         count_lines "${files[@]+"${files[@]}"}"
         [ "$COUNT" -ge "$total" ] && break
-        if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$DPID" 2>/dev/null; then
+        if [ "${EPOCHREALTIME/./}" -ge "$deadline" ] || ! kill -0 "$DPID" 2>/dev/null; then
             if ! kill -0 "$DPID" 2>/dev/null; then
                 say "$sys died; last lines of its output:"
                 tail -5 "$run/daemon.log" >&2 || true
@@ -388,6 +408,8 @@ run_one() { # SYSTEM CONNECTIONS
     R_RATE[$sys,$c]=$rate
     R_MBS[$sys,$c]=$mbs
     R_LOST[$sys,$c]=$((total - lines))
+    R_NOTE[$sys,$c]=""
+    [ "$status" = ok ] || R_NOTE[$sys,$c]="$status"
     if [ "$lines" -ne "$total" ]; then
         say "$sys, $c connection(s): $lines lines in the file for $total sent: $((total - lines)) lost (negative: extra)"
     fi
@@ -396,8 +418,6 @@ run_one() { # SYSTEM CONNECTIONS
 }
 
 # ---------------------------------------------------------------- header
-echo "command: $CMDLINE"
-echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
 vers="loadgen $SIZE-byte messages, total $TOTAL per run"
 wants rsyslog && vers+="; $(LD_LIBRARY_PATH="$RSYSLOG_LIBS" "$RSYSLOGD" -v 2>/dev/null | head -1 | awk '{ print $1, $2 }')"
 wants syslog-ng && vers+="; syslog-ng $(LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" --version 2>/dev/null | awk '/^Installer-Version:/ { print $2 }')"
@@ -419,8 +439,10 @@ for sys in "${ALL_SYSTEMS[@]}"; do
         if [ -n "${R_RATE[log-server,$c]:-}" ] && [ "$(echo "${R_RATE[$sys,$c]} > 0" | bc)" = 1 ]; then
             ratio=$(printf '%.2f' "$(echo "${R_RATE[log-server,$c]} / ${R_RATE[$sys,$c]}" | bc -l)")
         fi
-        printf '%-11s %5s %10s %9.3f %11.0f %8.1f %10s %6s\n' "$sys" "$c" "${R_MSGS[$sys,$c]}" \
-            "${R_SECS[$sys,$c]}" "${R_RATE[$sys,$c]}" "${R_MBS[$sys,$c]}" "$ratio" "${R_LOST[$sys,$c]}"
+        line=$(printf '%-11s %5s %10s %9.3f %11.0f %8.1f %10s %6s %s' "$sys" "$c" "${R_MSGS[$sys,$c]}" \
+            "${R_SECS[$sys,$c]}" "${R_RATE[$sys,$c]}" "${R_MBS[$sys,$c]}" "$ratio" "${R_LOST[$sys,$c]}" \
+            "${R_NOTE[$sys,$c]}")
+        echo "${line% }"
     done
 done
 echo "(seconds: from the start of sending until the last line is in the file; MB/s: output file bytes / seconds, 1 MB = 10^6 B;"
