@@ -6,10 +6,10 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio::{io::AsyncReadExt, net::TcpStream, task::LocalSet};
 
-use super::{accept_backlog, admit, after_read, close, drain, idle_sweeper, Registry, ThreadCtx};
+use super::{after_read, close, drain, idle_sweeper, run_role, Registry, Role, ThreadCtx};
 use crate::ingest::conn::Connection;
 
-pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
+pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -20,63 +20,29 @@ pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
             return;
         }
     };
-    LocalSet::new().block_on(&rt, serve(listener, ctx));
+    LocalSet::new().block_on(&rt, serve(role, ctx));
 }
 
-async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
-    let backlog = listener.try_clone();
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot register the listener with epoll; this ingest thread is not serving.");
-            return;
-        }
-    };
+async fn serve(role: Role, ctx: ThreadCtx) {
     let ctx = Rc::new(ctx);
     let registry = Rc::new(Registry::default());
     let sweeper = ctx.config.idle_timeout.map(|t| {
         tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t))
     });
-    let mut stop = ctx.stop.clone();
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if admit(&ctx, peer) {
-                        let id = registry.add(stream.as_raw_fd());
-                        tokio::task::spawn_local(connection(stream, peer, id, ctx.clone(), registry.clone()));
-                    }
-                }
-                Err(e) => super::accept_failed(&ctx, e).await,
-            },
-        }
-    }
-    match backlog {
-        Ok(backlog) => accept_backlog(&backlog, |stream, peer| {
-            let stream = stream
-                .set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(stream));
-            match stream {
-                Ok(stream) if admit(&ctx, peer) => {
-                    let id = registry.add(stream.as_raw_fd());
-                    tokio::task::spawn_local(connection(
-                        stream,
-                        peer,
-                        id,
-                        ctx.clone(),
-                        registry.clone(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "Cannot serve a connection from the backlog.")
-                }
+    run_role(role, &ctx, |stream, peer| {
+        let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+        match stream {
+            Ok(stream) => {
+                let id = registry.add(stream.as_raw_fd());
+                tokio::task::spawn_local(connection(stream, peer, id, ctx.clone(), registry.clone()));
             }
-        }),
-        Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
-    }
-    drop(listener);
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "Cannot register a connection with epoll; closing it.");
+                super::release(&ctx);
+            }
+        }
+    })
+    .await;
     drain(&registry, &ctx).await;
     if let Some(s) = sweeper {
         s.abort();

@@ -3,9 +3,9 @@
 //!
 //! The front door of the TCP path: sockets -> [`Connection`] (framing and
 //! decoding) -> [`Ingress`] (sequence, format, queue). `--tcp_threads`
-//! threads each run their own single-threaded runtime and their own
-//! listener on the same port (`SO_REUSEPORT`), so the kernel spreads
-//! connections over them and ingest scales with cores. The engine is
+//! threads each run their own single-threaded runtime; the first also
+//! accepts, and hands each connection to the thread with the fewest open
+//! ones, so ingest scales with cores. The engine is
 //! io_uring (tokio-uring, `uring.rs`) or plain epoll (tokio, `epoll.rs`);
 //! everything but the read and accept calls is shared here.
 //!
@@ -34,7 +34,7 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::{
     batch::Ingress,
@@ -169,40 +169,52 @@ pub fn start(
         },
     };
     let threads = config.threads.max(1);
-    // Bind every listener here, so a port in use is a startup error; the
-    // first one fixes the port when 0 was asked for.
-    let first = bind_reuseport(config.addr).map_err(|source| TcpError::Bind {
+    // Bound here, so that a port in use is a startup error.
+    let listener = bind(config.addr).map_err(|source| TcpError::Bind {
         addr: config.addr,
         source,
     })?;
-    let local_addr = first.local_addr().map_err(|source| TcpError::Bind {
+    let local_addr = listener.local_addr().map_err(|source| TcpError::Bind {
         addr: config.addr,
         source,
     })?;
-    let mut listeners = vec![first];
-    for _ in 1..threads {
-        listeners.push(bind_reuseport(local_addr).map_err(|source| TcpError::Bind {
-            addr: local_addr,
-            source,
-        })?);
-    }
 
     let (stop, stop_rx) = watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
+    let loads: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..threads).map(|_| mpsc::unbounded_channel()).unzip();
+    let mut dispatcher = Some(Dispatcher {
+        senders,
+        loads: loads.clone(),
+    });
+    let mut listener = Some(listener);
     let mut handles = Vec::with_capacity(threads);
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, rx) in receivers.into_iter().enumerate() {
         let ctx = ThreadCtx {
+            index: i,
             ingress: ingress.clone(),
             conn: conn.clone(),
             open: open.clone(),
+            loads: loads.clone(),
             stop: stop_rx.clone(),
             config: config.clone(),
+        };
+        // Thread 0 accepts and hands each connection to the least loaded
+        // thread (itself included); the others serve what they are handed.
+        let role = match (listener.take(), dispatcher.take()) {
+            (Some(listener), Some(dispatcher)) => Role::Acceptor {
+                listener,
+                dispatcher,
+                own: rx,
+            },
+            _ => Role::Worker(rx),
         };
         let handle = thread::Builder::new()
             .name(format!("tcp-ingest-{i}"))
             .spawn(move || match engine {
-                IoEngine::Uring => uring::run_thread(listener, ctx),
-                _ => epoll::run_thread(listener, ctx),
+                IoEngine::Uring => uring::run_thread(role, ctx),
+                _ => epoll::run_thread(role, ctx),
             })
             .map_err(TcpError::Spawn)?;
         handles.push(handle);
@@ -215,22 +227,129 @@ pub fn start(
     })
 }
 
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
 }
 
+/// A connection handed from the accepting thread to an ingest thread.
+type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// What an ingest thread does besides serving its connections.
+enum Role {
+    /// Accepts for every thread.
+    Acceptor {
+        listener: TcpListener,
+        dispatcher: Dispatcher,
+        /// Its own share, handed to itself through the same path.
+        own: mpsc::UnboundedReceiver<Handoff>,
+    },
+    /// Serves the connections the acceptor hands it.
+    Worker(mpsc::UnboundedReceiver<Handoff>),
+}
+
+/// Hands each accepted connection to the thread with the fewest open ones.
+/// The kernel's `SO_REUSEPORT` spreading hashes connections to threads, and
+/// two connections land on the same thread half the time: measured, two
+/// busy clients then ran no faster than one.
+struct Dispatcher {
+    senders: Vec<mpsc::UnboundedSender<Handoff>>,
+    loads: Arc<[AtomicUsize]>,
+}
+
+impl Dispatcher {
+    fn dispatch(&self, stream: std::net::TcpStream, peer: SocketAddr) {
+        let target = (0..self.loads.len())
+            .min_by_key(|&i| self.loads[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.loads[target].fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError((stream, _))) = self.senders[target].send((stream, peer))
+        {
+            // That thread is gone (it panicked): the connection is closed.
+            self.loads[target].fetch_sub(1, Ordering::Relaxed);
+            drop(stream);
+            tracing::error!(%peer, thread = target, "An ingest thread is gone; closing a connection handed to it.");
+        }
+    }
+}
+
+/// The acceptor's loop: accept until shutdown, then take what is left in
+/// the backlog, handing everything out. Returns when no more will come.
+async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, ctx: &ThreadCtx) {
+    let backlog = listener.try_clone();
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot register the listener; TCP is not served.");
+            return;
+        }
+    };
+    let handoff = |stream: std::net::TcpStream, peer: SocketAddr| {
+        if admit(ctx, peer) {
+            dispatcher.dispatch(stream, peer);
+        }
+    };
+    let mut stop = ctx.stop.clone();
+    loop {
+        // tokio's accept is cancel-safe: stopping loses no connection.
+        tokio::select! {
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
+                Ok((stream, peer)) => handoff(stream, peer),
+                Err(e) => accept_failed(ctx, e).await,
+            },
+        }
+    }
+    match backlog {
+        Ok(backlog) => accept_backlog(&backlog, handoff),
+        Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
+    }
+}
+
+/// Runs an ingest thread's role: the acceptor accepts (serving its own
+/// share as they come), a worker serves what it is handed, until no more
+/// connections will come. `serve` starts serving one connection here.
+async fn run_role(role: Role, ctx: &ThreadCtx, serve: impl Fn(std::net::TcpStream, SocketAddr)) {
+    let mut own = match role {
+        Role::Acceptor {
+            listener,
+            dispatcher,
+            own,
+        } => {
+            let mut own = own;
+            // Serve this thread's share while accepting.
+            let accepting = accept_loop(listener, dispatcher, ctx);
+            tokio::pin!(accepting);
+            loop {
+                tokio::select! {
+                    () = &mut accepting => break,
+                    Some((stream, peer)) = own.recv() => serve(stream, peer),
+                }
+            }
+            own
+        }
+        Role::Worker(rx) => rx,
+    };
+    // After the acceptor is done the senders are dropped: take what is left.
+    while let Some((stream, peer)) = own.recv().await {
+        serve(stream, peer);
+    }
+}
+
 /// What every ingest thread gets.
 struct ThreadCtx {
+    /// This thread's place in `loads`.
+    index: usize,
     ingress: Arc<Ingress>,
     conn: Arc<ConnShared>,
     /// Connections open over all threads.
     open: Arc<AtomicUsize>,
+    /// Connections open per thread, for the dispatcher.
+    loads: Arc<[AtomicUsize]>,
     stop: watch::Receiver<bool>,
     config: TcpConfig,
 }
@@ -361,6 +480,7 @@ fn accept_backlog(listener: &TcpListener, mut serve: impl FnMut(std::net::TcpStr
 /// Undoes [`admit`] when a connection ends.
 fn release(ctx: &ThreadCtx) {
     ctx.open.fetch_sub(1, Ordering::AcqRel);
+    ctx.loads[ctx.index].fetch_sub(1, Ordering::Relaxed);
     ctx.conn
         .stats
         .connections_open

@@ -1,7 +1,8 @@
 //! The io_uring engine (tokio-uring): every io_uring specific of the TCP
 //! ingest lives here, so the engine can be swapped.
 //!
-//! Reads use owned buffers: the buffer goes into the read and comes back
+//! Accepting is shared with the epoll engine (tokio, cancel-safe); reads,
+//! the hot path, are io_uring. Reads use owned buffers: the buffer goes into the read and comes back
 //! with its result. To append after a partial frame, the read goes into
 //! `buf.slice(filled..)` and the Vec is taken back with `into_inner()`.
 
@@ -9,59 +10,31 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{accept_backlog, admit, after_read, close, drain, idle_sweeper, Registry, ThreadCtx};
+use super::{after_read, close, drain, idle_sweeper, run_role, Registry, Role, ThreadCtx};
 use crate::ingest::conn::Connection;
 
-pub(super) fn run_thread(listener: std::net::TcpListener, ctx: ThreadCtx) {
+pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
     match tokio_uring::Runtime::new(&tokio_uring::builder()) {
-        Ok(rt) => rt.block_on(serve(listener, ctx)),
+        Ok(rt) => rt.block_on(serve(role, ctx)),
         Err(e) => {
             tracing::error!(error = %e, "Cannot start an io_uring runtime; this ingest thread is not serving.")
         }
     }
 }
 
-async fn serve(listener: std::net::TcpListener, ctx: ThreadCtx) {
-    // Accepts go through tokio's readiness (epoll) rather than an io_uring
-    // accept: a submitted io_uring accept that completes just as shutdown
-    // cancels it takes a connection with it; tokio's accept is cancel-safe.
-    // Reads, the hot path, are io_uring.
-    let backlog = listener.try_clone();
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot register the listener; this ingest thread is not serving.");
-            return;
-        }
-    };
+async fn serve(role: Role, ctx: ThreadCtx) {
     let ctx = Rc::new(ctx);
     let registry = Rc::new(Registry::default());
     let sweeper = ctx
         .config
         .idle_timeout
         .map(|t| tokio_uring::spawn(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t)));
-    let serve_conn = |stream: std::net::TcpStream, peer: SocketAddr| {
-        if admit(&ctx, peer) {
-            let stream = TcpStream::from_std(stream);
-            let id = registry.add(stream.as_raw_fd());
-            tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
-        }
-    };
-    let mut stop = ctx.stop.clone();
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => break,
-            accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
-                Ok((stream, peer)) => serve_conn(stream, peer),
-                Err(e) => super::accept_failed(&ctx, e).await,
-            },
-        }
-    }
-    match backlog {
-        Ok(backlog) => accept_backlog(&backlog, serve_conn),
-        Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
-    }
-    drop(listener);
+    run_role(role, &ctx, |stream, peer| {
+        let stream = TcpStream::from_std(stream);
+        let id = registry.add(stream.as_raw_fd());
+        tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
+    })
+    .await;
     drain(&registry, &ctx).await;
     if let Some(s) = sweeper {
         s.abort();
