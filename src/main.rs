@@ -64,7 +64,7 @@ struct Args {
     /// When to fsync: never, each file as it is rotated out and at shutdown, or after every batch too.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Rotate)]
     fsync: FsyncPolicy,
-    /// TCP ingest threads, each with its own listener on the port [default: number of cores].
+    /// TCP ingest threads; each new connection goes to the one with the fewest open [default: number of cores].
     #[arg(long = "tcp_threads", alias = "tcp-threads")]
     tcp_threads: Option<usize>,
     /// TCP I/O engine: io_uring if available else epoll, io_uring only, or epoll only.
