@@ -425,14 +425,7 @@ fn reflection_lists_the_services() {
 #[test]
 fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let fifo = logs.join("_main.log");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let (logs, fifo) = fifo_log_dir(dir.path());
     let server = log_server::server::Server::start(ServerConfig {
         port: 0,
         grpc_port: 0,

@@ -248,14 +248,7 @@ fn json_lines_carry_seq_and_every_field() {
 fn backpressure_holds_clients_back_and_drops_nothing() {
     each_engine(|engine| {
         let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let fifo = logs.join("_main.log");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        let (logs, fifo) = fifo_log_dir(dir.path());
         let server = log_server::server::Server::start(log_server::server::ServerConfig {
             port: 0,
             only_tcp: true,

@@ -158,6 +158,21 @@ pub fn assert_closed_by_server(stream: &mut TcpStream) {
     }
 }
 
+/// A log directory under `root` whose `_main.log` is a FIFO: the writer
+/// blocks on it until someone reads it, a stuck disk on demand. Returns
+/// the directory and the FIFO.
+pub fn fifo_log_dir(root: &Path) -> (PathBuf, PathBuf) {
+    let logs = root.join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let fifo = logs.join(ACTIVE);
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    (logs, fifo)
+}
+
 /// Every line of every log file, oldest file first.
 pub fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
     let mut lines = Vec::new();
