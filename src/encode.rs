@@ -26,21 +26,7 @@ pub fn logger_payload(f: &Fields<'_>, packing: Packing) -> Vec<u8> {
     let mut message = capnp::message::Builder::new_default();
     {
         let mut m = message.init_root::<logger_capnp::logger_msg::Builder<'_>>();
-        m.set_timestamp(f.timestamp);
-        m.set_hostname(f.hostname);
-        m.set_logger_name(f.logger_name);
-        m.set_module(f.module);
-        m.set_filename(f.filename);
-        m.set_function_name(f.function_name);
-        m.set_line_number(f.line_number);
-        m.set_message(f.message);
-        m.set_path_name(f.path_name);
-        m.set_process_id(f.process_id);
-        m.set_process_name(f.process_name);
-        m.set_thread_id(f.thread_id);
-        m.set_thread_name(f.thread_name);
-        m.set_service_name(f.service_name);
-        m.set_stack_trace(f.stack_trace);
+        set_texts(&mut m, f);
         if let Some(level) = known_level {
             m.set_level(level);
         }
@@ -81,6 +67,25 @@ pub fn logger_payload(f: &Fields<'_>, packing: Packing) -> Vec<u8> {
             serialize(&copy, Packing::Packed)
         }
     }
+}
+
+/// Sets every text field of a `LoggerMsg` builder from `f`.
+pub fn set_texts(m: &mut logger_capnp::logger_msg::Builder<'_>, f: &Fields<'_>) {
+    m.set_timestamp(f.timestamp);
+    m.set_hostname(f.hostname);
+    m.set_logger_name(f.logger_name);
+    m.set_module(f.module);
+    m.set_filename(f.filename);
+    m.set_function_name(f.function_name);
+    m.set_line_number(f.line_number);
+    m.set_message(f.message);
+    m.set_path_name(f.path_name);
+    m.set_process_id(f.process_id);
+    m.set_process_name(f.process_name);
+    m.set_thread_id(f.thread_id);
+    m.set_thread_name(f.thread_name);
+    m.set_service_name(f.service_name);
+    m.set_stack_trace(f.stack_trace);
 }
 
 /// Serializes a `HelloMsg` payload (always unpacked, as loggers send it).

@@ -185,21 +185,7 @@ fn build_logger(
     );
     {
         let mut m = message.init_root::<logger_capnp::logger_msg::Builder<'_>>();
-        m.set_timestamp(f.timestamp);
-        m.set_hostname(f.hostname);
-        m.set_logger_name(f.logger_name);
-        m.set_module(f.module);
-        m.set_filename(f.filename);
-        m.set_function_name(f.function_name);
-        m.set_line_number(f.line_number);
-        m.set_message(f.message);
-        m.set_path_name(f.path_name);
-        m.set_process_id(f.process_id);
-        m.set_process_name(f.process_name);
-        m.set_thread_id(f.thread_id);
-        m.set_thread_name(f.thread_name);
-        m.set_service_name(f.service_name);
-        m.set_stack_trace(f.stack_trace);
+        crate::encode::set_texts(&mut m, f);
         m.set_level(logger_capnp::Level::try_from(f.level.0 as u16).unwrap());
     }
     message
