@@ -6,7 +6,7 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio::{io::AsyncReadExt, net::TcpStream, task::LocalSet};
 
-use super::{after_read, close, drain, idle_sweeper, run_role, Registry, Role, ThreadCtx};
+use super::{after_read, close, serve_thread, Registry, Role, ThreadCtx};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
@@ -20,33 +20,28 @@ pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
             return;
         }
     };
-    LocalSet::new().block_on(&rt, serve(role, ctx));
-}
-
-async fn serve(role: Role, ctx: ThreadCtx) {
-    let ctx = Rc::new(ctx);
-    let registry = Rc::new(Registry::default());
-    let sweeper = ctx.config.idle_timeout.map(|t| {
-        tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t))
-    });
-    run_role(role, &ctx, |stream, peer| {
-        let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
-        match stream {
+    let serve = serve_thread(role, ctx, |ctx, registry, stream, peer| {
+        match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
             Ok(stream) => {
                 let id = registry.add(stream.as_raw_fd());
-                tokio::task::spawn_local(connection(stream, peer, id, ctx.clone(), registry.clone()));
+                tokio::task::spawn_local(connection(
+                    stream,
+                    peer,
+                    id,
+                    ctx.clone(),
+                    registry.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "Cannot register a connection with epoll; closing it.");
-                super::release(&ctx);
+                super::release(ctx);
             }
         }
-    })
-    .await;
-    drain(&registry, &ctx).await;
-    if let Some(s) = sweeper {
-        s.abort();
-    }
+    });
+    LocalSet::new().block_on(&rt, serve);
 }
 
 async fn connection(

@@ -310,6 +310,31 @@ async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, ctx: &Thread
     }
 }
 
+/// An ingest thread's life, for both engines: serve its role, then drain
+/// its connections. `start` begins serving one connection on this thread
+/// (the engine's part) after it was registered and counted.
+async fn serve_thread(
+    role: Role,
+    ctx: ThreadCtx,
+    start: impl Fn(&Rc<ThreadCtx>, &Rc<Registry>, std::net::TcpStream, SocketAddr),
+) {
+    let ctx = Rc::new(ctx);
+    let registry = Rc::new(Registry::default());
+    // tokio-uring's runtime is a tokio `LocalSet` too, so `spawn_local`
+    // serves both engines.
+    let sweeper = ctx.config.idle_timeout.map(|t| {
+        tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t))
+    });
+    run_role(role, &ctx, |stream, peer| {
+        start(&ctx, &registry, stream, peer)
+    })
+    .await;
+    drain(&registry, &ctx).await;
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+}
+
 /// Runs an ingest thread's role: the acceptor accepts (serving its own
 /// share as they come), a worker serves what it is handed, until no more
 /// connections will come. `serve` starts serving one connection here.
@@ -318,9 +343,8 @@ async fn run_role(role: Role, ctx: &ThreadCtx, serve: impl Fn(std::net::TcpStrea
         Role::Acceptor {
             listener,
             dispatcher,
-            own,
+            mut own,
         } => {
-            let mut own = own;
             // Serve this thread's share while accepting.
             let accepting = accept_loop(listener, dispatcher, ctx);
             tokio::pin!(accepting);

@@ -10,34 +10,19 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{after_read, close, drain, idle_sweeper, run_role, Registry, Role, ThreadCtx};
+use super::{after_read, close, serve_thread, Registry, Role, ThreadCtx};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
     match tokio_uring::Runtime::new(&tokio_uring::builder()) {
-        Ok(rt) => rt.block_on(serve(role, ctx)),
+        Ok(rt) => rt.block_on(serve_thread(role, ctx, |ctx, registry, stream, peer| {
+            let stream = TcpStream::from_std(stream);
+            let id = registry.add(stream.as_raw_fd());
+            tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
+        })),
         Err(e) => {
             tracing::error!(error = %e, "Cannot start an io_uring runtime; this ingest thread is not serving.")
         }
-    }
-}
-
-async fn serve(role: Role, ctx: ThreadCtx) {
-    let ctx = Rc::new(ctx);
-    let registry = Rc::new(Registry::default());
-    let sweeper = ctx
-        .config
-        .idle_timeout
-        .map(|t| tokio_uring::spawn(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t)));
-    run_role(role, &ctx, |stream, peer| {
-        let stream = TcpStream::from_std(stream);
-        let id = registry.add(stream.as_raw_fd());
-        tokio_uring::spawn(connection(stream, peer, id, ctx.clone(), registry.clone()));
-    })
-    .await;
-    drain(&registry, &ctx).await;
-    if let Some(s) = sweeper {
-        s.abort();
     }
 }
 
