@@ -18,7 +18,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use log_server::{
     format::LineFormat,
-    ingest::{frame::DEFAULT_MAX_FRAME_SIZE, grpc::AckMode, tcp::IoEngine},
+    ingest::{
+        frame::DEFAULT_MAX_FRAME_SIZE,
+        grpc::{AckMode, Http2Limits},
+        tcp::IoEngine,
+    },
     metrics::{IngestStats, WriterStats},
     queue::DEFAULT_QUEUE_CAPACITY,
     server::{self, Server, ServerConfig},
@@ -79,6 +83,21 @@ struct Args {
     /// Worker threads of the gRPC runtime.
     #[arg(long = "grpc_threads", alias = "grpc-threads", default_value_t = 2)]
     grpc_threads: usize,
+    /// Most gRPC connections open at once; more are closed as soon as they are accepted.
+    #[arg(long = "grpc_max_connections", alias = "grpc-max-connections", default_value_t = server::DEFAULT_GRPC_MAX_CONNECTIONS)]
+    grpc_max_connections: usize,
+    /// Concurrent gRPC calls (HTTP/2 streams) on one connection.
+    #[arg(long = "grpc_max_streams", alias = "grpc-max-streams", default_value_t = Http2Limits::default().max_concurrent_streams)]
+    grpc_max_streams: u32,
+    /// Streams the server may reset for protocol errors on one connection before closing it (reset floods).
+    #[arg(long = "grpc_max_reset_streams", alias = "grpc-max-reset-streams", default_value_t = Http2Limits::default().max_local_error_reset_streams)]
+    grpc_max_reset_streams: usize,
+    /// Seconds between HTTP/2 keepalive PINGs on a gRPC connection.
+    #[arg(long = "grpc_keepalive", alias = "grpc-keepalive", default_value_t = Http2Limits::default().keepalive_interval.as_secs())]
+    grpc_keepalive: u64,
+    /// Seconds a keepalive PING may go unanswered before its connection is closed.
+    #[arg(long = "grpc_keepalive_timeout", alias = "grpc-keepalive-timeout", default_value_t = Http2Limits::default().keepalive_timeout.as_secs())]
+    grpc_keepalive_timeout: u64,
     /// When a gRPC call is answered: message queued, its line written to the file, or written and fsynced (needs --fsync batch).
     #[arg(long = "grpc_ack", alias = "grpc-ack", value_enum, default_value_t = AckMode::Written)]
     grpc_ack: AckMode,
@@ -117,6 +136,14 @@ impl Args {
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             grpc_threads: self.grpc_threads,
             grpc_ack: self.grpc_ack,
+            grpc_max_connections: self.grpc_max_connections,
+            grpc_http2: Http2Limits {
+                max_concurrent_streams: self.grpc_max_streams,
+                max_local_error_reset_streams: self.grpc_max_reset_streams,
+                keepalive_interval: Duration::from_secs(self.grpc_keepalive),
+                keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout),
+                ..Http2Limits::default()
+            },
             ..ServerConfig::default()
         }
     }

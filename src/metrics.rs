@@ -195,6 +195,10 @@ pub struct IngestStats {
     pub connections_idle_closed: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicU64,
+    /// gRPC connections open now.
+    pub grpc_connections_open: AtomicU64,
+    /// gRPC connections closed at once for passing `--grpc_max_connections`.
+    pub grpc_connections_refused: AtomicU64,
 }
 
 impl IngestStats {

@@ -21,7 +21,9 @@ use crate::{
         batch::Ingress,
         conn::ConnShared,
         frame::DEFAULT_MAX_FRAME_SIZE,
-        grpc::{self, AckMode, GrpcConfig, GrpcError, GrpcIngest},
+        grpc::{
+            self, incoming::AcceptLimits, AckMode, GrpcConfig, GrpcError, GrpcIngest, Http2Limits,
+        },
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
     metrics::{IngestStats, RateLimiter},
@@ -37,6 +39,12 @@ pub const DEFAULT_PORT: u16 = 4020;
 pub const DEFAULT_GRPC_PORT: u16 = 4021;
 /// Default `--max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default `--grpc_max_connections`: one process needs one connection; a
+/// thousand leaves room for many, while bounding what the HTTP/2 windows
+/// of all of them can hold.
+pub const DEFAULT_GRPC_MAX_CONNECTIONS: usize = 1024;
+/// Idle time before TCP keepalive probes start on accepted connections.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Diagnostics about bad input let through per second, server-wide.
 const DIAGNOSTICS_PER_SECOND: u64 = 20;
 
@@ -71,6 +79,10 @@ pub struct ServerConfig {
     /// How long a gRPC call waits for room in a full queue before it is
     /// answered UNAVAILABLE.
     pub grpc_queue_wait: Duration,
+    /// Most gRPC connections open at once.
+    pub grpc_max_connections: usize,
+    /// HTTP/2 limits of each gRPC connection.
+    pub grpc_http2: Http2Limits,
     /// Writer settings beyond the file limits and fsync (retries, timeouts).
     pub writer: WriterConfig,
 }
@@ -99,6 +111,8 @@ impl Default for ServerConfig {
             grpc_threads: 2,
             grpc_ack: AckMode::Written,
             grpc_queue_wait: Duration::from_secs(5),
+            grpc_max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
+            grpc_http2: Http2Limits::default(),
             writer: WriterConfig::default(),
         }
     }
@@ -164,6 +178,19 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             return bad("--max_connections must be at least 1".into());
+        }
+        if self.grpc_max_connections == 0 {
+            return bad("--grpc_max_connections must be at least 1".into());
+        }
+        if self.grpc_http2.max_concurrent_streams == 0 {
+            return bad("--grpc_max_streams must be at least 1".into());
+        }
+        if self.grpc_http2.keepalive_interval.is_zero()
+            || self.grpc_http2.keepalive_timeout.is_zero()
+        {
+            return bad(
+                "--grpc_keepalive and --grpc_keepalive_timeout must be at least 1 second".into(),
+            );
         }
         Ok(())
     }
@@ -250,6 +277,11 @@ impl Server {
                     max_message_bytes: config.max_frame_size,
                     queue_wait: config.grpc_queue_wait,
                     drain_timeout: config.drain_timeout,
+                    accept: AcceptLimits {
+                        max_connections: config.grpc_max_connections,
+                        tcp_keepalive: TCP_KEEPALIVE,
+                    },
+                    http2: config.grpc_http2.clone(),
                 },
                 ingress.clone(),
                 writer.shared().clone(),

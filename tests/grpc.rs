@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, thread, time::Duration};
 
+use log_server::metrics::IngestStats;
 use log_server::{
     format::LineFormat,
     ingest::grpc::AckMode,
@@ -12,7 +13,7 @@ use log_server::{
     },
     writer::FsyncPolicy,
 };
-use tonic::{codec::CompressionEncoding, transport::Channel, Code, Request};
+use tonic::{codec::CompressionEncoding, transport::Channel, Code, Request, Status};
 
 use crate::util::*;
 
@@ -466,4 +467,188 @@ fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
         .map(str::to_string)
         .collect();
     assert_all_once_in_order(&lines, &[accepted]);
+}
+
+/// The server's end of every connection to `port` in this process (the
+/// in-process server's accepted sockets), as raw fds.
+fn accepted_sockets(port: u16) -> Vec<i32> {
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&sock);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        if let (Some(local), Some(_)) = (local, peer) {
+            if local.port() == port {
+                fds.push(fd);
+            }
+        }
+    }
+    fds
+}
+
+/// Nagle's algorithm held each small response until the client's delayed
+/// ACK (~40 ms a round of concurrent calls from Node's grpc-js) because
+/// the accepted sockets kept the kernel defaults: every accepted gRPC
+/// socket must have TCP_NODELAY and TCP keepalive.
+#[test]
+fn accepted_grpc_sockets_have_nodelay_and_keepalive() {
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let mut client = LogBridgeClient::new(channel(addr).await);
+        assert!(
+            client
+                .log_message(request(0, 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+        let fds = accepted_sockets(addr.port());
+        assert_eq!(fds.len(), 1, "one accepted gRPC connection");
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[0]) };
+        let sock = socket2::SockRef::from(&sock);
+        assert!(
+            sock.tcp_nodelay().unwrap(),
+            "TCP_NODELAY on the accepted socket"
+        );
+        assert!(
+            sock.keepalive().unwrap(),
+            "SO_KEEPALIVE on the accepted socket"
+        );
+        assert_eq!(
+            sock.tcp_keepalive_time().unwrap(),
+            log_server::server::TCP_KEEPALIVE
+        );
+    });
+    s.stop();
+}
+
+/// `--grpc_max_connections`: a connection past the cap is closed at once
+/// (the client sees UNAVAILABLE), the others keep working, and a slot
+/// freed by a closed connection serves a new one.
+#[test]
+fn grpc_connections_beyond_the_limit_are_refused_and_others_keep_working() {
+    let mut s = grpc_server(|c| c.grpc_max_connections = 2);
+    let addr = s.server().grpc_addr().unwrap();
+    let stats = s.server().ingest_stats().clone();
+    runtime().block_on(async {
+        let mut first = LogBridgeClient::new(channel(addr).await);
+        let mut second = LogBridgeClient::new(channel(addr).await);
+        assert!(
+            first
+                .log_message(request(0, 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+        assert!(
+            second
+                .log_message(request(1, 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+        // The third connection is accepted by the kernel, then closed by the
+        // server: the call (or the connect) fails.
+        let third = match Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(ch) => LogBridgeClient::new(ch)
+                .log_message(request(2, 0))
+                .await
+                .err(),
+            Err(e) => Some(Status::unavailable(e.to_string())),
+        };
+        // The connection closes under the client; tonic reports UNAVAILABLE,
+        // CANCELLED or a broken pipe depending on when it notices.
+        let err = third.expect("a third connection past the cap of 2 is refused");
+        eprintln!("third connection: {err}");
+        assert!(IngestStats::get(&stats.grpc_connections_refused) >= 1);
+        assert!(
+            first
+                .log_message(request(0, 1))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+        // Free a slot: a new connection is served.
+        drop(second);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while IngestStats::get(&stats.grpc_connections_open) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the closed connection kept its slot"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut fourth = LogBridgeClient::new(channel(addr).await);
+        assert!(
+            fourth
+                .log_message(request(3, 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+    });
+    let lines = s.stop();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+}
+
+/// A stream that fails half way (here on a message that is not valid
+/// protobuf) keeps what it accepted and says how many in the trailer, so
+/// the client resends only the rest: nothing lost, nothing twice.
+#[test]
+fn a_stream_that_fails_half_way_says_how_many_it_accepted() {
+    use prost::Message as _;
+    let mut s = grpc_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let ch = channel(addr).await;
+        let mut raw = tonic::client::Grpc::new(ch);
+        raw.ready().await.unwrap();
+        let mut messages: Vec<Vec<u8>> = (0..10).map(|n| request(0, n).encode_to_vec()).collect();
+        messages.push(vec![0xff; 16]);
+        let err = raw
+            .client_streaming(
+                Request::new(tokio_stream::iter(messages)),
+                http::uri::PathAndQuery::from_static("/logservice.LogBridge/LogStream"),
+                raw_codec::RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        let accepted = err
+            .metadata()
+            .get(log_server::ingest::grpc::ACCEPTED_TRAILER)
+            .expect("the accepted count in the trailer")
+            .to_str()
+            .unwrap();
+        assert_eq!(accepted, "10", "{err}");
+        assert!(err.message().contains("first 10 messages"), "{err}");
+        // The client resends what was not accepted (nothing here but a
+        // good message after the bad one).
+        let mut client = LogBridgeClient::new(channel(addr).await);
+        let rest = vec![request(0, 10)];
+        assert_eq!(
+            client
+                .log_stream(tokio_stream::iter(rest))
+                .await
+                .unwrap()
+                .into_inner()
+                .accepted,
+            1
+        );
+    });
+    assert_all_once_in_order(&s.stop(), &[11]);
 }

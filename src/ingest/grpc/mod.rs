@@ -15,25 +15,31 @@
 //! UNAVAILABLE: the client knows it was not accepted.
 
 pub mod codec;
+pub mod incoming;
 
 use std::{
     future::Future,
     net::SocketAddr,
     pin::pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll, Waker},
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
 use thiserror::Error;
-use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codec::CompressionEncoding, Request, Response, Status, Streaming};
+use tokio::sync::{watch, Notify};
+use tonic::{
+    codec::CompressionEncoding, metadata::MetadataMap, Request, Response, Status, Streaming,
+};
 
+use self::incoming::AcceptLimits;
 use super::{batch::Ingress, decode::fields_from_request};
 use crate::{
-    metrics::IngestStats,
+    metrics::{IngestStats, RateLimiter},
     record::Record,
     wire::proto::{
         log_bridge_server::{LogBridge, LogBridgeServer},
@@ -69,6 +75,45 @@ pub struct GrpcConfig {
     pub queue_wait: Duration,
     /// At shutdown, how long in-flight calls may take to finish.
     pub drain_timeout: Duration,
+    /// Connection cap and socket settings of accepted connections.
+    pub accept: AcceptLimits,
+    /// HTTP/2 limits of each connection.
+    pub http2: Http2Limits,
+}
+
+/// HTTP/2 settings of every gRPC connection. tonic's defaults leave the
+/// first two unlimited and keepalive off; each default here says why.
+#[derive(Debug, Clone)]
+pub struct Http2Limits {
+    /// Concurrent calls (streams) on one connection. 256: well above the 64
+    /// in flight a busy Node process keeps, far below unlimited.
+    pub max_concurrent_streams: u32,
+    /// Streams the server may reset for protocol errors on one connection
+    /// before it closes it (the "rapid reset" and "MadeYouReset" floods).
+    pub max_local_error_reset_streams: usize,
+    /// Interval of HTTP/2 PING keepalives on an idle connection.
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Flow-control windows a client may fill before the server reads:
+    /// large enough that a `LogStream` or an OTLP export from Node is never
+    /// window-bound on loopback (its bandwidth-delay product is a few KiB),
+    /// small enough to bound what one connection can park in memory.
+    pub stream_window: u32,
+    pub connection_window: u32,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Http2Limits {
+            max_concurrent_streams: 256,
+            max_local_error_reset_streams: 256,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            stream_window: 1024 * 1024,
+            connection_window: 2 * 1024 * 1024,
+        }
+    }
 }
 
 /// Why gRPC ingest could not start.
@@ -129,7 +174,57 @@ struct Handler {
     stats: Arc<IngestStats>,
     ack: AckMode,
     queue_wait: Duration,
+    /// Records sequenced but still waiting for room in the queue.
+    pushes: Arc<Pushes>,
 }
+
+/// Counts records that hold sequence numbers but are not in the queue
+/// yet. Shutdown waits for them: a record dropped there would leave a gap
+/// the writer waits on, and lose messages a client was told are accepted.
+#[derive(Debug, Default)]
+struct Pushes {
+    pending: AtomicUsize,
+    done: Notify,
+}
+
+/// One pending push; dropping it (the push finished, or its task was
+/// cancelled) counts it off.
+#[derive(Debug)]
+struct PushGuard(Arc<Pushes>);
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        if self.0.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+impl Pushes {
+    fn start(self: &Arc<Self>) -> PushGuard {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        PushGuard(self.clone())
+    }
+
+    /// Waits until no push is pending or `limit` passes; returns how many
+    /// are still pending.
+    async fn wait_idle(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.done.notified();
+            let pending = self.pending.load(Ordering::Acquire);
+            if pending == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.pending.load(Ordering::Acquire);
+            }
+        }
+    }
+}
+
+/// Diagnostics of the accept loop let through per second.
+const DIAGNOSTICS_PER_SECOND: u64 = 20;
 
 /// Most messages of a stream taken into one record when they are already
 /// there (no waiting for more).
@@ -152,19 +247,28 @@ impl Handler {
         };
         let end = record.end_seq();
         IngestStats::add(&self.stats.grpc_messages, u64::from(record.count));
-        self.push(record);
+        self.push(record).await;
         Ok(end)
     }
 
     /// Pushes a sequenced record without blocking the runtime thread: at
     /// once if there is room (the common case, since we waited for it),
     /// else from a task of its own, so that a caller going away cannot
-    /// leave its sequence numbers unpushed.
-    fn push(&self, record: Record) {
-        if let Err(record) = self.ingress.queue().try_push(record) {
-            let ingress = self.ingress.clone();
-            tokio::spawn(async move { ingress.queue().push_async(record).await });
-        }
+    /// leave its sequence numbers unpushed. The caller waits for that task
+    /// (so `--grpc_ack queued` means queued), and so does shutdown.
+    async fn push(&self, record: Record) {
+        let Err(record) = self.ingress.queue().try_push(record) else {
+            return;
+        };
+        let guard = self.pushes.start();
+        let ingress = self.ingress.clone();
+        let task = tokio::spawn(async move {
+            ingress.queue().push_async(record).await;
+            drop(guard);
+        });
+        // An error here means the runtime is shutting down; the guard
+        // then tells shutdown the push never finished.
+        let _ = task.await;
     }
 
     /// Waits until the messages below `end` are as far as `--grpc_ack` asks.
@@ -199,12 +303,7 @@ impl Handler {
             let first = match stream.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
-                Err(status) => {
-                    // The client cancelled or sent garbage: what was accepted
-                    // stays accepted.
-                    tracing::debug!(accepted, %status, "A gRPC stream ended with an error.");
-                    return Err(status);
-                }
+                Err(status) => return Err(self.stream_failed(status, accepted, end).await),
             };
             let received = Instant::now();
             pending.push(first);
@@ -219,15 +318,46 @@ impl Handler {
                     }
                 }
             }
-            end = self.accept(&pending, received).await?;
+            match self.accept(&pending, received).await {
+                Ok(e) => end = e,
+                Err(status) => return Err(self.stream_failed(status, accepted, end).await),
+            }
             accepted += pending.len() as u64;
             pending.clear();
             if let Some(status) = failed {
-                return Err(status);
+                return Err(self.stream_failed(status, accepted, end).await);
             }
         }
         self.acknowledge(end).await;
         Ok(Response::new(LogSummary { accepted }))
+    }
+}
+
+/// Trailer of a failed `LogStream`: how many of its first messages were
+/// accepted. A client resends only the messages after them, so a stream
+/// that fails half way (a bad message, a full queue, a cancel) is neither
+/// lost nor written twice.
+pub const ACCEPTED_TRAILER: &str = "log-server-accepted";
+
+impl Handler {
+    /// The status a stream ends with when it fails after `accepted`
+    /// messages were taken in: once they are as far as `--grpc_ack` asks,
+    /// the same code, the count in the message and in [`ACCEPTED_TRAILER`].
+    async fn stream_failed(&self, status: Status, accepted: u64, end: u64) -> Status {
+        if accepted > 0 {
+            self.acknowledge(end).await;
+        }
+        tracing::debug!(accepted, %status, "A gRPC stream ended with an error.");
+        let mut metadata = MetadataMap::new();
+        metadata.insert(ACCEPTED_TRAILER, accepted.into());
+        Status::with_metadata(
+            status.code(),
+            format!(
+                "{}; the first {accepted} messages of this stream were accepted, resend only those after them",
+                status.message()
+            ),
+            metadata,
+        )
     }
 }
 
@@ -294,12 +424,14 @@ pub fn start(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| GrpcError::Reflection(e.to_string()))?;
+    let pushes = Arc::new(Pushes::default());
     let handler = Handler {
         ingress,
         writer,
         stats,
         ack: config.ack,
         queue_wait: config.queue_wait,
+        pushes: pushes.clone(),
     };
     let (stop, stop_rx) = watch::channel(false);
     let max = config.max_message_bytes;
@@ -314,7 +446,17 @@ pub fn start(
                 .build();
             match rt {
                 Ok(rt) => {
-                    rt.block_on(serve(listener, handler, reflection, config, stop_rx));
+                    let drain = config.drain_timeout;
+                    rt.block_on(async {
+                        serve(listener, handler, reflection, config, stop_rx).await;
+                        // Records already sequenced must reach the queue
+                        // (the writer is still draining it) before the
+                        // runtime and its tasks go.
+                        let lost = pushes.wait_idle(drain).await;
+                        if lost > 0 {
+                            tracing::error!(records = lost, "gRPC records could not be queued before shutdown; their messages are lost.");
+                        }
+                    });
                     // Calls still running after the drain timeout end here.
                     rt.shutdown_timeout(Duration::from_millis(100));
                 }
@@ -364,6 +506,7 @@ async fn serve<R>(
     // tonic refuses messages above its limit before reading them (OUT_OF_RANGE);
     // between --max_frame_size and this, our codec answers RESOURCE_EXHAUSTED.
     let transport_limit = config.max_message_bytes.saturating_mul(2);
+    let stats = handler.stats.clone();
     let bridge = LogBridgeServer::new(handler.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
@@ -371,12 +514,26 @@ async fn serve<R>(
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
     let mut graceful = stop.clone();
+    let h2 = &config.http2;
+    let incoming = incoming::incoming(
+        listener,
+        config.accept.clone(),
+        stats,
+        Arc::new(RateLimiter::new(DIAGNOSTICS_PER_SECOND)),
+        stop.clone(),
+    );
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(h2.max_local_error_reset_streams))
+        .http2_keepalive_interval(Some(h2.keepalive_interval))
+        .http2_keepalive_timeout(Some(h2.keepalive_timeout))
+        .initial_stream_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
         .add_service(health)
         .add_service(reflection)
         .add_service(bridge)
         .add_service(legacy)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = graceful.wait_for(|s| *s).await;
         });
     let mut deadline = stop;
