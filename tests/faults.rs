@@ -66,7 +66,9 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
         Err(why) => {
             // Mounting needs root (or CAP_SYS_ADMIN): say so, never skip
             // silently; the injected-fault writer tests still run.
-            eprintln!("SKIPPED: cannot mount a small tmpfs here ({why})");
+            skipped(&format!(
+                "the full-disk test: cannot mount a small tmpfs here ({why})"
+            ));
             return;
         }
     };

@@ -6,10 +6,17 @@ use std::process::Command;
 
 use crate::util::*;
 
-/// The Python that has pycapnp: `LOG_SERVER_PYTHON` (set by `.ci/run` to
-/// its virtualenv), else `python3`.
+/// The Python that has pycapnp: `LOG_SERVER_PYTHON` (set by `.ci/run`),
+/// else the `.venv` that `scripts/setup-python.sh` makes, else `python3`.
 fn python() -> String {
-    std::env::var("LOG_SERVER_PYTHON").unwrap_or_else(|_| "python3".into())
+    if let Ok(p) = std::env::var("LOG_SERVER_PYTHON") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        return venv.into();
+    }
+    "python3".into()
 }
 
 #[test]
@@ -24,10 +31,10 @@ fn python_pycapnp_client_lines_arrive_intact() {
             std::env::var_os("CI").is_none(),
             "pycapnp is missing in CI: .ci/run must install it"
         );
-        eprintln!(
-            "SKIPPED: pycapnp is not installed for {}; run scripts/setup-python.sh",
+        skipped(&format!(
+            "the Python interop test: pycapnp is not installed for {}; run scripts/setup-python.sh",
             python()
-        );
+        ));
         return;
     }
     let mut s = TestServer::start(log_server::ingest::tcp::IoEngine::Auto);
@@ -103,9 +110,7 @@ fn node_client_installed() -> bool {
             std::env::var_os("CI").is_none(),
             "node or clients/js/node_modules is missing in CI: .ci/run must run npm ci"
         );
-        eprintln!(
-            "SKIPPED: run `npm ci --prefix clients/js` (needs node) to check the JavaScript client"
-        );
+        skipped("a Node interop test: run `npm ci --prefix clients/js` (needs node)");
     }
     installed && has_node
 }

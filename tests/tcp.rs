@@ -21,9 +21,9 @@ fn each_engine(test: impl Fn(IoEngine)) {
     test(IoEngine::Epoll);
     match uring_available() {
         Ok(()) => test(IoEngine::Uring),
-        Err(e) => {
-            eprintln!("SKIPPED the io_uring half of this test: io_uring is unavailable here ({e})")
-        }
+        Err(e) => skipped(&format!(
+            "the io_uring half of a test: io_uring is unavailable here ({e})"
+        )),
     }
 }
 

@@ -217,3 +217,17 @@ pub fn assert_all_once_in_order(lines: &[String], per_conn: &[usize]) {
     }
     assert_eq!(next, per_conn, "messages per connection");
 }
+
+/// Says that a test, or part of one, did not run and why: on stderr, and
+/// in the file `LOG_SERVER_SKIPS` names (`.ci/run` sets it, then lists and
+/// counts the skips in the run's closing line), so no skip passes unseen.
+pub fn skipped(what: &str) {
+    eprintln!("SKIPPED: {what}");
+    if let Some(path) = std::env::var_os("LOG_SERVER_SKIPS") {
+        let _ = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{what}"));
+    }
+}

@@ -107,6 +107,9 @@ struct Args {
         default_value_t = 60.0
     )]
     verify_timeout: f64,
+    /// The server's --max_files: a missing oldest prefix counts as rotated out only once that many files exist.
+    #[arg(long = "max_files", alias = "max-files", default_value_t = 10)]
+    max_files: usize,
 }
 
 /// How much to send: a count or a deadline, and an optional pace.
@@ -236,6 +239,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         Some(dir) => Some(verify::verify(
             dir,
             &outcome.per_stream,
+            args.max_files,
             Duration::from_secs_f64(args.verify_timeout),
         )?),
         None => None,

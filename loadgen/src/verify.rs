@@ -14,9 +14,6 @@ use memmap2::Mmap;
 
 use crate::template::COUNTER_DIGITS;
 
-/// Most rotated files looked for (`--max_files` above this is unusual).
-const MAX_FILES: usize = 1000;
-
 #[derive(Debug, Default)]
 pub struct Verdict {
     /// Messages of this run found.
@@ -38,13 +35,18 @@ impl Verdict {
 
 /// Waits until the files account for every message sent (or nothing has
 /// changed for 2 s, or `timeout`), then checks them. `sent[s]` is the count
-/// sent on stream `s`.
-pub fn verify(dir: &Path, sent: &[u64], timeout: Duration) -> anyhow::Result<Verdict> {
+/// sent on stream `s`; `max_files` is the server's `--max_files`.
+pub fn verify(
+    dir: &Path,
+    sent: &[u64],
+    max_files: usize,
+    timeout: Duration,
+) -> anyhow::Result<Verdict> {
     let expected: u64 = sent.iter().sum();
     let deadline = Instant::now() + timeout;
     let mut last = (u64::MAX, Instant::now());
     loop {
-        let verdict = check(dir, sent)?;
+        let verdict = check(dir, sent, max_files)?;
         let accounted = verdict.found + verdict.rotated_out;
         if accounted >= expected
             || Instant::now() >= deadline
@@ -59,13 +61,19 @@ pub fn verify(dir: &Path, sent: &[u64], timeout: Duration) -> anyhow::Result<Ver
     }
 }
 
-fn check(dir: &Path, sent: &[u64]) -> anyhow::Result<Verdict> {
+fn check(dir: &Path, sent: &[u64], max_files: usize) -> anyhow::Result<Verdict> {
     // Per stream: the next counter expected and which counters were seen.
     let mut next = vec![0u64; sent.len()];
     let mut seen: Vec<Vec<bool>> = sent.iter().map(|&n| vec![false; n as usize]).collect();
     let mut v = Verdict::default();
-    let mut names: Vec<String> = (0..MAX_FILES).rev().map(rotated_name).collect();
+    let mut names: Vec<String> = (0..max_files.saturating_sub(1))
+        .rev()
+        .map(rotated_name)
+        .collect();
     names.push(ACTIVE.to_string());
+    // Rotation removes a file only once the chain is full: without the
+    // oldest slot there, a missing prefix is a loss, not rotation's doing.
+    let chain_full = max_files >= 2 && dir.join(&names[0]).exists();
     for name in names {
         let path = dir.join(&name);
         let Ok(file) = File::open(&path) else {
@@ -101,8 +109,9 @@ fn check(dir: &Path, sent: &[u64]) -> anyhow::Result<Verdict> {
         }
     }
     // A stream whose oldest messages are gone but whose messages from the
-    // first one found onward are all there lost them to rotation.
-    for seen in &seen {
+    // first one found onward are all there lost them to rotation, if the
+    // chain is full (so rotation has been removing files).
+    for seen in seen.iter().filter(|_| chain_full) {
         let Some(first) = seen.iter().position(|&x| x) else {
             continue;
         };
@@ -146,26 +155,38 @@ mod tests {
             "x lg c=0000 n=0000000001 a\nx lg c=0000 n=0000000002 a\nnoise lg c=zz\n",
         )
         .unwrap();
-        let v = check(dir.path(), &[4, 2]).unwrap();
+        let v = check(dir.path(), &[4, 2], 10).unwrap();
         assert_eq!(
             (v.found, v.missing, v.duplicate, v.out_of_order),
             (4, 2, 1, 1)
         );
         assert!(!v.is_clean());
-        let v = check(dir.path(), &[3, 1]).unwrap();
+        let v = check(dir.path(), &[3, 1], 10).unwrap();
         assert_eq!((v.found, v.missing, v.duplicate), (4, 0, 1));
     }
 
     #[test]
     fn a_prefix_removed_by_rotation_is_not_a_loss() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("_main.log.0"), "lg c=0000 n=0000000002\n").unwrap();
+        std::fs::write(dir.path().join("_main.log"), "lg c=0000 n=0000000003\n").unwrap();
+        // --max_files 2: _main.log.0 is the oldest slot, the chain is full.
+        let v = check(dir.path(), &[4], 2).unwrap();
+        assert_eq!((v.found, v.rotated_out, v.missing), (2, 2, 0));
+        assert!(v.is_clean());
+    }
+
+    #[test]
+    fn a_missing_prefix_without_a_full_chain_is_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("_main.log"),
             "lg c=0000 n=0000000002\nlg c=0000 n=0000000003\n",
         )
         .unwrap();
-        let v = check(dir.path(), &[4]).unwrap();
-        assert_eq!((v.found, v.rotated_out, v.missing), (2, 2, 0));
-        assert!(v.is_clean());
+        // Nothing was rotated out of a chain of 10 with one file in it.
+        let v = check(dir.path(), &[4], 10).unwrap();
+        assert_eq!((v.found, v.rotated_out, v.missing), (2, 0, 2));
+        assert!(!v.is_clean());
     }
 }
