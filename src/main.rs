@@ -92,6 +92,16 @@ struct Args {
     /// Streams the server may reset for protocol errors on one connection before closing it (reset floods).
     #[arg(long = "grpc_max_reset_streams", alias = "grpc-max-reset-streams", default_value_t = Http2Limits::default().max_local_error_reset_streams)]
     grpc_max_reset_streams: usize,
+    /// Request bytes all gRPC calls may hold in memory at once; a call that waits 5 s for room is answered RESOURCE_EXHAUSTED.
+    #[arg(long = "grpc_max_inflight_bytes", alias = "grpc-max-inflight-bytes", default_value_t = server::DEFAULT_GRPC_MAX_INFLIGHT_BYTES)]
+    grpc_max_inflight_bytes: usize,
+    /// Seconds a gRPC call may be silent in the middle of a message before it is ended (streams idle between messages stay open).
+    #[arg(
+        long = "grpc_message_timeout",
+        alias = "grpc-message-timeout",
+        default_value_t = 30
+    )]
+    grpc_message_timeout: u64,
     /// Seconds between HTTP/2 keepalive PINGs on a gRPC connection.
     #[arg(long = "grpc_keepalive", alias = "grpc-keepalive", default_value_t = Http2Limits::default().keepalive_interval.as_secs())]
     grpc_keepalive: u64,
@@ -137,6 +147,8 @@ impl Args {
             grpc_threads: self.grpc_threads,
             grpc_ack: self.grpc_ack,
             grpc_max_connections: self.grpc_max_connections,
+            grpc_max_inflight_bytes: self.grpc_max_inflight_bytes,
+            grpc_message_timeout: Duration::from_secs(self.grpc_message_timeout),
             grpc_http2: Http2Limits {
                 max_concurrent_streams: self.grpc_max_streams,
                 max_local_error_reset_streams: self.grpc_max_reset_streams,

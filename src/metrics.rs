@@ -199,6 +199,9 @@ pub struct IngestStats {
     pub grpc_connections_open: AtomicU64,
     /// gRPC connections closed at once for passing `--grpc_max_connections`.
     pub grpc_connections_refused: AtomicU64,
+    /// Request bytes gRPC calls hold in memory now (under
+    /// `--grpc_max_inflight_bytes`).
+    pub grpc_inflight_bytes: AtomicU64,
 }
 
 impl IngestStats {

@@ -22,7 +22,8 @@ use crate::{
         conn::ConnShared,
         frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{
-            self, incoming::AcceptLimits, AckMode, GrpcConfig, GrpcError, GrpcIngest, Http2Limits,
+            self, budget::BudgetConfig, incoming::AcceptLimits, AckMode, GrpcConfig, GrpcError,
+            GrpcIngest, Http2Limits,
         },
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
@@ -43,6 +44,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// thousand leaves room for many, while bounding what the HTTP/2 windows
 /// of all of them can hold.
 pub const DEFAULT_GRPC_MAX_CONNECTIONS: usize = 1024;
+/// Default `--grpc_max_inflight_bytes`: request bytes all gRPC calls may
+/// hold at once; room for 8 messages of the default largest size.
+pub const DEFAULT_GRPC_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Idle time before TCP keepalive probes start on accepted connections.
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Diagnostics about bad input let through per second, server-wide.
@@ -83,6 +87,10 @@ pub struct ServerConfig {
     pub grpc_max_connections: usize,
     /// HTTP/2 limits of each gRPC connection.
     pub grpc_http2: Http2Limits,
+    /// Request bytes all gRPC calls may hold in memory at once.
+    pub grpc_max_inflight_bytes: usize,
+    /// How long a gRPC call may be silent in the middle of a message.
+    pub grpc_message_timeout: Duration,
     /// Writer settings beyond the file limits and fsync (retries, timeouts).
     pub writer: WriterConfig,
 }
@@ -113,6 +121,8 @@ impl Default for ServerConfig {
             grpc_queue_wait: Duration::from_secs(5),
             grpc_max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
             grpc_http2: Http2Limits::default(),
+            grpc_max_inflight_bytes: DEFAULT_GRPC_MAX_INFLIGHT_BYTES,
+            grpc_message_timeout: Duration::from_secs(30),
             writer: WriterConfig::default(),
         }
     }
@@ -181,6 +191,21 @@ impl ServerConfig {
         }
         if self.grpc_max_connections == 0 {
             return bad("--grpc_max_connections must be at least 1".into());
+        }
+        // One call may read up to twice --max_frame_size before the codec
+        // refuses the message; it must fit in the budget, or it could never
+        // complete.
+        let one_call = self.max_frame_size.saturating_mul(2).saturating_add(5);
+        if self.grpc_max_inflight_bytes < one_call
+            || self.grpc_max_inflight_bytes > u32::MAX as usize
+        {
+            return bad(format!(
+                "--grpc_max_inflight_bytes must be between {one_call} (twice --max_frame_size, plus 5) and {}",
+                u32::MAX
+            ));
+        }
+        if self.grpc_message_timeout.is_zero() {
+            return bad("--grpc_message_timeout must be at least 1 second".into());
         }
         if self.grpc_http2.max_concurrent_streams == 0 {
             return bad("--grpc_max_streams must be at least 1".into());
@@ -282,6 +307,11 @@ impl Server {
                         tcp_keepalive: TCP_KEEPALIVE,
                     },
                     http2: config.grpc_http2.clone(),
+                    budget: BudgetConfig {
+                        max_bytes: config.grpc_max_inflight_bytes,
+                        wait: config.grpc_queue_wait,
+                        idle: config.grpc_message_timeout,
+                    },
                 },
                 ingress.clone(),
                 writer.shared().clone(),

@@ -652,3 +652,120 @@ fn a_stream_that_fails_half_way_says_how_many_it_accepted() {
     });
     assert_all_once_in_order(&s.stop(), &[11]);
 }
+
+/// Starts a raw HTTP/2 gRPC call to `LogStream` that announces a message
+/// of `announced` bytes and sends only `sent` of them, then goes silent.
+async fn partial_message(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    addr: SocketAddr,
+    announced: u32,
+    sent: usize,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/logservice.LogBridge/LogStream"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut ready = client.clone().ready().await.unwrap();
+    let (response, mut body) = ready.send_request(request, false).unwrap();
+    let mut data = vec![0u8];
+    data.extend_from_slice(&announced.to_be_bytes());
+    data.resize(5 + sent, b'x');
+    body.send_data(data.into(), false).unwrap();
+    (response, body)
+}
+
+/// The gRPC status of a raw call's answer (trailers-only or in trailers).
+async fn grpc_status(response: h2::client::ResponseFuture) -> Option<String> {
+    let response = response.await.ok()?;
+    if let Some(s) = response.headers().get("grpc-status") {
+        return Some(s.to_str().unwrap().to_string());
+    }
+    let mut body = response.into_body();
+    while body.data().await.is_some() {}
+    let trailers = body.trailers().await.ok()??;
+    Some(trailers.get("grpc-status")?.to_str().unwrap().to_string())
+}
+
+/// Many calls each announcing a large message and sending part of it would
+/// make tonic buffer all of them; under `--grpc_max_inflight_bytes` the
+/// bytes held stay within the budget, calls that find it spent wait and
+/// are refused with RESOURCE_EXHAUSTED, calls silent in the middle of a
+/// message are ended after `--grpc_message_timeout`, and then the server
+/// serves a good client again.
+#[test]
+fn grpc_requests_in_flight_stay_within_the_memory_budget() {
+    const BUDGET: usize = 256 * 1024;
+    let mut s = grpc_server(|c| {
+        c.max_frame_size = 64 * 1024;
+        c.grpc_max_inflight_bytes = BUDGET;
+        c.grpc_queue_wait = Duration::from_secs(1);
+        c.grpc_message_timeout = Duration::from_secs(2);
+    });
+    let addr = s.server().grpc_addr().unwrap();
+    let stats = s.server().ingest_stats().clone();
+    let inflight = || IngestStats::get(&stats.grpc_inflight_bytes) as usize;
+    runtime().block_on(async {
+        let mut calls = Vec::new();
+        let mut connections = Vec::new();
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            connections.push(tokio::spawn(connection));
+            let mut client = client;
+            // 10 calls x 40,000 bytes a connection: 800,000 bytes offered.
+            for _ in 0..10 {
+                calls.push(partial_message(&mut client, addr, 60_000, 40_000).await);
+            }
+        }
+        let mut peak = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            peak = peak.max(inflight());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(peak <= BUDGET, "{peak} bytes held, budget {BUDGET}");
+        assert!(
+            peak > BUDGET / 2,
+            "the calls were not buffered at all ({peak} bytes)"
+        );
+        // Every call ends: RESOURCE_EXHAUSTED (waited for budget) or
+        // DEADLINE_EXCEEDED (silent mid-message), and nothing is held after.
+        let mut codes = Vec::new();
+        for (response, body) in calls {
+            let status = tokio::time::timeout(Duration::from_secs(10), grpc_status(response))
+                .await
+                .expect("every call is ended by the server");
+            codes.push(status);
+            drop(body);
+        }
+        assert!(
+            codes.contains(&Some((Code::ResourceExhausted as i32).to_string())),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&Some((Code::DeadlineExceeded as i32).to_string())),
+            "{codes:?}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while inflight() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} bytes still held",
+                inflight()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut good = LogBridgeClient::new(channel(addr).await);
+        assert!(
+            good.log_message(request(0, 0))
+                .await
+                .unwrap()
+                .into_inner()
+                .success
+        );
+    });
+    assert_all_once_in_order(&s.stop(), &[1]);
+}

@@ -14,6 +14,7 @@
 //! bounded time for room *before* taking a sequence number, then answers
 //! UNAVAILABLE: the client knows it was not accepted.
 
+pub mod budget;
 pub mod codec;
 pub mod incoming;
 
@@ -30,13 +31,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prost::Message as _;
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 use tonic::{
     codec::CompressionEncoding, metadata::MetadataMap, Request, Response, Status, Streaming,
 };
 
-use self::incoming::AcceptLimits;
+use self::{
+    budget::{Budget, BudgetConfig, BudgetLayer, Charge},
+    incoming::AcceptLimits,
+};
 use super::{batch::Ingress, decode::fields_from_request};
 use crate::{
     metrics::{IngestStats, RateLimiter},
@@ -79,6 +84,8 @@ pub struct GrpcConfig {
     pub accept: AcceptLimits,
     /// HTTP/2 limits of each connection.
     pub http2: Http2Limits,
+    /// The memory budget of requests in flight across all calls.
+    pub budget: BudgetConfig,
 }
 
 /// HTTP/2 settings of every gRPC connection. tonic's defaults leave the
@@ -285,7 +292,10 @@ impl Handler {
         request: Request<LogRequest>,
     ) -> Result<Response<LogResponse>, Status> {
         let received = Instant::now();
+        // The request's bytes stay charged until its line is formatted.
+        let charge = request.extensions().get::<Arc<Charge>>().cloned();
         let end = self.accept(&[request.into_inner()], received).await?;
+        drop(charge);
         self.acknowledge(end).await;
         Ok(Response::new(LogResponse { success: true }))
     }
@@ -294,6 +304,7 @@ impl Handler {
         &self,
         request: Request<Streaming<LogRequest>>,
     ) -> Result<Response<LogSummary>, Status> {
+        let charge = request.extensions().get::<Arc<Charge>>().cloned();
         let mut stream = request.into_inner();
         let mut pending = Vec::with_capacity(STREAM_BATCH);
         let mut accepted = 0u64;
@@ -321,6 +332,10 @@ impl Handler {
             match self.accept(&pending, received).await {
                 Ok(e) => end = e,
                 Err(status) => return Err(self.stream_failed(status, accepted, end).await),
+            }
+            if let Some(charge) = &charge {
+                // What was taken in is in the queue's records now.
+                charge.release(pending.iter().map(|m| m.encoded_len() + 5).sum());
             }
             accepted += pending.len() as u64;
             pending.clear();
@@ -507,6 +522,7 @@ async fn serve<R>(
     // between --max_frame_size and this, our codec answers RESOURCE_EXHAUSTED.
     let transport_limit = config.max_message_bytes.saturating_mul(2);
     let stats = handler.stats.clone();
+    let budget = Budget::new(config.budget.clone(), stats.clone());
     let bridge = LogBridgeServer::new(handler.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
@@ -529,6 +545,7 @@ async fn serve<R>(
         .http2_keepalive_timeout(Some(h2.keepalive_timeout))
         .initial_stream_window_size(h2.stream_window)
         .initial_connection_window_size(h2.connection_window)
+        .layer(BudgetLayer(budget))
         .add_service(health)
         .add_service(reflection)
         .add_service(bridge)
