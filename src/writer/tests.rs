@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    file::{LogDir, LogFile, Opened, RealDir},
+    file::{DirOptions, EntryKind, LogDir, LogFile, Opened, RealDir},
     rotate::{rotated_name, ACTIVE},
     *,
 };
@@ -33,7 +33,7 @@ struct Faults {
     failed: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct FaultyDir {
     real: RealDir,
     faults: Arc<Mutex<Faults>>,
@@ -115,6 +115,10 @@ impl LogDir for FaultyDir {
 
     fn id(&mut self, name: &str) -> io::Result<Option<super::file::FileId>> {
         self.real.id(name)
+    }
+
+    fn kind(&mut self, name: &str) -> io::Result<EntryKind> {
+        self.real.kind(name)
     }
 }
 
@@ -275,7 +279,7 @@ fn short_writes_resume_at_the_exact_byte() {
         ..Faults::default()
     }));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
@@ -292,7 +296,7 @@ fn run_with_failing_writes(n: usize) -> (WriterReport, usize, Vec<u64>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Mutex::new(Faults::default()));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
@@ -329,7 +333,7 @@ fn failed_renames_and_opens_during_rotation_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Mutex::new(Faults::default()));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let config = WriterConfig {
@@ -489,7 +493,7 @@ fn a_reopen_in_the_middle_of_a_line_completes_it() {
         ..Faults::default()
     }));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
