@@ -404,3 +404,54 @@ fn a_second_server_on_the_same_log_directory_is_refused() {
     second.shutdown();
     assert_all_once_in_order(&read_lines(&logs, 10), &[10, 10]);
 }
+
+/// The log directory removed and a symbolic link to another directory put
+/// at its path while the server runs: the server recreates the directory
+/// it resolved at startup and never follows a link there, so nothing is
+/// written into the other directory; it retries (keeping every line) until
+/// the link is gone, then writes the lines into a new directory.
+#[test]
+fn a_link_put_in_place_of_the_removed_log_directory_is_not_followed() {
+    let mut s = TestServer::start(log_server::ingest::tcp::IoEngine::Auto);
+    let logs = s.log_dir();
+    send(s.addr(), &frames(0, 100, false, None));
+    s.wait_written(100);
+    let elsewhere = s.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::remove_dir_all(&logs).unwrap();
+    symlink(&elsewhere, &logs).unwrap();
+    // Past the watcher's 100 ms, so that the next batch is not written to
+    // the removed file the server still holds (as documented).
+    thread::sleep(Duration::from_millis(150));
+    send(s.addr(), &frames(1, 100, false, None));
+    let writer = s.server().writer().clone();
+    let errors = || {
+        writer
+            .stats
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while errors() < 2 {
+        assert!(
+            std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+            "the server wrote through the link"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the server never refused the link"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+    assert_eq!(
+        writer.written(),
+        100,
+        "nothing after the removal is written"
+    );
+    std::fs::remove_file(&logs).unwrap();
+    s.wait_written(200);
+    assert_eq!(mode_of(&logs), 0o750);
+    let lines = s.stop();
+    assert_all_once_in_order(&lines, &[0, 100]);
+}
