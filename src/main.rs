@@ -50,6 +50,15 @@ struct Args {
     /// Directory of the log files (created if missing).
     #[arg(long = "log_dir", alias = "log-dir", default_value = "./logs")]
     log_dir: PathBuf,
+    /// Mode of the log files the server creates, octal; set exactly, whatever the umask (existing files keep theirs).
+    #[arg(long = "file_mode", alias = "file-mode", value_parser = parse_mode, default_value = "0640")]
+    file_mode: u32,
+    /// Mode of the log directory (and parents) when the server creates it, octal; set exactly, whatever the umask.
+    #[arg(long = "dir_mode", alias = "dir-mode", value_parser = parse_mode, default_value = "0750")]
+    dir_mode: u32,
+    /// Accept a log directory that its group or others can write (or that another user owns); refused by default, since they could plant links or files in it.
+    #[arg(long = "allow_shared_log_dir", alias = "allow-shared-log-dir")]
+    allow_shared_log_dir: bool,
     /// Files kept, counting the active _main.log.
     #[arg(long = "max_files", alias = "max-files", default_value_t = writer::DEFAULT_MAX_FILES)]
     max_files: usize,
@@ -134,6 +143,9 @@ impl Args {
             grpc_port: self.grpc_port,
             only_tcp: self.only_tcp,
             log_dir: self.log_dir.clone(),
+            file_mode: self.file_mode,
+            dir_mode: self.dir_mode,
+            allow_shared_log_dir: self.allow_shared_log_dir,
             max_files: self.max_files,
             max_file_size: self.max_file_size,
             max_frame_size: self.max_frame_size,
@@ -159,6 +171,19 @@ impl Args {
             ..ServerConfig::default()
         }
     }
+}
+
+/// A file mode in octal: `640`, `0640` or `0o640`, permission bits only.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{s:?} is not an octal mode such as 0640"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "{s:?} has bits beyond the permissions (at most 0777)"
+        ));
+    }
+    Ok(mode)
 }
 
 fn main() -> ExitCode {
@@ -339,5 +364,36 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_octal_and_permission_bits_only() {
+        assert_eq!(parse_mode("0640"), Ok(0o640));
+        assert_eq!(parse_mode("750"), Ok(0o750));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert!(parse_mode("0948").is_err());
+        assert!(parse_mode("4755").is_err());
+        assert!(parse_mode("").is_err());
+        assert!(parse_mode("rw-r-----").is_err());
+        let args = Args::try_parse_from(["log-server"]).unwrap();
+        assert_eq!((args.file_mode, args.dir_mode), (0o640, 0o750));
+        assert!(!args.allow_shared_log_dir);
+        let args = Args::try_parse_from([
+            "log-server",
+            "--file-mode",
+            "0600",
+            "--dir_mode",
+            "0700",
+            "--allow-shared-log-dir",
+        ])
+        .unwrap();
+        let config = args.config();
+        assert_eq!((config.file_mode, config.dir_mode), (0o600, 0o700));
+        assert!(config.allow_shared_log_dir);
     }
 }

@@ -30,7 +30,9 @@ use crate::{
     metrics::{IngestStats, RateLimiter},
     queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
     writer::{
-        self, FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared,
+        self,
+        file::{DirOptions, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE},
+        FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared,
     },
 };
 
@@ -60,6 +62,15 @@ pub struct ServerConfig {
     pub grpc_port: u16,
     pub only_tcp: bool,
     pub log_dir: PathBuf,
+    /// Mode of the log files the server creates (`--file_mode`), set
+    /// exactly whatever the umask.
+    pub file_mode: u32,
+    /// Mode of the directories the server creates (`--dir_mode`).
+    pub dir_mode: u32,
+    /// Accept a log directory that others can write
+    /// (`--allow_shared_log_dir`); refused by default, since they could
+    /// plant links or files in it.
+    pub allow_shared_log_dir: bool,
     pub max_files: usize,
     pub max_file_size: u64,
     pub max_frame_size: usize,
@@ -103,6 +114,9 @@ impl Default for ServerConfig {
             grpc_port: DEFAULT_GRPC_PORT,
             only_tcp: false,
             log_dir: PathBuf::from("./logs"),
+            file_mode: DEFAULT_FILE_MODE,
+            dir_mode: DEFAULT_DIR_MODE,
+            allow_shared_log_dir: false,
             max_files: writer::DEFAULT_MAX_FILES,
             max_file_size: writer::DEFAULT_MAX_FILE_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
@@ -217,6 +231,34 @@ impl ServerConfig {
                 "--grpc_keepalive and --grpc_keepalive_timeout must be at least 1 second".into(),
             );
         }
+        self.validate_modes()
+    }
+
+    /// Modes are permission bits only; the server must be able to read and
+    /// write its files and use its directories; and nobody else may write
+    /// them unless a shared log directory is allowed.
+    fn validate_modes(&self) -> Result<(), ServerError> {
+        let bad = |msg: String| Err(ServerError::Config(msg));
+        for (flag, mode, needed) in [
+            ("--file_mode", self.file_mode, 0o600),
+            ("--dir_mode", self.dir_mode, 0o700),
+        ] {
+            if mode & !0o777 != 0 {
+                return bad(format!(
+                    "{flag} {mode:04o} has bits beyond the permissions (at most 0777)"
+                ));
+            }
+            if mode & needed != needed {
+                return bad(format!(
+                    "{flag} {mode:04o} must give the owner at least {needed:04o}, or the server cannot use what it creates"
+                ));
+            }
+            if mode & 0o022 != 0 && !self.allow_shared_log_dir {
+                return bad(format!(
+                    "{flag} {mode:04o} lets others write the logs; pass --allow_shared_log_dir if that is intended"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -255,6 +297,11 @@ impl Server {
             max_file_size: config.max_file_size,
             max_files: config.max_files,
             fsync: config.fsync,
+            dir: DirOptions {
+                file_mode: config.file_mode,
+                dir_mode: config.dir_mode,
+                allow_shared: config.allow_shared_log_dir,
+            },
             ..config.writer.clone()
         };
         let writer = writer::spawn(&config.log_dir, writer_config, queue.clone(), 0)?;

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 use self::{
     batch::Batch,
-    file::{LogDir, RealDir},
+    file::{DirError, DirOptions, LogDir, RealDir},
     reorder::ReorderBuffer,
     rotate::Files,
 };
@@ -88,6 +88,9 @@ pub struct WriterConfig {
     pub shutdown_timeout: Duration,
     /// Largest batch, bytes (a batch also stops at `IOV_MAX` records).
     pub max_batch_bytes: usize,
+    /// Modes of new files and directories, and whether a log directory
+    /// others can write is accepted.
+    pub dir: DirOptions,
 }
 
 impl Default for WriterConfig {
@@ -105,6 +108,7 @@ impl Default for WriterConfig {
             gap_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             max_batch_bytes: 4 * 1024 * 1024,
+            dir: DirOptions::default(),
         }
     }
 }
@@ -112,13 +116,18 @@ impl Default for WriterConfig {
 /// Why the writer could not start.
 #[derive(Debug, Error)]
 pub enum WriterError {
-    /// The active log file could not be opened or created.
-    #[error("cannot open the log file {path}: {source}")]
+    /// The active log file (or its directory) could not be opened or
+    /// created.
+    #[error("cannot open the log file {}: {source}", path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// The log directory is not safe to write (shared, locked by another
+    /// server, a link planted at `_main.log`).
+    #[error(transparent)]
+    Dir(DirError),
     /// A limit is out of range.
     #[error("invalid writer configuration: {0}")]
     Config(String),
@@ -249,16 +258,24 @@ impl Drop for WriterHandle {
     }
 }
 
-/// Starts a writer on a real directory. The active file is opened (and the
-/// directory created) before this returns, so an unwritable directory is a
-/// startup error.
+/// Starts a writer on a real directory. The directory is created, checked
+/// and locked and the active file opened before this returns, so an
+/// unwritable, shared or already used directory is a startup error.
 pub fn spawn(
-    dir: impl Into<PathBuf>,
+    dir: impl AsRef<std::path::Path>,
     config: WriterConfig,
     queue: Arc<RecordQueue>,
     first_seq: u64,
 ) -> Result<WriterHandle, WriterError> {
-    spawn_with(RealDir::new(dir), config, queue, first_seq)
+    let dir = dir.as_ref();
+    let real = RealDir::open(dir, config.dir).map_err(|e| match e {
+        DirError::Open { source, .. } => WriterError::Open {
+            path: dir.join(rotate::ACTIVE),
+            source,
+        },
+        other => WriterError::Dir(other),
+    })?;
+    spawn_with(real, config, queue, first_seq)
 }
 
 /// Starts a writer on any [`LogDir`] (tests inject faults this way).
@@ -276,10 +293,7 @@ pub fn spawn_with<D: LogDir>(
             "max_file_size must be at least {MIN_MAX_FILE_SIZE} bytes"
         )));
     }
-    let files = Files::open(dir, config.max_files).map_err(|source| WriterError::Open {
-        path: PathBuf::from(rotate::ACTIVE),
-        source,
-    })?;
+    let files = Files::open(dir, config.max_files).map_err(open_error)?;
     let shared = Arc::new(WriterShared::new(first_seq));
     let writer = Writer {
         batch: Batch::new(config.max_batch_bytes),
@@ -317,6 +331,28 @@ pub fn spawn_with<D: LogDir>(
         shared,
         queue,
     })
+}
+
+/// A failure to open the active file at startup: a refusal by the log
+/// directory is its own sentence; other errors say which file.
+fn open_error(source: io::Error) -> WriterError {
+    if DirError::from_io(&source).is_none() {
+        return WriterError::Open {
+            path: PathBuf::from(rotate::ACTIVE),
+            source,
+        };
+    }
+    match source
+        .into_inner()
+        .map(|inner| inner.downcast::<DirError>())
+    {
+        Some(Ok(refusal)) => WriterError::Dir(*refusal),
+        // Not reached: checked above. Still an error, never a panic.
+        _ => WriterError::Open {
+            path: PathBuf::from(rotate::ACTIVE),
+            source: io::Error::other("the log directory refused the file"),
+        },
+    }
 }
 
 struct Writer<D: LogDir> {

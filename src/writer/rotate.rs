@@ -6,10 +6,18 @@
 //! Last step of the writer before the disk. Rotation happens before a
 //! write that would take the active file past the size limit (the batch
 //! decides where lines end), so no file exceeds it and no line is split.
+//!
+//! A directory where a rotated file should go (`_main.log.3` made by hand,
+//! say) cannot be renamed over nor removed as a file. Rotation reports it
+//! once and skips that slot: the chain goes on around it, keeping one file
+//! fewer, and writes are never held up by it.
 
-use std::io::{self, IoSlice};
+use std::{
+    collections::BTreeSet,
+    io::{self, IoSlice},
+};
 
-use super::file::{LogDir, LogFile};
+use super::file::{EntryKind, LogDir, LogFile};
 
 /// The file being written.
 pub const ACTIVE: &str = "_main.log";
@@ -35,6 +43,9 @@ pub struct Files<D: LogDir> {
     /// line torn by a crash: a reopen after a write error finds our own
     /// partly written line, which the retry completes byte for byte.
     opened_before: bool,
+    /// Rotated slots found occupied by a directory and already reported, so
+    /// each is reported once (again only if it is cleared and comes back).
+    blocked: BTreeSet<usize>,
 }
 
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
@@ -54,6 +65,7 @@ impl<D: LogDir> Files<D> {
             max_files: max_files.max(1),
             torn: false,
             opened_before: false,
+            blocked: BTreeSet::new(),
         };
         files.ensure_open()?;
         Ok(files)
@@ -143,27 +155,52 @@ impl<D: LogDir> Files<D> {
     /// Shifts every rotated file one place older (dropping the oldest),
     /// makes the active file `_main.log.0`, and starts a new active file.
     /// Returns the old active file, still open, so that the caller can make
-    /// it durable off the hot path.
+    /// it durable off the hot path. Slots a directory occupies are skipped
+    /// (see the module documentation).
     ///
     /// If a step fails, the error is returned and the files are left as the
     /// steps before it made them; calling again carries on (missing files are
     /// skipped), and the active file keeps its data until its rename works.
     pub fn rotate(&mut self) -> io::Result<Option<D::File>> {
         let old = self.file.take();
-        if self.max_files == 1 {
+        let slots = self.usable_slots()?;
+        match slots.split_last() {
             // No rotated files are kept: the active file starts over.
-            ignore_missing(self.dir.remove(ACTIVE))?;
-        } else {
-            let oldest = self.max_files - 2;
-            ignore_missing(self.dir.remove(&rotated_name(oldest)))?;
-            for i in (0..oldest).rev() {
-                ignore_missing(self.dir.rename(&rotated_name(i), &rotated_name(i + 1)))?;
+            None => ignore_missing(self.dir.remove(ACTIVE))?,
+            Some((&oldest, _)) => {
+                ignore_missing(self.dir.remove(&rotated_name(oldest)))?;
+                for pair in slots.windows(2).rev() {
+                    ignore_missing(
+                        self.dir
+                            .rename(&rotated_name(pair[0]), &rotated_name(pair[1])),
+                    )?;
+                }
+                ignore_missing(self.dir.rename(ACTIVE, &rotated_name(slots[0])))?;
             }
-            ignore_missing(self.dir.rename(ACTIVE, &rotated_name(0)))?;
         }
         self.len = 0;
         self.torn = false;
         self.ensure_open()?;
         Ok(old)
+    }
+
+    /// The rotated slots, newest first, that can take a file: all of
+    /// `0..max_files - 1` but those a directory occupies (reported once).
+    fn usable_slots(&mut self) -> io::Result<Vec<usize>> {
+        let mut slots = Vec::with_capacity(self.max_files - 1);
+        for i in 0..self.max_files - 1 {
+            let name = rotated_name(i);
+            if self.dir.kind(&name)? == EntryKind::Directory {
+                if self.blocked.insert(i) {
+                    tracing::warn!(
+                        "{name} in the log directory is a directory, not a file; rotation skips that slot and keeps one old file fewer until it is removed."
+                    );
+                }
+            } else {
+                self.blocked.remove(&i);
+                slots.push(i);
+            }
+        }
+        Ok(slots)
     }
 }

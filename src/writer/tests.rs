@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    file::{LogDir, LogFile, Opened, RealDir},
+    file::{DirError, DirOptions, EntryKind, LogDir, LogFile, Opened, RealDir},
     rotate::{rotated_name, ACTIVE},
     *,
 };
@@ -33,7 +33,7 @@ struct Faults {
     failed: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct FaultyDir {
     real: RealDir,
     faults: Arc<Mutex<Faults>>,
@@ -115,6 +115,10 @@ impl LogDir for FaultyDir {
 
     fn id(&mut self, name: &str) -> io::Result<Option<super::file::FileId>> {
         self.real.id(name)
+    }
+
+    fn kind(&mut self, name: &str) -> io::Result<EntryKind> {
+        self.real.kind(name)
     }
 }
 
@@ -275,7 +279,7 @@ fn short_writes_resume_at_the_exact_byte() {
         ..Faults::default()
     }));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
@@ -292,7 +296,7 @@ fn run_with_failing_writes(n: usize) -> (WriterReport, usize, Vec<u64>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Mutex::new(Faults::default()));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
@@ -329,7 +333,7 @@ fn failed_renames_and_opens_during_rotation_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Mutex::new(Faults::default()));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let config = WriterConfig {
@@ -489,7 +493,7 @@ fn a_reopen_in_the_middle_of_a_line_completes_it() {
         ..Faults::default()
     }));
     let fs_dir = FaultyDir {
-        real: RealDir::new(dir.path()),
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
@@ -513,4 +517,107 @@ fn a_reopen_in_the_middle_of_a_line_completes_it() {
     assert_eq!(report.lines, 3);
     assert!(report.retries >= 5);
     assert_exactly_once_in_order(&sequences(dir.path(), 10), 0, 3);
+}
+
+/// A directory where a rotated file should go (`_main.log.1`, not empty)
+/// cannot be renamed over nor removed: rotation skips that slot and goes on,
+/// every line is written, and the directory is left alone. A symbolic link
+/// at another slot is replaced by rename, never followed.
+#[test]
+fn a_directory_in_a_rotated_slot_is_skipped_and_never_blocks_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    let blocked = logs.join(rotated_name(1));
+    fs::create_dir(&blocked).unwrap();
+    fs::write(blocked.join("keep"), b"not ours\n").unwrap();
+    let outside = dir.path().join("outside.txt");
+    fs::write(&outside, b"precious\n").unwrap();
+    std::os::unix::fs::symlink(&outside, logs.join(rotated_name(3))).unwrap();
+
+    let config = WriterConfig {
+        max_file_size: MIN_MAX_FILE_SIZE,
+        max_files: 5,
+        // Before the fix the writer retried the blocked rename forever: give
+        // up soon after shutdown so that the test fails instead of hanging.
+        shutdown_timeout: Duration::from_secs(2),
+        ..fast_retries()
+    };
+    // Room for everything, so producers never wait on a stuck writer.
+    let queue = Arc::new(RecordQueue::new(1 << 16, 64 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let writer = spawn(&logs, config, queue.clone(), 0).unwrap();
+    let lines = produce(&queue, &seq, 2, 1_000);
+    let report = writer.shutdown();
+    assert_eq!(report.abandoned_lines, 0, "writes were blocked");
+    assert_eq!(report.lines, lines);
+    assert!(
+        report.rotations > 10,
+        "rotated only {} times",
+        report.rotations
+    );
+
+    assert_eq!(fs::read(blocked.join("keep")).unwrap(), b"not ours\n");
+    assert_eq!(fs::read(&outside).unwrap(), b"precious\n");
+    assert!(fs::symlink_metadata(logs.join(rotated_name(3)))
+        .unwrap()
+        .is_file());
+    // Four slots for rotated files, one taken by the directory: three
+    // rotated files and the active one, each within the limit, holding the
+    // newest lines without a gap.
+    let files = files_oldest_first(&logs, 5);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["_main.log.3", "_main.log.2", "_main.log.0", "_main.log"]
+    );
+    for (name, bytes) in &files {
+        assert!(
+            bytes.len() as u64 <= MIN_MAX_FILE_SIZE,
+            "{name} is {} bytes",
+            bytes.len()
+        );
+    }
+    let seqs = sequences(&logs, 5);
+    let first = seqs[0];
+    assert_exactly_once_in_order(&seqs, first, lines - first);
+}
+
+/// A hard link planted as `_main.log` (another name of a file outside the
+/// directory, same file system) is refused at startup with one sentence,
+/// and the file is not touched.
+#[test]
+fn a_hard_link_at_the_active_name_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    let outside = dir.path().join("outside.txt");
+    fs::write(&outside, b"precious").unwrap();
+    fs::hard_link(&outside, logs.join(ACTIVE)).unwrap();
+    let queue = Arc::new(RecordQueue::new(4, 1024));
+    let err = spawn(&logs, WriterConfig::default(), queue.clone(), 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, WriterError::Dir(DirError::NotAFile { .. })),
+        "{msg}"
+    );
+    assert!(msg.contains("_main.log is a file with 2 names"), "{msg}");
+    // Not even the newline that terminates a torn line was written.
+    assert_eq!(fs::read(&outside).unwrap(), b"precious");
+}
+
+/// The directory itself may be a symbolic link (the operator's choice):
+/// it is followed once, at startup, and the files land in its target.
+#[test]
+fn a_symlinked_log_directory_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = dir.path().join("logs");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let writer = spawn(&link, WriterConfig::default(), queue.clone(), 0).unwrap();
+    queue.push(record(0, 3, "x"));
+    writer.shutdown();
+    assert_exactly_once_in_order(&sequences(&real, 10), 0, 3);
 }
