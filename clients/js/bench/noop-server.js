@@ -1,7 +1,7 @@
 'use strict';
 // A grpc-js server that implements LogBridge and does nothing with the
 // messages: the ceiling of a Node client measured against it in the same
-// run as log-server (scripts/bench-node-grpc.sh). Prints its port.
+// run as log-server (scripts/bench-node-grpc.sh). Prints its address.
 //
 //   node bench/noop-server.js [--port 0]
 
@@ -25,6 +25,6 @@ server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (
     console.error(`noop-server: ${err.message}`);
     process.exit(1);
   }
-  console.log(bound);
+  console.log(`127.0.0.1:${bound}`);
 });
 process.on('SIGTERM', () => server.tryShutdown(() => process.exit(0)));
