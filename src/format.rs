@@ -373,6 +373,36 @@ fn escape_text(line: &mut Line<'_>, bytes: &[u8], max: usize, mark: bool) -> Opt
     Some(written)
 }
 
+/// Client-supplied text as it may appear in a diagnostic on stderr: every
+/// control character (newlines and ESC included), DEL, C1, U+2028 and
+/// U+2029 written as `\xNN` or `\u{N}`, and a backslash doubled, so a
+/// client can neither start a line of its own in the server's diagnostics
+/// (a forged warning) nor send the operator's terminal control sequences,
+/// and an escape in the output always means the server wrote it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientText<'a>(pub &'a str);
+
+impl std::fmt::Display for ClientText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut scratch = [0u8; 16];
+        let mut plain = 0;
+        for (i, c) in self.0.char_indices() {
+            let escaped: &[u8] = match c {
+                '\\' => b"\\\\",
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    escape_code(&mut scratch, c)
+                }
+                _ => continue,
+            };
+            f.write_str(&self.0[plain..i])?;
+            // Escapes are ASCII.
+            f.write_str(std::str::from_utf8(escaped).unwrap_or("?"))?;
+            plain = i + c.len_utf8();
+        }
+        f.write_str(&self.0[plain..])
+    }
+}
+
 /// `\xNN` for a C0 control or DEL, `\u{N}` for any other escaped character.
 fn escape_code(buf: &mut [u8; 16], c: char) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
