@@ -416,11 +416,19 @@ fn grow(out: &mut Vec<u8>, len: usize) {
 
 /// Reads an unpacked message (segment table + segments) in place. The
 /// common single-segment case skips capnp's general segment-table parsing.
+///
+/// The traversal limit is the smaller of the configured one and the
+/// message's own size: a message built by any Cap'n Proto writer references
+/// each of its words at most once, so only aliased pointers can reference
+/// more than the message holds, and refusing those bounds what one frame
+/// hands to the formatter by its unpacked size (not 15 times it, nor the
+/// 4 MiB limit for a 250 KB message).
 fn decode_flat(
     bytes: &[u8],
     options: ReaderOptions,
     sink: &mut impl FnMut(RawFields<'_>),
 ) -> Result<Decoded, DecodeError> {
+    let configured = options.traversal_limit_in_words.unwrap_or(usize::MAX);
     if let Some(table) = bytes.first_chunk::<8>() {
         let words = u32::from_le_bytes([table[4], table[5], table[6], table[7]]) as usize;
         if table[..4] == [0, 0, 0, 0] {
@@ -428,8 +436,8 @@ fn decode_flat(
                 // The segment's size is checked like capnp checks it; what
                 // the fields reference (aliasing included) is charged by the
                 // fast reader itself.
-                let limit = options.traversal_limit_in_words.unwrap_or(usize::MAX);
-                if let Some((texts, level)) = (words <= limit)
+                let limit = configured.min(words);
+                if let Some((texts, level)) = (words <= configured)
                     .then(|| logger_fields_fast(segment, limit))
                     .flatten()
                 {
@@ -437,14 +445,30 @@ fn decode_flat(
                     return Ok(Decoded::Log);
                 }
                 let segments = [segment];
-                let message = capnp::message::Reader::new(SegmentArray::new(&segments), options);
+                let message = capnp::message::Reader::new(
+                    SegmentArray::new(&segments),
+                    with_limit(options, limit),
+                );
                 return decode_message(&message, sink);
             }
         }
     }
+    // The segment table is counted too: a few words more than the
+    // segments, which only makes the limit a little looser.
+    let limit = configured.min(bytes.len() / 8);
     let mut slice = bytes;
-    let message = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut slice, options)?;
+    let message = capnp::serialize::read_message_from_flat_slice_no_alloc(
+        &mut slice,
+        with_limit(options, limit),
+    )?;
     decode_message(&message, sink)
+}
+
+/// `options` with a traversal limit of `words` (at least 1: capnp reads
+/// the root pointer even of an empty message).
+fn with_limit(mut options: ReaderOptions, words: usize) -> ReaderOptions {
+    options.traversal_limit_in_words(Some(words.max(1)));
+    options
 }
 
 /// Reads a `LoggerMsg` straight from a single segment when it has the plain
@@ -461,7 +485,8 @@ fn decode_flat(
 /// list cost 60 MiB of budget, not 4: without that, a 4 KiB packed frame
 /// turned into 60 MiB of field text to copy and format (issue 9). Over the
 /// budget it returns `None`, and capnp refuses the message with its own
-/// "read limit exceeded" error.
+/// "read limit exceeded" error. A plain message charges exactly its
+/// segment's words, so a limit of the segment's size never refuses one.
 fn logger_fields_fast(segment: &[u8], limit_words: usize) -> Option<([&[u8]; TEXT_FIELDS], Level)> {
     let word = |i: usize| -> Option<u64> {
         let at = i.checked_mul(8)?;
