@@ -157,14 +157,39 @@ impl LineFormatter {
         // field is never escaped further than the line could hold, so a
         // 4 MiB field of control characters costs at most `max_line` bytes
         // of output here, not 16 MiB escaped and then thrown away.
-        let mut line = Line {
-            out,
-            end: start + self.max_line,
+        //
+        // Every byte of a field that is not cut at a column width becomes at
+        // least one byte of the line (escapes and U+FFFD only lengthen), so
+        // when those fields alone pass the limit the line will be cut, and
+        // that pass is skipped.
+        let unbounded = match self.format {
+            LineFormat::Text => [
+                f.timestamp,
+                f.message,
+                f.module,
+                f.path_name,
+                f.process_id,
+                f.process_name,
+                f.thread_id,
+                f.thread_name,
+                f.service_name,
+                f.stack_trace,
+            ]
+            .iter()
+            .map(|t| t.len())
+            .sum::<usize>(),
+            LineFormat::Json => f.text_len(),
         };
-        if self.write_capped(f, seq, received_at, usize::MAX, &mut line)
-            && out.len() - start <= self.max_line
-        {
-            return false;
+        if unbounded <= self.max_line {
+            let mut line = Line {
+                out,
+                end: start + self.max_line,
+            };
+            if self.write_capped(f, seq, received_at, usize::MAX, &mut line)
+                && out.len() - start <= self.max_line
+            {
+                return false;
+            }
         }
         // Each output character takes at most 4 bytes, and a line has 16
         // fields plus the overhead: this cap fits every field at once.

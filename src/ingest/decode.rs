@@ -208,7 +208,7 @@ impl Decoder {
     ) -> Result<Decoded, DecodeError> {
         let mut handed_on = 0u64;
         let mut sink = |raw: RawFields<'_>| {
-            handed_on += raw_len(&raw) as u64;
+            handed_on += raw.text_len() as u64;
             sink(raw)
         };
         let result = self.decode_counted(payload, &mut sink);
@@ -241,30 +241,6 @@ impl Decoder {
             other => other,
         }
     }
-}
-
-/// Total bytes of the text fields of `raw`.
-fn raw_len(raw: &RawFields<'_>) -> usize {
-    [
-        raw.timestamp,
-        raw.hostname,
-        raw.logger_name,
-        raw.module,
-        raw.filename,
-        raw.function_name,
-        raw.line_number,
-        raw.message,
-        raw.path_name,
-        raw.process_id,
-        raw.process_name,
-        raw.thread_id,
-        raw.thread_name,
-        raw.service_name,
-        raw.stack_trace,
-    ]
-    .iter()
-    .map(|t| t.len())
-    .sum()
 }
 
 /// Undoes Cap'n Proto's packing (capnproto.org/encoding.html#packing) of a

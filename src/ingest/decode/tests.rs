@@ -927,7 +927,7 @@ fn aliased_pointers_to_one_huge_list_are_refused() {
         let before = decoder.bytes_touched();
         assert_fails_unchanged(&mut decoder, &mut batch, &payload, "aliased bomb");
         let mut formatted = 0;
-        let result = decoder.decode_with(&payload, |raw| formatted += raw_len(&raw));
+        let result = decoder.decode_with(&payload, |raw| formatted += raw.text_len());
         assert!(result.is_err(), "{packing:?}: {result:?}");
         assert_eq!(formatted, 0, "{packing:?}: no text handed on");
         // Twice (decode and decode_with): at most the unpacked size each.
@@ -1056,7 +1056,7 @@ proptest::proptest! {
         let mut line = Vec::new();
         let mut got = None;
         let result = decoder.decode_with(&payload, |raw| {
-            got = Some(raw_len(&raw));
+            got = Some(raw.text_len());
             formatter.write_raw(&raw, 0, &crate::format::ReceivedAt::new(std::time::UNIX_EPOCH), &mut line);
         });
         if referenced > (LIMIT / 8).min(unpacked_len / 8) {
