@@ -17,8 +17,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::borrow::Cow;
-
 use crate::record::{Fields, RawFields};
 
 /// How a message becomes a line (`--format`).
@@ -155,58 +153,147 @@ impl LineFormatter {
         out: &mut Vec<u8>,
     ) -> bool {
         let start = out.len();
-        self.write_capped(f, seq, received_at, usize::MAX, out);
-        if out.len() - start <= self.max_line {
-            return false;
+        // One pass that gives up as soon as the line passes the limit: a
+        // field is never escaped further than the line could hold, so a
+        // 4 MiB field of control characters costs at most `max_line` bytes
+        // of output here, not 16 MiB escaped and then thrown away.
+        //
+        // Every byte of a field that is not cut at a column width becomes at
+        // least one byte of the line (escapes and U+FFFD only lengthen), so
+        // when those fields alone pass the limit the line will be cut, and
+        // that pass is skipped.
+        let unbounded = match self.format {
+            LineFormat::Text => [
+                f.timestamp,
+                f.message,
+                f.module,
+                f.path_name,
+                f.process_id,
+                f.process_name,
+                f.thread_id,
+                f.thread_name,
+                f.service_name,
+                f.stack_trace,
+            ]
+            .iter()
+            .map(|t| t.len())
+            .sum::<usize>(),
+            LineFormat::Json => f.text_len(),
+        };
+        if unbounded <= self.max_line {
+            let mut line = Line {
+                out,
+                end: start + self.max_line,
+            };
+            if self.write_capped(f, seq, received_at, usize::MAX, &mut line)
+                && out.len() - start <= self.max_line
+            {
+                return false;
+            }
         }
         // Each output character takes at most 4 bytes, and a line has 16
         // fields plus the overhead: this cap fits every field at once.
         let cap = (self.max_line - LINE_OVERHEAD) / (16 * 4) - TRUNCATED_MARK.len();
         out.truncate(start);
-        self.write_capped(f, seq, received_at, cap, out);
+        let mut line = Line {
+            out,
+            end: usize::MAX,
+        };
+        self.write_capped(f, seq, received_at, cap, &mut line);
         debug_assert!(out.len() - start <= self.max_line);
         true
     }
 
+    /// Writes the line with fields of at most `cap` characters; false if it
+    /// stopped because the line reached `line.end`.
     fn write_capped(
         &self,
         f: &RawFields<'_>,
         seq: u64,
         at: &ReceivedAt,
         cap: usize,
-        out: &mut Vec<u8>,
-    ) {
+        line: &mut Line<'_>,
+    ) -> bool {
         match self.format {
-            LineFormat::Text => write_text(f, cap, out),
-            LineFormat::Json => write_json(f, seq, at, cap, out),
+            LineFormat::Text => write_text(f, cap, line).is_some(),
+            LineFormat::Json => write_json(f, seq, at, cap, line).is_some(),
         }
     }
 }
 
+/// The output buffer of one line and where the line must stop: escaping
+/// gives up (returns `None`) rather than write past `end`.
+struct Line<'a> {
+    out: &'a mut Vec<u8>,
+    /// Length of `out` the line must not pass (`usize::MAX`: no limit).
+    end: usize,
+}
+
+impl Line<'_> {
+    /// Appends `piece` if the line stays within its end.
+    #[inline]
+    fn push(&mut self, piece: &[u8]) -> Option<()> {
+        if self.out.len() + piece.len() > self.end {
+            return None;
+        }
+        self.out.extend_from_slice(piece);
+        Some(())
+    }
+}
+
+/// The characters of `bytes` as `String::from_utf8_lossy` would give them
+/// (U+FFFD for each invalid sequence), decoded lazily: a caller that stops
+/// after a few characters has read only those, and nothing is allocated.
+fn lossy_chars(bytes: &[u8]) -> impl Iterator<Item = char> + '_ {
+    bytes.utf8_chunks().flat_map(|chunk| {
+        let bad = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
+        chunk.valid().chars().chain(bad)
+    })
+}
+
+// How many bytes the escaping loops have examined on this thread, for tests
+// that bound the work of formatting without timing it.
+#[cfg(test)]
+thread_local! {
+    static EXAMINED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+fn examined(n: usize) {
+    EXAMINED.with(|e| e.set(e.get() + n));
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn examined(_: usize) {}
+
+impl LineFormatter {}
+
 /// The text line of PROTOCOL.md. `cap` bounds, in characters, the fields
-/// that have no column width (timestamp, message, metadata values).
-fn write_text(f: &RawFields<'_>, cap: usize, out: &mut Vec<u8>) {
+/// that have no column width (timestamp, message, metadata values). `None`
+/// if the line reached its end.
+fn write_text(f: &RawFields<'_>, cap: usize, line: &mut Line<'_>) -> Option<()> {
     // The timestamp is padded but never cut at its width: only the line cap
     // applies to it.
-    let written = escape_text(out, f.timestamp, cap, true);
-    pad(out, written, width::TIMESTAMP);
-    out.push(b' ');
-    column(out, f.hostname, width::HOSTNAME);
-    out.push(b' ');
-    column(out, f.logger_name, width::LOGGER);
-    out.push(b' ');
+    let written = escape_text(line, f.timestamp, cap, true)?;
+    pad(line, written, width::TIMESTAMP)?;
+    line.push(b" ")?;
+    column(line, f.hostname, width::HOSTNAME)?;
+    line.push(b" ")?;
+    column(line, f.logger_name, width::LOGGER)?;
+    line.push(b" ")?;
     // The level name is the server's own text; `LEVEL(n)` is never cut.
     let level = f.level.name();
-    out.extend_from_slice(level.as_bytes());
-    pad(out, level.len(), width::LEVEL);
-    out.push(b' ');
-    column(out, f.filename, width::FILENAME);
-    out.push(b' ');
-    column(out, f.function_name, width::FUNCTION);
-    out.push(b' ');
-    column(out, f.line_number, width::LINE_NUMBER);
-    out.push(b' ');
-    escape_text(out, f.message, cap, true);
+    line.push(level.as_bytes())?;
+    pad(line, level.len(), width::LEVEL)?;
+    line.push(b" ")?;
+    column(line, f.filename, width::FILENAME)?;
+    line.push(b" ")?;
+    column(line, f.function_name, width::FUNCTION)?;
+    line.push(b" ")?;
+    column(line, f.line_number, width::LINE_NUMBER)?;
+    line.push(b" ")?;
+    escape_text(line, f.message, cap, true)?;
 
     let metadata = [
         ("mod", f.module),
@@ -223,28 +310,33 @@ fn write_text(f: &RawFields<'_>, cap: usize, out: &mut Vec<u8>) {
         if value.is_empty() {
             continue;
         }
-        out.extend_from_slice(if first { b" [metadata: " } else { b" " });
+        line.push(if first { b" [metadata: " } else { b" " })?;
         first = false;
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'=');
-        escape_text(out, value, cap, true);
+        line.push(key.as_bytes())?;
+        line.push(b"=")?;
+        escape_text(line, value, cap, true)?;
     }
     if !first {
-        out.push(b']');
+        line.push(b"]")?;
     }
-    out.push(b'\n');
+    line.push(b"\n")
 }
 
 /// One fixed-width column: `s` cut at `width` characters or padded to it.
-fn column(out: &mut Vec<u8>, s: &[u8], width: usize) {
-    let written = escape_text(out, s, width, false);
-    pad(out, written, width);
+fn column(line: &mut Line<'_>, s: &[u8], width: usize) -> Option<()> {
+    let written = escape_text(line, s, width, false)?;
+    pad(line, written, width)
 }
 
-fn pad(out: &mut Vec<u8>, written: usize, width: usize) {
-    if written < width {
-        out.resize(out.len() + (width - written), b' ');
+fn pad(line: &mut Line<'_>, written: usize, width: usize) -> Option<()> {
+    const SPACES: [u8; 64] = [b' '; 64];
+    let mut left = width.saturating_sub(written);
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        line.push(&SPACES[..n])?;
+        left -= n;
     }
+    Some(())
 }
 
 /// True for bytes that can be copied to a text line as they are: printable
@@ -254,26 +346,32 @@ fn is_plain_ascii(b: u8) -> bool {
     (0x20..0x7f).contains(&b) || b == b'\t'
 }
 
-/// Appends `s` with line breaks written as ` | ` and other control
+/// Appends `bytes` with line breaks written as ` | ` and other control
 /// characters escaped, stopping before the character (or escape) that would
 /// take the output past `max` characters. When `mark` is set (`max` is the
 /// line-length cap rather than a column width), a cut field ends with
-/// [`TRUNCATED_MARK`]. Returns the characters written.
-fn escape_text(out: &mut Vec<u8>, bytes: &[u8], max: usize, mark: bool) -> usize {
+/// [`TRUNCATED_MARK`]. Returns the characters written, or `None` if the
+/// line reached its end first. Reads no more of `bytes` than it writes (a
+/// CRLF is two bytes for three): one pass, however long the field.
+fn escape_text(line: &mut Line<'_>, bytes: &[u8], max: usize, mark: bool) -> Option<usize> {
     // Fast path: the common case of short printable ASCII (which is valid
-    // UTF-8 too, so nothing validated it before).
-    if bytes.len() <= max && bytes.iter().all(|&b| is_plain_ascii(b)) {
-        out.extend_from_slice(bytes);
-        return bytes.len();
+    // UTF-8 too, so nothing validated it before). Only when the whole field
+    // fits, so the check reads no more than is written.
+    if bytes.len() <= max && line.out.len() + bytes.len() <= line.end {
+        let special = bytes.iter().position(|&b| !is_plain_ascii(b));
+        examined(special.map_or(bytes.len(), |at| at + 1));
+        if special.is_none() {
+            line.push(bytes)?;
+            return Some(bytes.len());
+        }
     }
-    let s = String::from_utf8_lossy(bytes);
-    let bytes = s.as_bytes();
     let mut written = 0;
-    let mut chars = s.char_indices().peekable();
+    let mut chars = lossy_chars(bytes).peekable();
     let mut scratch = [0u8; 16];
-    while let Some((i, c)) = chars.next() {
+    while let Some(c) = chars.next() {
+        examined(c.len_utf8());
         let piece: &[u8] = match c {
-            '\r' if chars.peek().map(|&(_, n)| n) == Some('\n') => {
+            '\r' if chars.peek() == Some(&'\n') => {
                 chars.next();
                 b" | "
             }
@@ -282,22 +380,52 @@ fn escape_text(out: &mut Vec<u8>, bytes: &[u8], max: usize, mark: bool) -> usize
             c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
                 escape_code(&mut scratch, c)
             }
-            _ => &bytes[i..i + c.len_utf8()],
+            c => c.encode_utf8(&mut scratch).as_bytes(),
         };
         // Escapes are ASCII, so their characters are their bytes; a plain
         // character is one character.
         let n = if piece.is_ascii() { piece.len() } else { 1 };
         if written + n > max {
             if mark {
-                out.extend_from_slice(TRUNCATED_MARK.as_bytes());
+                line.push(TRUNCATED_MARK.as_bytes())?;
                 written += TRUNCATED_MARK.len();
             }
             break;
         }
-        out.extend_from_slice(piece);
+        line.push(piece)?;
         written += n;
     }
-    written
+    Some(written)
+}
+
+/// Client-supplied text as it may appear in a diagnostic on stderr: every
+/// control character (newlines and ESC included), DEL, C1, U+2028 and
+/// U+2029 written as `\xNN` or `\u{N}`, and a backslash doubled, so a
+/// client can neither start a line of its own in the server's diagnostics
+/// (a forged warning) nor send the operator's terminal control sequences,
+/// and an escape in the output always means the server wrote it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientText<'a>(pub &'a str);
+
+impl std::fmt::Display for ClientText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut scratch = [0u8; 16];
+        let mut plain = 0;
+        for (i, c) in self.0.char_indices() {
+            let escaped: &[u8] = match c {
+                '\\' => b"\\\\",
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    escape_code(&mut scratch, c)
+                }
+                _ => continue,
+            };
+            f.write_str(&self.0[plain..i])?;
+            // Escapes are ASCII.
+            f.write_str(std::str::from_utf8(escaped).unwrap_or("?"))?;
+            plain = i + c.len_utf8();
+        }
+        f.write_str(&self.0[plain..])
+    }
 }
 
 /// `\xNN` for a C0 control or DEL, `\u{N}` for any other escaped character.
@@ -321,12 +449,19 @@ fn escape_code(buf: &mut [u8; 16], c: char) -> &[u8] {
 
 /// One JSON object per line: every field under its protobuf name, plus `seq`
 /// and `received_at`. `cap` bounds every string value, in characters.
-fn write_json(f: &RawFields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"seq\":");
-    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-    out.extend_from_slice(b",\"received_at\":\"");
-    out.extend_from_slice(at.as_str().as_bytes());
-    out.push(b'"');
+/// `None` if the line reached its end.
+fn write_json(
+    f: &RawFields<'_>,
+    seq: u64,
+    at: &ReceivedAt,
+    cap: usize,
+    line: &mut Line<'_>,
+) -> Option<()> {
+    line.push(b"{\"seq\":")?;
+    line.push(itoa::Buffer::new().format(seq).as_bytes())?;
+    line.push(b",\"received_at\":\"")?;
+    line.push(at.as_str().as_bytes())?;
+    line.push(b"\"")?;
     let level = f.level.name();
     let pairs: [(&str, &[u8]); 16] = [
         ("timestamp", f.timestamp),
@@ -347,33 +482,34 @@ fn write_json(f: &RawFields<'_>, seq: u64, at: &ReceivedAt, cap: usize, out: &mu
         ("stack_trace", f.stack_trace),
     ];
     for (key, value) in pairs {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        escape_json(out, value, cap);
-        out.push(b'"');
+        line.push(b",\"")?;
+        line.push(key.as_bytes())?;
+        line.push(b"\":\"")?;
+        escape_json(line, value, cap)?;
+        line.push(b"\"")?;
     }
-    out.extend_from_slice(b"}\n");
+    line.push(b"}\n")
 }
 
-/// Appends `s` as the inside of a JSON string, at most `cap` characters of
-/// output; a cut value ends with [`TRUNCATED_MARK`].
-fn escape_json(out: &mut Vec<u8>, bytes: &[u8], cap: usize) {
-    if bytes.len() <= cap
-        && bytes
+/// Appends `bytes` as the inside of a JSON string, at most `cap` characters
+/// of output; a cut value ends with [`TRUNCATED_MARK`]. `None` if the line
+/// reached its end first. One pass, reading no more than it writes.
+fn escape_json(line: &mut Line<'_>, bytes: &[u8], cap: usize) -> Option<()> {
+    if bytes.len() <= cap && line.out.len() + bytes.len() <= line.end {
+        let special = bytes
             .iter()
-            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.extend_from_slice(bytes);
-        return;
+            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\');
+        examined(special.map_or(bytes.len(), |at| at + 1));
+        if special.is_none() {
+            return line.push(bytes);
+        }
     }
     // Not valid UTF-8 (from the TCP path): U+FFFD in place of bad bytes.
-    let s: Cow<'_, str> = String::from_utf8_lossy(bytes);
-    let bytes = s.as_bytes();
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut written = 0;
     let mut scratch = [0u8; 6];
-    for (i, c) in s.char_indices() {
+    for c in lossy_chars(bytes) {
+        examined(c.len_utf8());
         let piece: &[u8] = match c {
             '"' => b"\\\"",
             '\\' => b"\\\\",
@@ -388,16 +524,17 @@ fn escape_json(out: &mut Vec<u8>, bytes: &[u8], cap: usize) {
                 }
                 &scratch[..]
             }
-            _ => &bytes[i..i + c.len_utf8()],
+            c => c.encode_utf8(&mut scratch).as_bytes(),
         };
         let n = if piece.is_ascii() { piece.len() } else { 1 };
         if written + n > cap {
-            out.extend_from_slice(TRUNCATED_MARK.as_bytes());
+            line.push(TRUNCATED_MARK.as_bytes())?;
             break;
         }
-        out.extend_from_slice(piece);
+        line.push(piece)?;
         written += n;
     }
+    Some(())
 }
 
 #[cfg(test)]

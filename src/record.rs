@@ -141,6 +141,33 @@ impl<'a> RawFields<'a> {
     }
 }
 
+impl RawFields<'_> {
+    /// Bytes of text in all fields together (what a message costs to copy,
+    /// and the least a line of it takes once formatted).
+    pub fn text_len(&self) -> usize {
+        [
+            self.timestamp,
+            self.hostname,
+            self.logger_name,
+            self.module,
+            self.filename,
+            self.function_name,
+            self.line_number,
+            self.message,
+            self.path_name,
+            self.process_id,
+            self.process_name,
+            self.thread_id,
+            self.thread_name,
+            self.service_name,
+            self.stack_trace,
+        ]
+        .iter()
+        .map(|t| t.len())
+        .sum()
+    }
+}
+
 impl<'a> From<&Fields<'a>> for RawFields<'a> {
     fn from(f: &Fields<'a>) -> Self {
         RawFields {

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod amplification;
 mod faults;
 mod grpc;
 mod interop;

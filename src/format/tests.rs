@@ -4,7 +4,7 @@ use super::*;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::record::{Fields, Level};
+use crate::record::{Fields, Level, TEXT_FIELDS};
 
 const TS: &str = "2026-01-02T15:04:05.000000000Z";
 
@@ -23,17 +23,25 @@ fn basic() -> Fields<'static> {
     }
 }
 
+/// A line with no end, for the helpers that format without a limit.
+fn unbounded(out: &mut Vec<u8>) -> Line<'_> {
+    Line {
+        out,
+        end: usize::MAX,
+    }
+}
+
 /// The text line of `f`, uncapped, as a `String` (panics on invalid UTF-8).
 fn text_line(f: &Fields<'_>) -> String {
     let mut out = Vec::new();
-    write_text(&f.into(), usize::MAX, &mut out);
+    write_text(&f.into(), usize::MAX, &mut unbounded(&mut out)).unwrap();
     String::from_utf8(out).expect("a text line is valid UTF-8")
 }
 
 /// The JSON line of `f`, uncapped.
 fn json_line(f: &Fields<'_>, seq: u64, at: &ReceivedAt) -> String {
     let mut out = Vec::new();
-    write_json(&f.into(), seq, at, usize::MAX, &mut out);
+    write_json(&f.into(), seq, at, usize::MAX, &mut unbounded(&mut out)).unwrap();
     String::from_utf8(out).expect("a JSON line is valid UTF-8")
 }
 
@@ -407,15 +415,26 @@ fn escape_codes_for_single_characters() {
         ('\u{2029}', r"\u{2029}"),
     ] {
         let mut out = Vec::new();
-        let n = escape_text(&mut out, c.to_string().as_bytes(), usize::MAX, false);
+        let n = escape_text(
+            &mut unbounded(&mut out),
+            c.to_string().as_bytes(),
+            usize::MAX,
+            false,
+        )
+        .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), want, "char {c:?}");
         assert_eq!(n, want.len());
     }
     // Tab and ordinary non-ASCII characters are kept as they are.
     let mut out = Vec::new();
     assert_eq!(
-        escape_text(&mut out, "\té日😀".as_bytes(), usize::MAX, false),
-        4
+        escape_text(
+            &mut unbounded(&mut out),
+            "\té日😀".as_bytes(),
+            usize::MAX,
+            false
+        ),
+        Some(4)
     );
     assert_eq!(out, "\té日😀".as_bytes());
 }
@@ -636,7 +655,7 @@ fn json_escape_of_single_values() {
         ("plain", "plain"),
     ] {
         let mut out = Vec::new();
-        escape_json(&mut out, s.as_bytes(), usize::MAX);
+        escape_json(&mut unbounded(&mut out), s.as_bytes(), usize::MAX).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), want, "value {s:?}");
     }
 }
@@ -884,5 +903,77 @@ fn raw_fields_with_invalid_utf8_are_written_with_replacement_characters() {
             r#""message":"ab\u{FFFD}cd\u{FFFD}""#.replace(r"\u{FFFD}", "\u{FFFD}").as_str()
         ),
         "{line}"
+    );
+}
+
+// ------------------------------------------- amplification (issue 9, point 1)
+
+/// Bytes the escaping loops examined on this thread while running `f`.
+fn examined_by(f: impl FnOnce()) -> usize {
+    let before = EXAMINED.with(|e| e.get());
+    f();
+    EXAMINED.with(|e| e.get()) - before
+}
+
+/// The formatting half of the bomb of issue 9: every field the same 4 MiB
+/// (zero bytes, which escape to 4 bytes each, or bytes that are not UTF-8).
+/// Before, the whole line was escaped first (160 MiB of `\x00`) and only
+/// then cut; now escaping stops at the line limit, so memory and work are
+/// a small multiple of the limit, whatever the fields hold.
+#[test]
+fn huge_aliased_fields_cost_at_most_a_few_line_limits() {
+    const MAX_LINE: usize = 10 * 1024 * 1024; // the default --max_file_size
+    for content in [0u8, 0xff, b'\n', b'a'] {
+        let huge = vec![content; 4 * 1024 * 1024];
+        let raw = RawFields::from_texts([&huge[..]; TEXT_FIELDS], Level(3));
+        for format in [LineFormat::Text, LineFormat::Json] {
+            let fmt = LineFormatter::new(format, MAX_LINE);
+            let mut out = Vec::new();
+            let mut cut = false;
+            let work = examined_by(|| {
+                cut = fmt.write_raw(&raw, 1, &at(1_795_502_173, 0), &mut out);
+            });
+            let what = format!("{format:?}, bytes {content:#04x}");
+            assert!(cut, "{what}: the line must be cut");
+            assert!(out.len() <= MAX_LINE, "{what}: {} bytes", out.len());
+            assert!(
+                out.capacity() <= 2 * MAX_LINE,
+                "{what}: {} bytes held to format one line",
+                out.capacity()
+            );
+            // One pass up to the limit, then the capped pass.
+            assert!(work <= 2 * MAX_LINE + 64, "{what}: {work} bytes examined");
+        }
+    }
+}
+
+/// A field far longer than its column or the line's cap is read only as far
+/// as it is written: cutting does not cost the field's length.
+#[test]
+fn cutting_a_field_reads_no_further_than_the_cut() {
+    let huge = vec![0u8; 1 << 20];
+    let fmt = LineFormatter::new(LineFormat::Text, 8 * 1024);
+    let mut raw = RawFields {
+        hostname: &huge,
+        ..RawFields::default()
+    };
+    let mut out = Vec::new();
+    let work = examined_by(|| {
+        fmt.write_raw(&raw, 0, &at(0, 0), &mut out);
+    });
+    assert!(
+        work <= 64,
+        "{work} bytes examined for a 12-character column"
+    );
+    raw = RawFields {
+        message: &huge,
+        ..RawFields::default()
+    };
+    let work = examined_by(|| {
+        assert!(fmt.write_raw(&raw, 0, &at(0, 0), &mut out));
+    });
+    assert!(
+        work <= 2 * 8 * 1024,
+        "{work} bytes examined for an 8 KiB line"
     );
 }

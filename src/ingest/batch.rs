@@ -14,6 +14,7 @@ use std::{
 use super::decode::DecodedBatch;
 use crate::{
     format::{LineFormat, LineFormatter, ReceivedAt},
+    metrics::RateLimiter,
     queue::{RecordQueue, Sequencer},
     record::{Fields, Record},
 };
@@ -69,7 +70,14 @@ pub struct Ingress {
     formatter: LineFormatter,
     /// Lines whose fields were cut to fit the maximum line length.
     truncated: AtomicU64,
+    /// Holds the truncation warning to a few lines a second: any client can
+    /// cause one per message it sends.
+    truncation_warnings: RateLimiter,
 }
+
+/// Truncation warnings let through per second (the rest are counted in the
+/// next one that is).
+const TRUNCATION_WARNINGS_PER_SECOND: u64 = 1;
 
 impl Ingress {
     /// Producers for `queue`, numbering lines from `first_seq`.
@@ -83,6 +91,7 @@ impl Ingress {
             queue,
             formatter,
             truncated: AtomicU64::new(0),
+            truncation_warnings: RateLimiter::new(TRUNCATION_WARNINGS_PER_SECOND),
         }
     }
 
@@ -209,10 +218,13 @@ impl Ingress {
         if truncated > 0 {
             self.truncated
                 .fetch_add(truncated as u64, Ordering::Relaxed);
-            tracing::warn!(
-                lines = truncated,
-                "Lines longer than a log file allows were cut to fit."
-            );
+            if let Some(held) = self.truncation_warnings.check() {
+                tracing::warn!(
+                    lines = truncated,
+                    suppressed = held,
+                    "Lines longer than a log file allows were cut to fit."
+                );
+            }
         }
     }
 }

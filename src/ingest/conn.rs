@@ -14,7 +14,7 @@ use super::{
     frame::{Frame, FrameError, Frames},
 };
 use crate::{
-    format::{LineFormatter, ReceivedAt},
+    format::{ClientText, LineFormatter, ReceivedAt},
     metrics::{IngestStats, RateLimiter},
 };
 
@@ -59,13 +59,13 @@ pub struct Connection {
 }
 
 /// Names a connection in diagnostics: its peer address and, once known,
-/// its identity.
+/// its identity (client text, so escaped, and capped by the decoder).
 struct Who<'a>(&'a SocketAddr, &'a Option<String>);
 
 impl fmt::Display for Who<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.1 {
-            Some(id) => write!(f, "{} ({id})", self.0),
+            Some(id) => write!(f, "{} ({})", self.0, ClientText(id)),
             None => write!(f, "{}", self.0),
         }
     }
@@ -133,7 +133,7 @@ impl Connection {
                         Ok(Decoded::Log) => {}
                         Ok(Decoded::Hello(id)) => {
                             IngestStats::add(&stats.hellos, 1);
-                            tracing::debug!(peer = %self.peer, identity = %id, "Client said hello.");
+                            tracing::debug!(peer = %self.peer, identity = %ClientText(&id), "Client said hello.");
                             self.identity = Some(id);
                         }
                         Err(e) => {
@@ -143,7 +143,10 @@ impl Connection {
                                     peer = %Who(&self.peer, &self.identity),
                                     bytes = payload.len(),
                                     suppressed = held,
-                                    "Skipped a frame that does not decode: {e}."
+                                    "Skipped a frame that does not decode: {}.",
+                                    // capnp's messages are its own, but
+                                    // may quote what it read.
+                                    ClientText(&e.to_string())
                                 );
                             }
                         }
@@ -239,6 +242,111 @@ mod tests {
             }
         }
         (lines, false)
+    }
+
+    /// Everything `tracing` writes on this thread while `f` runs (debug and
+    /// up, no colours), as the fmt layer would write it to stderr.
+    fn captured_logs(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// Issue 9, point 8: a hello whose identity carries a newline, a forged
+    /// diagnostic line and terminal escapes, 10 KB long, then a frame that
+    /// does not decode (its warning names the identity). Each diagnostic is
+    /// one line, with no control character from the client in it, and the
+    /// identity is capped.
+    #[test]
+    fn client_text_in_diagnostics_is_escaped_and_capped() {
+        let forged = "2026-01-01T00:00:00.000000Z  WARN log_server: forged line";
+        let name = format!(
+            "evil\n{forged}\x1b[2J\x1b]0;pwned\x07{}",
+            "x".repeat(10_000)
+        );
+        let mut stream = Vec::new();
+        crate::encode::push_hello_frame(&mut stream, &name, "host\r\nnext\u{2028}");
+        crate::ingest::frame::write_frame(&mut stream, b"not capnp at all, not at all");
+        let shared = Arc::new(ConnShared {
+            stats: Arc::new(IngestStats::default()),
+            diag: RateLimiter::new(100),
+            max_frame_size: 1 << 20,
+            formatter: LineFormatter::new(LineFormat::Text, 1 << 20),
+        });
+        let mut conn = Connection::new("127.0.0.1:1".parse().unwrap(), shared);
+        let logs = captured_logs(|| {
+            conn.feed(&stream);
+        });
+        let identity = conn.identity().unwrap();
+        assert!(
+            identity.chars().count() <= 2 * crate::ingest::decode::MAX_IDENTITY_PART_CHARS + 1,
+            "an identity of {} characters",
+            identity.chars().count()
+        );
+        assert!(identity.starts_with("evil\n"), "kept as sent: {identity:?}");
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 2, "one line per diagnostic: {logs}");
+        assert!(lines[0].contains("Client said hello."), "{logs}");
+        assert!(lines[1].contains("Skipped a frame"), "{logs}");
+        for line in &lines {
+            assert!(
+                line.contains(r"evil\x0a2026-01-01"),
+                "escaped newline: {line}"
+            );
+            assert!(
+                !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+                "a control character reached the diagnostics: {line:?}"
+            );
+            assert!(line.len() < 1024, "a diagnostic of {} bytes", line.len());
+        }
+    }
+
+    /// Issue 9, point 8: the truncation warning is rate-limited like every
+    /// other warning a client can cause; the count of cut lines stays exact.
+    #[test]
+    fn truncation_warnings_are_rate_limited() {
+        use crate::{ingest::batch::Ingress, queue::RecordQueue};
+        let ingress = Ingress::new(
+            Arc::new(RecordQueue::new(1024, 1 << 30)),
+            LineFormatter::new(LineFormat::Text, 4096),
+            0,
+        );
+        let huge = "m".repeat(64 * 1024);
+        let f = Fields {
+            message: &huge,
+            ..Fields::default()
+        };
+        let logs = captured_logs(|| {
+            for _ in 0..100 {
+                let record = ingress.sequence_fields(std::iter::once(f), std::time::Instant::now());
+                assert!(record.is_some());
+            }
+        });
+        assert_eq!(ingress.truncated_lines(), 100);
+        let warnings = logs
+            .lines()
+            .filter(|l| l.contains("were cut to fit"))
+            .count();
+        // One a second; the loop may straddle a second boundary.
+        assert!((1..=2).contains(&warnings), "{warnings} warnings: {logs}");
     }
 
     proptest! {

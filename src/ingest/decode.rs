@@ -5,7 +5,11 @@
 //! Pure: no I/O. The Cap'n Proto reader works under limits derived from the
 //! maximum frame size (traversal limit, nesting limit, largest unpacked
 //! size), so a hostile frame costs bounded work and memory, and a malformed
-//! payload is an error value for that frame only.
+//! payload is an error value for that frame only. The traversal limit is
+//! also never more than the message's own size, and both readers (the fast
+//! one and capnp's) charge every text each time a field references it: a
+//! frame whose pointers alias one big text (issue 9's amplification frame)
+//! is refused instead of handing on 15 times what it holds.
 
 use capnp::message::{ReaderOptions, ReaderSegments, SegmentArray};
 use thiserror::Error;
@@ -144,7 +148,18 @@ pub struct Decoder {
     max_unpacked: usize,
     /// Where packed payloads are unpacked; only grows.
     scratch: Vec<u8>,
+    /// Bytes this decoder has produced or handed on so far: unpacked bytes
+    /// plus the text of every field of every accepted message (aliased
+    /// fields counted each time). A measure of decoding work that does not
+    /// depend on the clock, for tests and for callers that bound the work
+    /// done for one connection before serving others.
+    touched: u64,
 }
+
+/// Longest `fromName` and `fromHost` of a hello kept, in characters each:
+/// the identity is repeated in diagnostics, so a client must not be able to
+/// make every one of them megabytes long.
+pub const MAX_IDENTITY_PART_CHARS: usize = 128;
 
 /// Room for the largest segment table capnp accepts (512 segments).
 const MAX_SEGMENT_TABLE_BYTES: usize = 4 * 512 + 8;
@@ -165,7 +180,15 @@ impl Decoder {
             options,
             max_unpacked: max_message_bytes + MAX_SEGMENT_TABLE_BYTES,
             scratch: Vec::new(),
+            touched: 0,
         }
+    }
+
+    /// Bytes unpacked and field bytes handed on since this decoder was
+    /// made (see the field's doc). Grows by at most the unpacked size plus
+    /// the traversal limit per payload, whatever the payload.
+    pub fn bytes_touched(&self) -> u64 {
+        self.touched
     }
 
     /// Decodes one frame payload. A `LoggerMsg` is appended to `batch`; a
@@ -187,20 +210,37 @@ impl Decoder {
         payload: &[u8],
         mut sink: impl FnMut(RawFields<'_>),
     ) -> Result<Decoded, DecodeError> {
+        let mut handed_on = 0u64;
+        let mut sink = |raw: RawFields<'_>| {
+            handed_on += raw.text_len() as u64;
+            sink(raw)
+        };
+        let result = self.decode_counted(payload, &mut sink);
+        self.touched += handed_on;
+        result
+    }
+
+    fn decode_counted(
+        &mut self,
+        payload: &[u8],
+        sink: &mut impl FnMut(RawFields<'_>),
+    ) -> Result<Decoded, DecodeError> {
         // A packed payload never starts with four zero bytes (PROTOCOL.md):
         // those are the segment count of an unpacked message, which is read
         // in place (capnp's `unaligned` feature: no copy to align it).
         if payload.starts_with(&[0, 0, 0, 0]) {
-            return decode_flat(payload, self.options, &mut sink);
+            return decode_flat(payload, self.options, sink);
         }
-        let packed = unpack(payload, &mut self.scratch, self.max_unpacked)
-            .and_then(|len| decode_flat(&self.scratch[..len], self.options, &mut sink));
+        let packed = unpack(payload, &mut self.scratch, self.max_unpacked).and_then(|len| {
+            self.touched += len as u64;
+            decode_flat(&self.scratch[..len], self.options, sink)
+        });
         match packed {
             // An unpacked message of several segments starts with a non-zero
             // segment count, like a packed one: try it that way too before
             // calling the frame bad. Bounded: at most twice the work.
             Err(e) if payload.len() % 8 == 0 => {
-                decode_flat(payload, self.options, &mut sink).map_err(|_| e)
+                decode_flat(payload, self.options, sink).map_err(|_| e)
             }
             other => other,
         }
@@ -356,35 +396,59 @@ fn grow(out: &mut Vec<u8>, len: usize) {
 
 /// Reads an unpacked message (segment table + segments) in place. The
 /// common single-segment case skips capnp's general segment-table parsing.
+///
+/// The traversal limit is the smaller of the configured one and the
+/// message's own size: a message built by any Cap'n Proto writer references
+/// each of its words at most once, so only aliased pointers can reference
+/// more than the message holds, and refusing those bounds what one frame
+/// hands to the formatter by its unpacked size (not 15 times it, nor the
+/// 4 MiB limit for a 250 KB message).
 fn decode_flat(
     bytes: &[u8],
     options: ReaderOptions,
     sink: &mut impl FnMut(RawFields<'_>),
 ) -> Result<Decoded, DecodeError> {
+    let configured = options.traversal_limit_in_words.unwrap_or(usize::MAX);
     if let Some(table) = bytes.first_chunk::<8>() {
         let words = u32::from_le_bytes([table[4], table[5], table[6], table[7]]) as usize;
         if table[..4] == [0, 0, 0, 0] {
             if let Some(segment) = words.checked_mul(8).and_then(|len| bytes.get(8..8 + len)) {
-                // The fast path reads each word at most once, so the size
-                // limit is its traversal limit.
-                let within_limit = options
-                    .traversal_limit_in_words
-                    .is_none_or(|limit| words <= limit);
-                if let Some((texts, level)) =
-                    within_limit.then(|| logger_fields_fast(segment)).flatten()
+                // The segment's size is checked like capnp checks it; what
+                // the fields reference (aliasing included) is charged by the
+                // fast reader itself.
+                let limit = configured.min(words);
+                if let Some((texts, level)) = (words <= configured)
+                    .then(|| logger_fields_fast(segment, limit))
+                    .flatten()
                 {
                     sink(RawFields::from_texts(texts, level));
                     return Ok(Decoded::Log);
                 }
                 let segments = [segment];
-                let message = capnp::message::Reader::new(SegmentArray::new(&segments), options);
+                let message = capnp::message::Reader::new(
+                    SegmentArray::new(&segments),
+                    with_limit(options, limit),
+                );
                 return decode_message(&message, sink);
             }
         }
     }
+    // The segment table is counted too: a few words more than the
+    // segments, which only makes the limit a little looser.
+    let limit = configured.min(bytes.len() / 8);
     let mut slice = bytes;
-    let message = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut slice, options)?;
+    let message = capnp::serialize::read_message_from_flat_slice_no_alloc(
+        &mut slice,
+        with_limit(options, limit),
+    )?;
     decode_message(&message, sink)
+}
+
+/// `options` with a traversal limit of `words` (at least 1: capnp reads
+/// the root pointer even of an empty message).
+fn with_limit(mut options: ReaderOptions, words: usize) -> ReaderOptions {
+    options.traversal_limit_in_words(Some(words.max(1)));
+    options
 }
 
 /// Reads a `LoggerMsg` straight from a single segment when it has the plain
@@ -394,7 +458,16 @@ fn decode_flat(
 /// with its own errors. Same result as the generic reader where both apply
 /// (a property test checks), at a fraction of its cost: the TCP profile had
 /// capnp's pointer-following as a top cost.
-fn logger_fields_fast(segment: &[u8]) -> Option<([&[u8]; TEXT_FIELDS], Level)> {
+///
+/// It charges `limit_words` exactly as capnp's traversal limit would: the
+/// root pointer, the root struct, then every text it hands out, in words,
+/// each time a text is referenced. Fifteen pointers aliasing one 4 MiB
+/// list cost 60 MiB of budget, not 4: without that, a 4 KiB packed frame
+/// turned into 60 MiB of field text to copy and format (issue 9). Over the
+/// budget it returns `None`, and capnp refuses the message with its own
+/// "read limit exceeded" error. A plain message charges exactly its
+/// segment's words, so a limit of the segment's size never refuses one.
+fn logger_fields_fast(segment: &[u8], limit_words: usize) -> Option<([&[u8]; TEXT_FIELDS], Level)> {
     let word = |i: usize| -> Option<u64> {
         let at = i.checked_mul(8)?;
         Some(u64::from_le_bytes(
@@ -414,13 +487,15 @@ fn logger_fields_fast(segment: &[u8]) -> Option<([&[u8]; TEXT_FIELDS], Level)> {
     }
     let start = usize::try_from(1 + offset(root)).ok()?;
     let pointer_base = start + data_words;
-    if (pointer_base + pointers) * 8 > segment.len() {
+    if (pointer_base + pointers) * 8 > segment.len() || 1 + data_words + pointers > limit_words {
         return None;
     }
     let level = Level(i32::from(u16::from_le_bytes([
         segment[start * 8],
         segment[start * 8 + 1],
     ])));
+    // capnp charges one word for the root pointer, then the whole struct.
+    let mut charged = 1 + data_words + pointers;
     let mut texts: [&[u8]; TEXT_FIELDS] = [&[]; TEXT_FIELDS];
     for (i, text) in texts.iter_mut().enumerate().take(pointers) {
         let at = pointer_base + i;
@@ -438,6 +513,10 @@ fn logger_fields_fast(segment: &[u8]) -> Option<([&[u8]; TEXT_FIELDS], Level)> {
             .ok()?
             .checked_mul(8)?;
         let bytes = segment.get(first..first.checked_add(count)?)?;
+        charged = charged.checked_add(count.div_ceil(8))?;
+        if charged > limit_words {
+            return None;
+        }
         let (&nul, body) = bytes.split_last()?;
         if nul != 0 {
             return None;
@@ -492,9 +571,11 @@ fn decode_message<S: ReaderSegments>(
 ) -> Result<Decoded, DecodeError> {
     if root_data_words(message)? == 0 {
         let hello: hello_msg::Reader<'_> = message.get_root()?;
-        let name = String::from_utf8_lossy(hello.get_from_name()?.as_bytes()).into_owned();
-        let host = String::from_utf8_lossy(hello.get_from_host()?.as_bytes());
-        return Ok(Decoded::Hello(format!("{name}@{host}")));
+        let mut identity = String::new();
+        push_identity_part(&mut identity, hello.get_from_name()?.as_bytes());
+        identity.push('@');
+        push_identity_part(&mut identity, hello.get_from_host()?.as_bytes());
+        return Ok(Decoded::Hello(identity));
     }
     let msg: logger_msg::Reader<'_> = message.get_root()?;
     let level = match msg.get_level() {
@@ -520,6 +601,29 @@ fn decode_message<S: ReaderSegments>(
     ];
     sink(RawFields::from_texts(texts, level));
     Ok(Decoded::Log)
+}
+
+/// Appends at most [`MAX_IDENTITY_PART_CHARS`] characters of `bytes` to
+/// `out`, invalid UTF-8 as U+FFFD, reading no further than it keeps. The
+/// text is kept as sent: escaping is for where it is shown.
+fn push_identity_part(out: &mut String, bytes: &[u8]) {
+    let mut left = MAX_IDENTITY_PART_CHARS;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if left == 0 {
+                return;
+            }
+            out.push(c);
+            left -= 1;
+        }
+        if !chunk.invalid().is_empty() {
+            if left == 0 {
+                return;
+            }
+            out.push(char::REPLACEMENT_CHARACTER);
+            left -= 1;
+        }
+    }
 }
 
 /// The fields of a gRPC `LogRequest`. prost has already rejected invalid

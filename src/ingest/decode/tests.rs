@@ -790,7 +790,7 @@ proptest::proptest! {
             }
         }
         let segment = &words[8..];
-        if let Some((texts, level)) = super::logger_fields_fast(segment) {
+        if let Some((texts, level)) = super::logger_fields_fast(segment, usize::MAX) {
             let segments = [segment];
             let message = capnp::message::Reader::new(capnp::message::SegmentArray::new(&segments), Default::default());
             let root: crate::wire::logger_capnp::logger_msg::Reader<'_> = message.get_root().unwrap();
@@ -871,5 +871,221 @@ proptest::proptest! {
             Ok(Decoded::Log) => proptest::prop_assert_eq!(batch.len(), 1),
             Ok(Decoded::Hello(_)) | Err(_) => proptest::prop_assert_eq!(batch.len(), 0),
         }
+    }
+}
+
+// ------------------------------------------- amplification (issue 9, point 1)
+
+use crate::encode::RawLoggerMsg;
+
+/// What capnp's generic reader makes of one unpacked segment under a
+/// traversal limit of `limit_words`: the texts, or `None` if it refuses.
+fn capnp_texts(segment: &[u8], limit_words: usize) -> Option<Vec<Vec<u8>>> {
+    let segments = [segment];
+    let mut options = ReaderOptions::new();
+    options.traversal_limit_in_words(Some(limit_words));
+    let message = capnp::message::Reader::new(SegmentArray::new(&segments), options);
+    let root: logger_capnp::logger_msg::Reader<'_> = message.get_root().ok()?;
+    type Getter =
+        for<'a> fn(&logger_capnp::logger_msg::Reader<'a>) -> capnp::Result<capnp::text::Reader<'a>>;
+    let getters: [Getter; TEXT_FIELDS] = [
+        |r| r.get_timestamp(),
+        |r| r.get_hostname(),
+        |r| r.get_logger_name(),
+        |r| r.get_module(),
+        |r| r.get_filename(),
+        |r| r.get_function_name(),
+        |r| r.get_line_number(),
+        |r| r.get_message(),
+        |r| r.get_path_name(),
+        |r| r.get_process_id(),
+        |r| r.get_process_name(),
+        |r| r.get_thread_id(),
+        |r| r.get_thread_name(),
+        |r| r.get_service_name(),
+        |r| r.get_stack_trace(),
+    ];
+    getters
+        .iter()
+        .map(|get| get(&root).ok().map(|t| t.as_bytes().to_vec()))
+        .collect()
+}
+
+/// The bomb of issue 9: a ~4 KiB packed frame whose 15 text pointers all
+/// alias one list of ~4 MiB of zero bytes. Before the fix the fast reader
+/// handed out 15 x 4 MiB of text (60 MiB to copy and format); now it is
+/// refused, packed or not, and costs only its unpacking.
+#[test]
+fn aliased_pointers_to_one_huge_list_are_refused() {
+    let len = MAX - 4096;
+    for packing in [Packing::Packed, Packing::Unpacked] {
+        let payload = RawLoggerMsg::aliased_zeros(len).payload(packing);
+        if packing == Packing::Packed {
+            assert!(payload.len() < 8 * 1024, "{} bytes packed", payload.len());
+        }
+        let (mut decoder, mut batch, _) = primed();
+        let before = decoder.bytes_touched();
+        assert_fails_unchanged(&mut decoder, &mut batch, &payload, "aliased bomb");
+        let mut formatted = 0;
+        let result = decoder.decode_with(&payload, |raw| formatted += raw.text_len());
+        assert!(result.is_err(), "{packing:?}: {result:?}");
+        assert_eq!(formatted, 0, "{packing:?}: no text handed on");
+        // Twice (decode and decode_with): at most the unpacked size each.
+        let work = decoder.bytes_touched() - before;
+        assert!(
+            work <= 2 * (MAX as u64 + 4096),
+            "{packing:?}: {work} bytes touched"
+        );
+    }
+    // The same through far pointers (capnp's generic reader) is refused too.
+    let mut far = RawLoggerMsg::aliased_zeros(len);
+    far.texts[0].1 = true;
+    let (mut decoder, mut batch, _) = primed();
+    assert_fails_unchanged(
+        &mut decoder,
+        &mut batch,
+        &far.payload(Packing::Packed),
+        "far bomb",
+    );
+    // Aliasing that stays within the 4 MiB limit (15 x 250 KB) but
+    // references 15 times what the message holds is refused as well: it
+    // would format to 10 MB from a 1 KiB frame.
+    let (mut decoder, mut batch, _) = primed();
+    let small = RawLoggerMsg::aliased_zeros(250_000).payload(Packing::Packed);
+    assert!(small.len() < 1024);
+    assert_fails_unchanged(&mut decoder, &mut batch, &small, "aliased within the limit");
+    // One field holding the whole list, no aliasing, is a valid message.
+    let mut single = RawLoggerMsg::aliased_zeros(len);
+    single.fields = [None; TEXT_FIELDS];
+    single.fields[7] = Some(0);
+    let mut batch = DecodedBatch::default();
+    let mut decoder = Decoder::new(MAX);
+    decoder
+        .decode(&single.payload(Packing::Packed), &mut batch)
+        .unwrap();
+    assert_eq!(batch.get(0).message.len(), len);
+}
+
+/// At the exact boundary of the traversal limit, the fast reader and
+/// capnp's generic reader accept and refuse the same aliased messages.
+#[test]
+fn fast_reader_charges_aliased_texts_like_capnp() {
+    // Root pointer + struct (1 data word, 15 pointers) = 17 words.
+    let limit = 17 + 15 * 10;
+    for text_words in 8..12 {
+        let len = text_words * 8 - 1; // plus the NUL: exactly `text_words`
+        let payload = RawLoggerMsg::aliased_zeros(len).payload(Packing::Unpacked);
+        let segment = &payload[8..];
+        let fast = logger_fields_fast(segment, limit);
+        let generic = capnp_texts(segment, limit);
+        assert_eq!(fast.is_some(), generic.is_some(), "{text_words} words");
+        assert_eq!(fast.is_some(), text_words <= 10, "{text_words} words");
+    }
+}
+
+/// Texts for the generated messages: a few random bytes, then a run of
+/// zeros (long enough, now and then, to be a few MiB unpacked from a few
+/// KiB packed).
+fn text_strategy() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, bool)> {
+    use proptest::prelude::*;
+    let zeros = prop_oneof![
+        8 => 0usize..300,
+        2 => 300usize..70_000,
+        1 => 500_000usize..3_000_000,
+    ];
+    (
+        proptest::collection::vec(any::<u8>(), 0..40),
+        zeros,
+        any::<bool>(),
+    )
+        .prop_map(|(mut head, zeros, far)| {
+            head.resize(head.len() + zeros, 0);
+            (head, far)
+        })
+}
+
+fn raw_message_strategy() -> impl proptest::strategy::Strategy<Value = RawLoggerMsg> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec(text_strategy(), 1..4),
+        proptest::collection::vec(proptest::option::weighted(0.8, 0usize..4), TEXT_FIELDS),
+        0u16..20,
+    )
+        .prop_map(|(texts, fields, level)| {
+            let n = texts.len();
+            RawLoggerMsg {
+                level,
+                texts,
+                fields: std::array::from_fn(|i| fields[i].map(|t| t % n)),
+            }
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Structurally valid messages with aliased and far pointers and long
+    /// zero runs, packed or not, through the whole decoder and the
+    /// formatter: a message is accepted exactly when what its fields
+    /// reference (aliasing counted each time) fits the traversal limit,
+    /// which is the configured one or the message's own size if smaller;
+    /// an accepted one comes out field for field; the work is bounded by
+    /// the unpacked size; no line is longer than the maximum, nor than 4
+    /// bytes per unpacked byte.
+    #[test]
+    fn aliased_far_and_zero_run_messages_are_charged_in_full(
+        msg in raw_message_strategy(),
+        packed in proptest::prelude::any::<bool>(),
+    ) {
+        const LIMIT: usize = 1 << 20;
+        const MAX_LINE: usize = 64 * 1024;
+        let payload = msg.payload(if packed { Packing::Packed } else { Packing::Unpacked });
+        let unpacked_len = msg.payload(Packing::Unpacked).len();
+        // What capnp charges, far pointers aside (one more word each).
+        let referenced: usize = 17 + msg
+            .fields
+            .iter()
+            .flatten()
+            .map(|&t| (msg.texts[t].0.len() + 1).div_ceil(8))
+            .sum::<usize>();
+        let far_fields = msg.fields.iter().flatten().filter(|&&t| msg.texts[t].1).count();
+        let table = if msg.texts.iter().any(|t| t.1) { 16 } else { 8 };
+        let segment_words = (unpacked_len - table) / 8;
+        let segments_fit = unpacked_len <= LIMIT;
+        let mut decoder = Decoder::new(LIMIT);
+        let formatter = crate::format::LineFormatter::new(crate::format::LineFormat::Text, MAX_LINE);
+        let mut line = Vec::new();
+        let mut got = None;
+        let result = decoder.decode_with(&payload, |raw| {
+            got = Some(raw.text_len());
+            formatter.write_raw(&raw, 0, &crate::format::ReceivedAt::new(std::time::UNIX_EPOCH), &mut line);
+        });
+        if referenced > (LIMIT / 8).min(unpacked_len / 8) {
+            proptest::prop_assert!(result.is_err(), "{} words referenced, accepted", referenced);
+        } else if segments_fit && referenced + far_fields <= (LIMIT / 8).min(segment_words) {
+            proptest::prop_assert_eq!(result.as_ref().ok(), Some(&Decoded::Log));
+        }
+        if result.is_ok() {
+            let mut batch = DecodedBatch::default();
+            decoder.decode(&payload, &mut batch).unwrap();
+            let f = batch.get(0);
+            let texts = [
+                f.timestamp, f.hostname, f.logger_name, f.module, f.filename,
+                f.function_name, f.line_number, f.message, f.path_name, f.process_id,
+                f.process_name, f.thread_id, f.thread_name, f.service_name, f.stack_trace,
+            ];
+            for (i, field) in msg.fields.iter().enumerate() {
+                let want = field.map(|t| String::from_utf8_lossy(&msg.texts[t].0).into_owned()).unwrap_or_default();
+                proptest::prop_assert_eq!(texts[i], want.as_str(), "field {}", i);
+            }
+            proptest::prop_assert!(got.unwrap() <= unpacked_len);
+        }
+        proptest::prop_assert!(line.len() <= MAX_LINE, "a line of {} bytes", line.len());
+        proptest::prop_assert!(line.len() <= 4 * unpacked_len + crate::format::LINE_OVERHEAD);
+        // Both decodes together. Packed: each unpacks the message and hands
+        // on at most its size in text. Unpacked with two segments, the
+        // decoder first tries the bytes as packed (the segment count is not
+        // zero), which may unpack to anything up to the size limit.
+        let per_decode = if packed { 2 * unpacked_len } else { LIMIT + 4096 + unpacked_len };
+        proptest::prop_assert!(decoder.bytes_touched() <= 2 * per_decode as u64);
     }
 }
