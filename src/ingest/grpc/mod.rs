@@ -44,6 +44,7 @@ use self::{
 };
 use super::{batch::Ingress, decode::fields_from_request};
 use crate::{
+    format::ClientText,
     metrics::{IngestStats, RateLimiter},
     record::Record,
     wire::proto::{
@@ -362,7 +363,12 @@ impl Handler {
         if accepted > 0 {
             self.acknowledge(end).await;
         }
-        tracing::debug!(accepted, %status, "A gRPC stream ended with an error.");
+        tracing::debug!(
+            accepted,
+            status = %ClientText(status.message()),
+            code = ?status.code(),
+            "A gRPC stream ended with an error."
+        );
         let mut metadata = MetadataMap::new();
         metadata.insert(ACCEPTED_TRAILER, accepted.into());
         Status::with_metadata(
