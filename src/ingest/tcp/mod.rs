@@ -678,8 +678,7 @@ async fn open_buffer(
 fn base_buffer(config: &TcpConfig) -> usize {
     config
         .read_buffer
-        .min(BASE_READ_BUFFER)
-        .max(2 * super::frame::PREFIX_LEN)
+        .clamp(2 * super::frame::PREFIX_LEN, BASE_READ_BUFFER)
 }
 
 /// Gets `capacity` bytes of read buffer from the budget for this
