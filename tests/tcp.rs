@@ -516,12 +516,14 @@ fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
         }
         // Five idle timeouts of waiting on the queue.
         thread::sleep(Duration::from_millis(1_000));
+        let closed = IngestStats::get(&stats.connections_idle_closed);
+        // Unstick the writer before asserting, so a failure cannot hang
+        // the server's shutdown on the FIFO.
+        let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
         assert_eq!(
-            IngestStats::get(&stats.connections_idle_closed),
-            0,
+            closed, 0,
             "a connection waiting on a full queue was closed as idle"
         );
-        let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
         client.join().unwrap();
         let writer = server.writer().clone();
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -300,12 +300,16 @@ mod tests {
     };
 
     fn connection(format: LineFormat) -> Connection {
+        connection_with(format, 4096)
+    }
+
+    fn connection_with(format: LineFormat, max_frame_size: usize) -> Connection {
         let stats = Arc::new(IngestStats::default());
         let shared = Arc::new(ConnShared {
             stats: stats.clone(),
             budget: Arc::new(MemoryBudget::new(usize::MAX, stats)),
             diag: RateLimiter::new(0),
-            max_frame_size: 4096,
+            max_frame_size,
             formatter: LineFormatter::new(format, 1 << 20),
         });
         Connection::new("127.0.0.1:1".parse().unwrap(), shared)
@@ -334,6 +338,44 @@ mod tests {
             }
         }
         (lines, false)
+    }
+
+    /// One client's buffer full of expensive frames is taken in a bounded
+    /// amount of work at a time (the engine lets other connections run in
+    /// between), and every frame still comes out exactly once.
+    #[test]
+    fn a_feed_stops_after_a_bounded_amount_of_work() {
+        let mut conn = connection_with(LineFormat::Text, 1 << 20);
+        let big = "y".repeat(200 * 1024);
+        let mut stream = Vec::new();
+        for _ in 0..8 {
+            let f = Fields {
+                message: &big,
+                ..Fields::default()
+            };
+            push_logger_frame(&mut stream, &f, Packing::Packed);
+        }
+        let (mut at, mut turns, mut lines) = (0, 0, 0);
+        loop {
+            let feed = conn.feed(&stream[at..]);
+            lines += conn.pending().len();
+            *conn.pending() = Pending::for_format(LineFormat::Text);
+            turns += 1;
+            match feed {
+                Feed::Continue { consumed, more, .. } => {
+                    at += consumed;
+                    if !more {
+                        break;
+                    }
+                }
+                Feed::Close => panic!("closed"),
+            }
+            assert!(turns < 100, "no progress");
+        }
+        assert_eq!((lines, at), (8, stream.len()));
+        // 8 frames of ~400 KiB of work each (payload + line), at most
+        // WORK_PER_TURN (and one frame) per turn.
+        assert!(turns >= 4, "all in {turns} turns");
     }
 
     proptest! {
