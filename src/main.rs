@@ -19,6 +19,7 @@ use clap::Parser;
 use log_server::{
     format::LineFormat,
     ingest::{
+        budget::DEFAULT_INGEST_MEMORY,
         frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{AckMode, Http2Limits},
         tcp::IoEngine,
@@ -89,6 +90,12 @@ struct Args {
     /// Close a TCP connection silent for this many seconds (0 = never).
     #[arg(long = "idle_timeout", alias = "idle-timeout", default_value_t = 0)]
     idle_timeout: u64,
+    /// Close a TCP connection silent this many seconds in the middle of a frame (slowloris), or that waited this long for memory for its frame (0 = never).
+    #[arg(long = "frame_timeout", alias = "frame-timeout", default_value_t = server::DEFAULT_FRAME_TIMEOUT.as_secs())]
+    frame_timeout: u64,
+    /// Bytes all TCP connections' buffers may hold together; past it a connection stops reading until memory is given back.
+    #[arg(long = "ingest_memory", alias = "ingest-memory", default_value_t = DEFAULT_INGEST_MEMORY)]
+    ingest_memory: usize,
     /// Worker threads of the gRPC runtime.
     #[arg(long = "grpc_threads", alias = "grpc-threads", default_value_t = 2)]
     grpc_threads: usize,
@@ -156,6 +163,9 @@ impl Args {
             io_engine: self.io_engine,
             max_connections: self.max_connections,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            frame_timeout: (self.frame_timeout > 0)
+                .then(|| Duration::from_secs(self.frame_timeout)),
+            ingest_memory: self.ingest_memory,
             grpc_threads: self.grpc_threads,
             grpc_ack: self.grpc_ack,
             grpc_max_connections: self.grpc_max_connections,
@@ -341,6 +351,7 @@ fn stats_loop(
             queue = queue_len(),
             reorder = WriterStats::get(&writer.reorder_waiting),
             connections = IngestStats::get(&ingest.connections_open),
+            ingest_memory_mb = format!("{:.1}", IngestStats::get(&ingest.ingest_memory_bytes) as f64 / 1e6),
             latency = %writer.take_interval_latency(),
             retries = WriterStats::get(&writer.retries),
             rotations = WriterStats::get(&writer.rotations),

@@ -202,6 +202,20 @@ pub struct IngestStats {
     /// Request bytes gRPC calls hold in memory now (under
     /// `--grpc_max_inflight_bytes`).
     pub grpc_inflight_bytes: AtomicU64,
+    /// Connections closed for staying silent in the middle of a frame for
+    /// `--frame_timeout` (slowloris).
+    pub connections_frame_timeout: AtomicU64,
+    /// Connections closed because `--ingest_memory` stayed spent for
+    /// `--frame_timeout` while they needed memory for a frame.
+    pub connections_memory_closed: AtomicU64,
+    /// Connections refused because open file descriptors came within the
+    /// reserve kept for the log files.
+    pub connections_refused_fds: AtomicU64,
+    /// Bytes of buffers TCP connections hold now (read buffers, decoder
+    /// scratch, lines not yet queued), as counted by `--ingest_memory`.
+    pub ingest_memory_bytes: AtomicU64,
+    /// The highest `ingest_memory_bytes` so far.
+    pub ingest_memory_peak_bytes: AtomicU64,
 }
 
 impl IngestStats {

@@ -7,7 +7,11 @@
 //! sequence and waits for gaps (it has a timeout only as a safety net).
 //!
 //! The queue is bounded twice: in records (`--queue_capacity`) and in bytes
-//! of queued lines, so memory stays bounded whatever the record sizes. A
+//! of queued lines, so memory stays bounded whatever the record sizes. The
+//! bytes are what the lines' buffers hold (capacity, not length), and they
+//! include the records the writer holds in its reorder buffer behind a gap:
+//! the reorder buffer is bounded by the same cap. The one record the writer
+//! waits for (the gap) is always let in, or a full cap would wait on itself. A
 //! producer that finds it full waits (spin, then yield, then short sleeps,
 //! or asynchronously) and never drops. The writer sleeps when the queue is
 //! empty and a push wakes it at once.
@@ -62,8 +66,15 @@ impl Sequencer {
 #[derive(Debug)]
 pub struct RecordQueue {
     slots: ArrayQueue<Record>,
-    /// Bytes of lines now in `slots`.
+    /// Bytes of lines now in `slots` (capacity of their buffers).
     bytes: AtomicUsize,
+    /// Bytes of lines the writer holds in its reorder buffer behind a gap,
+    /// counted against the same cap ([`RecordQueue::set_reorder_state`]).
+    held: AtomicUsize,
+    /// The first sequence number the writer's reorder buffer waits for, or
+    /// `u64::MAX` when nothing waits: a record starting there is let in
+    /// whatever the byte cap says.
+    awaited: AtomicU64,
     max_bytes: usize,
     /// Set by the writer just before it parks on an empty queue, so that a
     /// producer only pays for an unpark when one is needed.
@@ -80,6 +91,8 @@ impl RecordQueue {
         RecordQueue {
             slots: ArrayQueue::new(capacity.max(1)),
             bytes: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            awaited: AtomicU64::new(u64::MAX),
             max_bytes: max_bytes.max(1),
             consumer_sleeping: AtomicBool::new(false),
             consumer: Mutex::new(None),
@@ -99,22 +112,33 @@ impl RecordQueue {
         self.slots.is_empty()
     }
 
-    /// Bytes of lines waiting now.
+    /// Bytes of lines waiting now (capacity of their buffers), in the queue
+    /// and in the writer's reorder buffer.
     pub fn queued_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed) + self.held.load(Ordering::Relaxed)
     }
 
     /// Whether a push would find room now (it may not a moment later).
     pub fn has_room(&self) -> bool {
-        self.slots.len() < self.slots.capacity()
-            && self.bytes.load(Ordering::Relaxed) < self.max_bytes
+        self.slots.len() < self.slots.capacity() && self.queued_bytes() < self.max_bytes
+    }
+
+    /// For the writer: the bytes of lines its reorder buffer holds, and the
+    /// sequence number it waits for (`None` when nothing waits).
+    pub fn set_reorder_state(&self, held_bytes: usize, awaited: Option<u64>) {
+        self.held.store(held_bytes, Ordering::Relaxed);
+        self.awaited
+            .store(awaited.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Pushes `record` if there is room, or hands it back.
     pub fn try_push(&self, record: Record) -> Result<(), Record> {
-        let len = record.lines.len();
-        let queued = self.bytes.load(Ordering::Relaxed);
-        if queued != 0 && queued + len > self.max_bytes {
+        let len = record.lines.capacity();
+        let queued = self.queued_bytes();
+        if queued != 0
+            && queued + len > self.max_bytes
+            && record.seq != self.awaited.load(Ordering::Relaxed)
+        {
             return Err(record);
         }
         self.bytes.fetch_add(len, Ordering::Relaxed);
@@ -172,7 +196,8 @@ impl RecordQueue {
     /// Takes the oldest record. For the writer thread only.
     pub fn pop(&self) -> Option<Record> {
         let record = self.slots.pop()?;
-        self.bytes.fetch_sub(record.lines.len(), Ordering::Relaxed);
+        self.bytes
+            .fetch_sub(record.lines.capacity(), Ordering::Relaxed);
         Some(record)
     }
 
@@ -210,5 +235,54 @@ impl RecordQueue {
                 t.unpark();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn record(seq: u64, len: usize, capacity: usize) -> Record {
+        let mut lines = Vec::with_capacity(capacity);
+        lines.resize(len, b'x');
+        Record {
+            seq,
+            count: 1,
+            received: Instant::now(),
+            lines,
+        }
+    }
+
+    #[test]
+    fn the_byte_cap_counts_what_buffers_hold_not_their_length() {
+        let q = RecordQueue::new(100, 1024 * 1024);
+        // 10 bytes of lines in a 1 MiB buffer: the buffer is the memory.
+        q.try_push(record(0, 10, 1024 * 1024)).unwrap();
+        assert!(q.queued_bytes() >= 1024 * 1024);
+        assert!(!q.has_room());
+        assert!(q.try_push(record(1, 10, 1024)).is_err());
+        let popped = q.pop().unwrap();
+        assert_eq!(popped.seq, 0);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn lines_held_in_the_reorder_buffer_count_but_the_awaited_record_gets_in() {
+        let q = RecordQueue::new(100, 1000);
+        // The writer holds 1000 bytes behind a gap at sequence 5.
+        q.set_reorder_state(1000, Some(5));
+        assert!(!q.has_room());
+        assert!(
+            q.try_push(record(9, 10, 10)).is_err(),
+            "the reorder buffer is bounded by the queue's cap"
+        );
+        // The record that closes the gap is always let in: without it the
+        // writer would wait for room it alone can make.
+        q.try_push(record(5, 10, 10)).unwrap();
+        assert_eq!(q.pop().unwrap().seq, 5);
+        q.set_reorder_state(0, None);
+        q.try_push(record(9, 10, 10)).unwrap();
     }
 }

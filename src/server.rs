@@ -19,6 +19,7 @@ use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
     ingest::{
         batch::Ingress,
+        budget::{MemoryBudget, DEFAULT_INGEST_MEMORY},
         conn::ConnShared,
         frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{
@@ -51,6 +52,8 @@ pub const DEFAULT_GRPC_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_GRPC_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Idle time before TCP keepalive probes start on accepted connections.
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Default `--frame_timeout`.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Diagnostics about bad input let through per second, server-wide.
 const DIAGNOSTICS_PER_SECOND: u64 = 20;
 
@@ -82,6 +85,13 @@ pub struct ServerConfig {
     pub io_engine: IoEngine,
     pub max_connections: usize,
     pub idle_timeout: Option<Duration>,
+    /// Close a TCP connection silent this long in the middle of a frame
+    /// (slowloris), or that waited this long for memory for its frame.
+    pub frame_timeout: Option<Duration>,
+    /// Bytes all TCP connections' buffers may hold together.
+    pub ingest_memory: usize,
+    /// File descriptors kept free below the open-files limit for the writer.
+    pub fd_reserve: u64,
     /// At shutdown, how long connections may take to hand over what the
     /// kernel buffered for them.
     pub drain_timeout: Duration,
@@ -128,6 +138,9 @@ impl Default for ServerConfig {
             io_engine: IoEngine::Auto,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            ingest_memory: DEFAULT_INGEST_MEMORY,
+            fd_reserve: tcp::DEFAULT_FD_RESERVE,
             drain_timeout: Duration::from_secs(2),
             read_buffer: 64 * 1024,
             grpc_threads: 2,
@@ -231,6 +244,15 @@ impl ServerConfig {
                 "--grpc_keepalive and --grpc_keepalive_timeout must be at least 1 second".into(),
             );
         }
+        // One connection must be able to hold its base read buffer and the
+        // largest frame allowed, or such a frame could never be read.
+        let one_frame = self.max_frame_size + tcp::BASE_READ_BUFFER;
+        if self.ingest_memory < one_frame {
+            return bad(format!(
+                "--ingest_memory {} cannot hold one frame of --max_frame_size {}: it must be at least {one_frame} bytes",
+                self.ingest_memory, self.max_frame_size
+            ));
+        }
         self.validate_modes()
     }
 
@@ -313,6 +335,10 @@ impl Server {
         let ingest_stats = Arc::new(IngestStats::default());
         let conn = Arc::new(ConnShared {
             stats: ingest_stats.clone(),
+            budget: Arc::new(MemoryBudget::new(
+                config.ingest_memory,
+                ingest_stats.clone(),
+            )),
             diag: RateLimiter::new(DIAGNOSTICS_PER_SECOND),
             max_frame_size: config.max_frame_size,
             formatter,
@@ -330,6 +356,8 @@ impl Server {
                 engine: config.io_engine,
                 max_connections: config.max_connections,
                 idle_timeout: config.idle_timeout,
+                frame_timeout: config.frame_timeout,
+                fd_reserve: config.fd_reserve,
                 drain_timeout: config.drain_timeout,
                 read_buffer: config.read_buffer,
             },

@@ -326,3 +326,249 @@ fn a_trickling_client_and_a_connection_storm_do_not_disturb_others() {
     // the server, so fewer than 10,002 may be counted; many must have been.
     assert!(accepted > 1_000, "{accepted} connections accepted");
 }
+
+/// Resident memory of this process now (`VmRSS`) or at its peak (`VmHWM`), KiB.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// 300 connections each announce a 4 MiB frame and send 1 MiB of it, as
+/// fast as the server reads: the buffers the server holds stay within
+/// `--ingest_memory` (its own gauge, and coarsely the process's peak RSS);
+/// connections that cannot get memory wait instead of growing. Once they
+/// leave, the memory is given back and a good client is served.
+#[test]
+fn connections_announcing_large_frames_stay_within_the_memory_budget() {
+    const CONNS: usize = 300;
+    const BUDGET: usize = 24 << 20;
+    const SENT: usize = 1 << 20;
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| {
+            c.io_engine = engine;
+            c.ingest_memory = BUDGET;
+            c.max_frame_size = 4 << 20;
+        });
+        let rss_before = status_kib("VmRSS:");
+        let addr = s.addr();
+        let mut conns: Vec<(TcpStream, usize)> = (0..CONNS)
+            .map(|_| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.write_all(&(4u32 << 20).to_be_bytes()).unwrap();
+                c.set_nonblocking(true).unwrap();
+                (c, 0)
+            })
+            .collect();
+        // Trickle 1 MiB into every connection, 16 KiB at a time, for as
+        // long as the kernel takes it (a waiting connection is not read).
+        let chunk = vec![0x55u8; 16 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline && conns.iter().any(|(_, sent)| *sent < SENT) {
+            for (c, sent) in conns.iter_mut().filter(|(_, sent)| *sent < SENT) {
+                match c.write(&chunk) {
+                    Ok(n) => *sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("the server closed a connection early: {e}"),
+                }
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let stats = s.server().ingest_stats().clone();
+        let peak = IngestStats::get(&stats.ingest_memory_peak_bytes) as usize;
+        let sent: usize = conns.iter().map(|(_, n)| n).sum();
+        eprintln!(
+            "{engine}: {} MiB sent, ingest memory peak {} KiB of {} KiB",
+            sent >> 20,
+            peak >> 10,
+            BUDGET >> 10
+        );
+        assert!(sent > BUDGET, "the clients could send only {sent} bytes");
+        assert!(peak <= BUDGET, "ingest memory peaked at {peak} bytes");
+        assert!(
+            peak >= BUDGET - (4 << 20) - 16 * 1024,
+            "the budget was never used: {peak}"
+        );
+        // Coarse, for the whole test process: far less than what was sent.
+        let grown = status_kib("VmHWM:").saturating_sub(rss_before) as usize * 1024;
+        assert!(
+            grown < BUDGET + (150 << 20),
+            "peak RSS grew by {} MiB",
+            grown >> 20
+        );
+        drop(conns);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while IngestStats::get(&stats.connections_open) > 0 {
+            assert!(Instant::now() < deadline, "connections left open");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(IngestStats::get(&stats.ingest_memory_bytes), 0);
+        send(addr, &frames(0, 100, false, None));
+        s.wait_written(100);
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[100]);
+    });
+}
+
+/// After one large frame a connection gives its memory back: the server's
+/// ingest memory returns to a small read buffer while the connection
+/// stays open.
+#[test]
+fn buffers_shrink_after_a_large_frame() {
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| c.io_engine = engine);
+        let stats = s.server().ingest_stats().clone();
+        let mut conn = TcpStream::connect(s.addr()).unwrap();
+        let big = "x".repeat(2 << 20);
+        let mut bytes = Vec::new();
+        push_logger_frame(&mut bytes, &fields(&big), Packing::Packed);
+        bytes.extend_from_slice(&frames(0, 1, false, None));
+        conn.write_all(&bytes).unwrap();
+        s.wait_written(2);
+        assert!(IngestStats::get(&stats.ingest_memory_peak_bytes) >= 2 << 20);
+        // The accounting follows the buffers right after the read that
+        // completed the frame; allow the read to finish.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = IngestStats::get(&stats.ingest_memory_bytes);
+            if now <= 512 * 1024 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the connection still holds {now} bytes after its large frame"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(IngestStats::get(&stats.connections_open), 1);
+        drop(conn);
+        let lines = s.stop();
+        assert_eq!(lines.len(), 2);
+    });
+}
+
+/// Slowloris: a client silent in the middle of a frame is closed after
+/// `--frame_timeout`; a client idle between frames stays open and is
+/// still served.
+#[test]
+fn a_client_silent_mid_frame_is_closed_and_an_idle_one_between_frames_is_not() {
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| {
+            c.io_engine = engine;
+            c.frame_timeout = Some(Duration::from_millis(300));
+        });
+        let stats = s.server().ingest_stats().clone();
+        let mut idle = TcpStream::connect(s.addr()).unwrap();
+        idle.write_all(&frames(0, 1, false, None)).unwrap();
+        let mut slow = TcpStream::connect(s.addr()).unwrap();
+        let whole = frames(1, 1, false, None);
+        slow.write_all(&whole[..whole.len() / 2]).unwrap();
+        let started = Instant::now();
+        assert_closed_by_server(&mut slow);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(IngestStats::get(&stats.connections_frame_timeout), 1);
+        // Well past the timeout, the idle client is open and served.
+        thread::sleep(Duration::from_millis(600));
+        assert_eq!(IngestStats::get(&stats.connections_open), 1);
+        let mut more = frames(0, 2, false, None);
+        more.drain(..frames(0, 1, false, None).len());
+        idle.write_all(&more).unwrap();
+        s.wait_written(2);
+        assert_eq!(IngestStats::get(&stats.connections_frame_timeout), 1);
+        drop(idle);
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[2]);
+    });
+}
+
+/// With `--idle_timeout`, a connection held up by a full queue (the
+/// writer is stuck on a FIFO nobody reads yet) is not idle: it is not
+/// closed, and everything its client sent is written once the writer moves.
+#[test]
+fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
+    each_engine(|engine| {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, fifo) = fifo_log_dir(dir.path());
+        let server = log_server::server::Server::start(log_server::server::ServerConfig {
+            port: 0,
+            only_tcp: true,
+            io_engine: engine,
+            log_dir: logs,
+            queue_capacity: 1,
+            read_buffer: 4096,
+            idle_timeout: Some(Duration::from_millis(200)),
+            ..log_server::server::ServerConfig::default()
+        })
+        .unwrap();
+        let addr = server.tcp_addr();
+        let stats = server.ingest_stats().clone();
+        let client = thread::spawn(move || send(addr, &frames(0, 2_000, false, None)));
+        // Until the queue is full and the connection waits on it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.ingress().queue().has_room() || IngestStats::get(&stats.tcp_messages) < 2 {
+            assert!(Instant::now() < deadline, "the queue never filled");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Five idle timeouts of waiting on the queue.
+        thread::sleep(Duration::from_millis(1_000));
+        let closed = IngestStats::get(&stats.connections_idle_closed);
+        // Unstick the writer before asserting, so a failure cannot hang
+        // the server's shutdown on the FIFO.
+        let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
+        assert_eq!(
+            closed, 0,
+            "a connection waiting on a full queue was closed as idle"
+        );
+        client.join().unwrap();
+        let writer = server.writer().clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while writer.written() < 2_000 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} written",
+                writer.written()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        server.shutdown();
+        let text = String::from_utf8(reader.join().unwrap()).unwrap();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert_all_once_in_order(&lines, &[2_000]);
+    });
+}
+
+/// Accepted connections have TCP keepalive on: the kernel shows the
+/// keepalive timer armed on the server's end (`/proc/net/tcp`, timer 2).
+#[test]
+fn accepted_connections_have_keepalive() {
+    let mut s = TestServer::start(IoEngine::Auto);
+    let conn = TcpStream::connect(s.addr()).unwrap();
+    let (server_port, client_port) = (s.addr().port(), conn.local_addr().unwrap().port());
+    // The timer shows once the server has accepted and set up its end;
+    // wait for it rather than race the accept.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut timer = None;
+    while timer.as_deref() != Some("02") && Instant::now() < deadline {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        // sl local rem st tx:rx tr:when ...; ports in hex after the colon.
+        timer = table.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+            (port(f[1]) == Some(server_port) && port(f[2]) == Some(client_port))
+                .then(|| f[5].split(':').next().unwrap_or("").to_string())
+        });
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        timer.as_deref(),
+        Some("02"),
+        "no keepalive timer on the server's end of the connection"
+    );
+    drop(conn);
+    s.stop();
+}

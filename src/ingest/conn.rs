@@ -6,12 +6,13 @@
 //! and do the reads) and `ingest::batch` (which sequences and queues what
 //! was decoded). Synchronous and free of I/O, so both engines share it.
 
-use std::{fmt, net::SocketAddr, sync::Arc};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use super::{
     batch::Pending,
+    budget::{Charge, MemoryBudget},
     decode::{Decoded, Decoder},
-    frame::{Frame, FrameError, Frames},
+    frame::{self, Frame, FrameError, Frames},
 };
 use crate::{
     format::{ClientText, LineFormatter, ReceivedAt},
@@ -23,20 +24,33 @@ use crate::{
 pub enum Feed {
     /// Drop the first `consumed` bytes of the buffer and read on. `need` is
     /// the buffer length the partial frame at the end will take, when its
-    /// prefix is already there (grow the buffer to it).
+    /// prefix is already there (grow the buffer to it). `more`: the feed
+    /// stopped after [`WORK_PER_TURN`] with whole frames still buffered;
+    /// publish, let the thread's other connections run, then feed the rest
+    /// before reading again (`need` is then meaningless).
     Continue {
         consumed: usize,
         need: Option<usize>,
+        more: bool,
     },
     /// The stream cannot be framed any more: publish what was decoded, then
     /// close the connection.
     Close,
 }
 
+/// Bytes of payload read plus bytes of lines produced after which a feed
+/// stops and lets the ingest thread's other connections run: one client
+/// sending expensive frames back to back cannot hold the thread for longer
+/// than this much work (at least one frame) at a time. Above a whole 64 KiB
+/// read of ordinary messages, so the common path never stops early.
+pub const WORK_PER_TURN: usize = 512 * 1024;
+
 /// Shared by all connections: counters and the diagnostics rate limit.
 #[derive(Debug)]
 pub struct ConnShared {
     pub stats: Arc<IngestStats>,
+    /// The memory every connection's buffers are charged to.
+    pub budget: Arc<MemoryBudget>,
     pub diag: RateLimiter,
     pub max_frame_size: usize,
     /// How lines are formatted (text lines are formatted as frames are
@@ -56,6 +70,8 @@ pub struct Connection {
     shared: Arc<ConnShared>,
     /// Messages accepted on this connection.
     messages: u64,
+    /// What this connection's buffers hold of the ingest memory budget.
+    charge: Charge,
 }
 
 /// Names a connection in diagnostics: its peer address and, once known,
@@ -78,6 +94,7 @@ impl Connection {
             identity: None,
             decoder: Decoder::new(shared.max_frame_size),
             pending: Pending::for_format(shared.formatter.format()),
+            charge: Charge::new(shared.budget.clone()),
             shared,
             messages: 0,
         }
@@ -102,9 +119,64 @@ impl Connection {
         &mut self.pending
     }
 
+    /// Bytes held by the decoder and the lines not yet published: what the
+    /// connection holds besides its read buffer.
+    fn held_besides_buffer(&self) -> usize {
+        let pending = match &self.pending {
+            Pending::Lines { lines, .. } => lines.capacity(),
+            Pending::Fields(batch) => batch.capacity_bytes(),
+        };
+        self.decoder.scratch_capacity() + pending
+    }
+
+    /// Bytes this connection is charged for now.
+    pub fn charged(&self) -> usize {
+        self.charge.held()
+    }
+
+    /// Charges what the connection holds with a read buffer of
+    /// `buffer_capacity` bytes, over the budget if need be (the memory is
+    /// already allocated; what is not yet allocated goes through
+    /// [`Connection::reserve`]).
+    pub fn account(&mut self, buffer_capacity: usize) {
+        let total = buffer_capacity + self.held_besides_buffer();
+        self.charge.set(total);
+    }
+
+    /// Gets budget for a read buffer of `buffer_capacity` bytes before it is
+    /// allocated, waiting up to `max_wait` (forever if `None`) for other
+    /// connections to give memory back. False if the budget stayed spent.
+    pub async fn reserve(&mut self, buffer_capacity: usize, max_wait: Option<Duration>) -> bool {
+        let total = buffer_capacity + self.held_besides_buffer();
+        self.charge.set_within(total, max_wait).await
+    }
+
+    /// Like [`Connection::reserve`] without waiting: for growth that is
+    /// welcome but not needed.
+    pub fn try_reserve(&mut self, buffer_capacity: usize) -> bool {
+        let total = buffer_capacity + self.held_besides_buffer();
+        self.charge.try_set(total)
+    }
+
+    /// After a large message: gives back decoder scratch and empty line
+    /// buffers above `keep` bytes, so that one large frame does not leave a
+    /// connection holding its size for good. Call after publishing.
+    pub fn shrink(&mut self, keep: usize) {
+        self.decoder.shrink(keep);
+        match &mut self.pending {
+            Pending::Lines { lines, .. } => {
+                if lines.is_empty() && lines.capacity() > keep {
+                    *lines = Vec::new();
+                }
+            }
+            Pending::Fields(batch) => batch.shrink(keep),
+        }
+    }
+
     /// Takes in the connection's buffered bytes: every complete frame is
     /// decoded into [`Connection::pending`], which must have been published
-    /// since the last call.
+    /// since the last call. Stops early after [`WORK_PER_TURN`] (see
+    /// [`Feed::Continue`]).
     pub fn feed(&mut self, buf: &[u8]) -> Feed {
         debug_assert!(self.pending.is_empty());
         let stats = &self.shared.stats;
@@ -113,10 +185,21 @@ impl Connection {
         let no_stamp = ReceivedAt::new(std::time::UNIX_EPOCH);
         let mut frames = Frames::new(buf, self.shared.max_frame_size);
         let mut result = None;
-        for frame in frames.by_ref() {
+        let mut more = false;
+        let mut work = 0;
+        loop {
+            if work >= WORK_PER_TURN {
+                // The next feed starts where this one stopped, before
+                // reading; a partial frame there just means reading on.
+                let rest = &buf[frames.consumed()..];
+                more = !matches!(frame::parse(rest, self.shared.max_frame_size), Ok(None));
+                break;
+            }
+            let Some(frame) = frames.next() else { break };
             match frame {
                 Ok(Frame::Heartbeat) => IngestStats::add(&stats.heartbeats, 1),
                 Ok(Frame::Payload(payload)) => {
+                    let produced = self.pending_bytes();
                     let decoded = match &mut self.pending {
                         Pending::Lines {
                             lines,
@@ -129,6 +212,7 @@ impl Connection {
                         }),
                         Pending::Fields(batch) => self.decoder.decode(payload, batch),
                     };
+                    work += payload.len() + self.pending_bytes().saturating_sub(produced);
                     match decoded {
                         Ok(Decoded::Log) => {}
                         Ok(Decoded::Hello(id)) => {
@@ -173,7 +257,16 @@ impl Connection {
             need: frames
                 .pending_frame_len()
                 .map(|end| end - frames.consumed()),
+            more,
         })
+    }
+
+    /// Bytes of lines (or decoded text) produced so far by this feed.
+    fn pending_bytes(&self) -> usize {
+        match &self.pending {
+            Pending::Lines { lines, .. } => lines.len(),
+            Pending::Fields(batch) => batch.capacity_bytes(),
+        }
     }
 
     /// The client closed the connection (or it was closed) with `leftover`
@@ -210,10 +303,16 @@ mod tests {
     };
 
     fn connection(format: LineFormat) -> Connection {
+        connection_with(format, 4096)
+    }
+
+    fn connection_with(format: LineFormat, max_frame_size: usize) -> Connection {
+        let stats = Arc::new(IngestStats::default());
         let shared = Arc::new(ConnShared {
-            stats: Arc::new(IngestStats::default()),
+            stats: stats.clone(),
+            budget: Arc::new(MemoryBudget::new(usize::MAX, stats)),
             diag: RateLimiter::new(0),
-            max_frame_size: 4096,
+            max_frame_size,
             formatter: LineFormatter::new(format, 1 << 20),
         });
         Connection::new("127.0.0.1:1".parse().unwrap(), shared)
@@ -285,8 +384,10 @@ mod tests {
         let mut stream = Vec::new();
         crate::encode::push_hello_frame(&mut stream, &name, "host\r\nnext\u{2028}");
         crate::ingest::frame::write_frame(&mut stream, b"not capnp at all, not at all");
+        let stats = Arc::new(IngestStats::default());
         let shared = Arc::new(ConnShared {
-            stats: Arc::new(IngestStats::default()),
+            stats: stats.clone(),
+            budget: Arc::new(MemoryBudget::new(usize::MAX, stats)),
             diag: RateLimiter::new(100),
             max_frame_size: 1 << 20,
             formatter: LineFormatter::new(LineFormat::Text, 1 << 20),
@@ -347,6 +448,44 @@ mod tests {
             .count();
         // One a second; the loop may straddle a second boundary.
         assert!((1..=2).contains(&warnings), "{warnings} warnings: {logs}");
+    }
+
+    /// One client's buffer full of expensive frames is taken in a bounded
+    /// amount of work at a time (the engine lets other connections run in
+    /// between), and every frame still comes out exactly once.
+    #[test]
+    fn a_feed_stops_after_a_bounded_amount_of_work() {
+        let mut conn = connection_with(LineFormat::Text, 1 << 20);
+        let big = "y".repeat(200 * 1024);
+        let mut stream = Vec::new();
+        for _ in 0..8 {
+            let f = Fields {
+                message: &big,
+                ..Fields::default()
+            };
+            push_logger_frame(&mut stream, &f, Packing::Packed);
+        }
+        let (mut at, mut turns, mut lines) = (0, 0, 0);
+        loop {
+            let feed = conn.feed(&stream[at..]);
+            lines += conn.pending().len();
+            *conn.pending() = Pending::for_format(LineFormat::Text);
+            turns += 1;
+            match feed {
+                Feed::Continue { consumed, more, .. } => {
+                    at += consumed;
+                    if !more {
+                        break;
+                    }
+                }
+                Feed::Close => panic!("closed"),
+            }
+            assert!(turns < 100, "no progress");
+        }
+        assert_eq!((lines, at), (8, stream.len()));
+        // 8 frames of ~400 KiB of work each (payload + line), at most
+        // WORK_PER_TURN (and one frame) per turn.
+        assert!(turns >= 4, "all in {turns} turns");
     }
 
     proptest! {

@@ -83,6 +83,20 @@ impl DecodedBatch {
         self.entries.clear();
     }
 
+    /// Bytes its buffers hold (capacities), for the memory budget.
+    pub fn capacity_bytes(&self) -> usize {
+        self.text.capacity() + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
+    /// Gives back the memory of an emptied batch above `keep` bytes of text
+    /// (after a large message).
+    pub fn shrink(&mut self, keep: usize) {
+        if self.is_empty() && self.capacity_bytes() > keep {
+            self.text = String::new();
+            self.entries = Vec::new();
+        }
+    }
+
     /// The fields of message `i`.
     pub fn get(&self, i: usize) -> Fields<'_> {
         let entry = &self.entries[i];
@@ -189,6 +203,20 @@ impl Decoder {
     /// the traversal limit per payload, whatever the payload.
     pub fn bytes_touched(&self) -> u64 {
         self.touched
+    }
+
+    /// Bytes the scratch buffer holds (its capacity), for the memory budget.
+    pub fn scratch_capacity(&self) -> usize {
+        self.scratch.capacity()
+    }
+
+    /// Gives back the scratch buffer's memory above `keep` bytes: after a
+    /// large message, so that it does not stay allocated per connection.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.scratch.capacity() > keep {
+            self.scratch.truncate(keep);
+            self.scratch.shrink_to(keep);
+        }
     }
 
     /// Decodes one frame payload. A `LoggerMsg` is appended to `batch`; a

@@ -439,6 +439,9 @@ impl<D: LogDir> Writer<D> {
                 let _ = self.batch.push(r);
             }
         }
+        // What waits behind a gap counts against the queue's byte cap.
+        self.queue
+            .set_reorder_state(self.reorder.waiting_bytes(), self.reorder.awaited());
     }
 
     fn skip_gap(&mut self) {
@@ -451,6 +454,8 @@ impl<D: LogDir> Writer<D> {
             );
         }
         self.gap_since = None;
+        self.queue
+            .set_reorder_state(self.reorder.waiting_bytes(), self.reorder.awaited());
     }
 
     /// At most every [`REPLACED_CHECK`], before a write: if `_main.log` was

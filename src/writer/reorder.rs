@@ -18,6 +18,9 @@ pub struct ReorderBuffer {
     waiting: BTreeMap<u64, Record>,
     /// Lines held in `waiting`.
     waiting_lines: u64,
+    /// Bytes the lines' buffers in `waiting` hold (capacity): counted
+    /// against the queue's byte cap, which so bounds this buffer too.
+    waiting_bytes: usize,
 }
 
 impl ReorderBuffer {
@@ -27,6 +30,7 @@ impl ReorderBuffer {
             next: first,
             waiting: BTreeMap::new(),
             waiting_lines: 0,
+            waiting_bytes: 0,
         }
     }
 
@@ -43,6 +47,16 @@ impl ReorderBuffer {
     /// Lines waiting for an earlier record.
     pub fn waiting_lines(&self) -> u64 {
         self.waiting_lines
+    }
+
+    /// Bytes waiting for an earlier record (capacity of their buffers).
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes
+    }
+
+    /// The first sequence number it waits for, if records wait behind a gap.
+    pub fn awaited(&self) -> Option<u64> {
+        (!self.waiting.is_empty()).then_some(self.next)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,6 +77,7 @@ impl ReorderBuffer {
             return Some(record);
         }
         self.waiting_lines += u64::from(record.count);
+        self.waiting_bytes += record.lines.capacity();
         self.waiting.insert(record.seq, record);
         None
     }
@@ -76,6 +91,7 @@ impl ReorderBuffer {
         }
         let record = entry.remove();
         self.waiting_lines -= u64::from(record.count);
+        self.waiting_bytes -= record.lines.capacity();
         self.next = record.end_seq();
         Some(record)
     }

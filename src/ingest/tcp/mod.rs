@@ -75,10 +75,20 @@ pub struct TcpConfig {
     pub max_connections: usize,
     /// Close connections silent for this long.
     pub idle_timeout: Option<Duration>,
+    /// Close connections silent for this long in the middle of a frame
+    /// (slowloris), and connections that waited this long for memory.
+    pub frame_timeout: Option<Duration>,
+    /// File descriptors kept free below the open-files limit: a connection
+    /// that would take one of them is refused, so the writer can always
+    /// open the next log file.
+    pub fd_reserve: u64,
     /// At shutdown, how long connections may take to hand over what the
     /// kernel buffered for them.
     pub drain_timeout: Duration,
-    /// Initial read buffer of a connection, bytes (grows for large frames).
+    /// Read buffer of a busy connection, bytes. A connection starts with at
+    /// most [`BASE_READ_BUFFER`], doubles up to this while its reads fill
+    /// the buffer, grows beyond it only for a frame larger than it, and
+    /// returns to the base after such a frame.
     pub read_buffer: usize,
 }
 
@@ -289,18 +299,27 @@ async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, ctx: &Thread
         }
     };
     let handoff = |stream: std::net::TcpStream, peer: SocketAddr| {
-        if admit(ctx, peer) {
+        if fds_left(ctx, &stream, peer) && admit(ctx, peer) {
+            set_keepalive(&stream, peer);
             dispatcher.dispatch(stream, peer);
         }
     };
     let mut stop = ctx.stop.clone();
+    // Accepts failed in a row, for the backoff.
+    let mut failures = 0u32;
     loop {
         // tokio's accept is cancel-safe: stopping loses no connection.
         tokio::select! {
             _ = stop.wait_for(|stopping| *stopping) => break,
             accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
-                Ok((stream, peer)) => handoff(stream, peer),
-                Err(e) => accept_failed(ctx, e).await,
+                Ok((stream, peer)) => {
+                    failures = 0;
+                    handoff(stream, peer);
+                }
+                Err(e) => {
+                    accept_failed(ctx, e, failures).await;
+                    failures = failures.saturating_add(1);
+                }
             },
         }
     }
@@ -322,8 +341,14 @@ async fn serve_thread(
     let registry = Rc::new(Registry::default());
     // tokio-uring's runtime is a tokio `LocalSet` too, so `spawn_local`
     // serves both engines.
-    let sweeper = ctx.config.idle_timeout.map(|t| {
-        tokio::task::spawn_local(idle_sweeper(registry.clone(), ctx.conn.stats.clone(), t))
+    let (idle, frame) = (ctx.config.idle_timeout, ctx.config.frame_timeout);
+    let sweeper = (idle.is_some() || frame.is_some()).then(|| {
+        tokio::task::spawn_local(sweeper(
+            registry.clone(),
+            ctx.conn.stats.clone(),
+            idle,
+            frame,
+        ))
     });
     run_role(role, &ctx, |stream, peer| {
         start(&ctx, &registry, stream, peer)
@@ -396,6 +421,12 @@ struct Entry {
     last_read: Instant,
     /// Already shut down for reading (idle or draining).
     closing: bool,
+    /// The server, not the client, is holding the connection up (waiting
+    /// for room in the queue or for memory): silence then is not the
+    /// client's, and neither timeout applies.
+    waiting: bool,
+    /// Part of a frame is buffered: silence now is `--frame_timeout`'s.
+    mid_frame: bool,
 }
 
 impl Registry {
@@ -408,6 +439,8 @@ impl Registry {
                 fd,
                 last_read: Instant::now(),
                 closing: false,
+                waiting: false,
+                mid_frame: false,
             },
         );
         id
@@ -416,6 +449,23 @@ impl Registry {
     fn touch(&self, id: u64, at: Instant) {
         if let Some(e) = self.conns.borrow_mut().get_mut(&id) {
             e.last_read = at;
+        }
+    }
+
+    /// Marks the connection as held up by the server (see [`Entry::waiting`]);
+    /// when the wait ends its silence is counted from then.
+    fn set_waiting(&self, id: u64, waiting: bool) {
+        if let Some(e) = self.conns.borrow_mut().get_mut(&id) {
+            e.waiting = waiting;
+            if !waiting {
+                e.last_read = Instant::now();
+            }
+        }
+    }
+
+    fn set_mid_frame(&self, id: u64, mid_frame: bool) {
+        if let Some(e) = self.conns.borrow_mut().get_mut(&id) {
+            e.mid_frame = mid_frame;
         }
     }
 
@@ -565,16 +615,35 @@ async fn drain(registry: &Registry, ctx: &ThreadCtx) {
     registry.wait_empty().await;
 }
 
-/// Closes connections silent for longer than the idle timeout, checking a
-/// few times per timeout.
-async fn idle_sweeper(registry: Rc<Registry>, ctx_stats: Arc<IngestStats>, timeout: Duration) {
-    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(10)));
+/// Closes connections silent for longer than the idle timeout, and
+/// connections silent in the middle of a frame for longer than the frame
+/// timeout, checking a few times per timeout. A connection the server
+/// itself holds up (full queue, spent memory budget) is neither.
+async fn sweeper(
+    registry: Rc<Registry>,
+    stats: Arc<IngestStats>,
+    idle: Option<Duration>,
+    frame: Option<Duration>,
+) {
+    let shortest = idle.into_iter().chain(frame).min().unwrap_or(Duration::MAX);
+    let mut tick = tokio::time::interval((shortest / 4).max(Duration::from_millis(10)));
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let n = registry.shut_reads(|e| now.duration_since(e.last_read) >= timeout);
+        let silent_for = |e: &Entry, t: Option<Duration>| {
+            !e.waiting && t.is_some_and(|t| now.duration_since(e.last_read) >= t)
+        };
+        let n = registry.shut_reads(|e| e.mid_frame && silent_for(e, frame));
         if n > 0 {
-            IngestStats::add(&ctx_stats.connections_idle_closed, n as u64);
+            IngestStats::add(&stats.connections_frame_timeout, n as u64);
+            tracing::info!(
+                connections = n,
+                "Closing connections silent in the middle of a frame (--frame_timeout); their incomplete frames are dropped."
+            );
+        }
+        let n = registry.shut_reads(|e| silent_for(e, idle));
+        if n > 0 {
+            IngestStats::add(&stats.connections_idle_closed, n as u64);
             tracing::debug!(
                 connections = n,
                 "Closing idle connections (--idle_timeout)."
@@ -583,11 +652,76 @@ async fn idle_sweeper(registry: Rc<Registry>, ctx_stats: Arc<IngestStats>, timeo
     }
 }
 
+/// The read buffer a connection starts with and returns to after a large
+/// frame (or `read_buffer` if that is smaller). Small, so that many mostly
+/// idle connections cost little of `--ingest_memory`; busy ones double up
+/// to `read_buffer`.
+pub const BASE_READ_BUFFER: usize = 16 * 1024;
+
+/// Gives a new connection its read buffer, once the memory budget allows
+/// it. `None` if it never did (the connection is then closed).
+async fn open_buffer(
+    conn: &mut Connection,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+) -> Option<Vec<u8>> {
+    let base = base_buffer(&ctx.config);
+    if !wait_for_memory(conn, ctx, registry, id, base).await {
+        return None;
+    }
+    let buf = Vec::with_capacity(base);
+    conn.account(buf.capacity());
+    Some(buf)
+}
+
+fn base_buffer(config: &TcpConfig) -> usize {
+    config
+        .read_buffer
+        .clamp(2 * super::frame::PREFIX_LEN, BASE_READ_BUFFER)
+}
+
+/// Gets `capacity` bytes of read buffer from the budget for this
+/// connection, waiting (not reading: TCP flow control holds the client
+/// back) for at most `--frame_timeout` or until the drain timeout. False,
+/// said once (rate limited), if the budget stayed spent.
+async fn wait_for_memory(
+    conn: &mut Connection,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+    capacity: usize,
+) -> bool {
+    if conn.try_reserve(capacity) {
+        return true;
+    }
+    registry.set_waiting(id, true);
+    let got = tokio::select! {
+        got = conn.reserve(capacity, ctx.config.frame_timeout) => got,
+        () = registry.wait_hard_stop() => false,
+    };
+    registry.set_waiting(id, false);
+    if !got && !registry.hard_stop.get() {
+        let stats = &ctx.conn.stats;
+        IngestStats::add(&stats.connections_memory_closed, 1);
+        if let Some(held) = ctx.conn.diag.check() {
+            tracing::warn!(
+                peer = %conn.peer(),
+                bytes = capacity,
+                ingest_memory = ctx.conn.budget.limit(),
+                suppressed = held,
+                "Closing a connection that waited --frame_timeout for memory for its frame: --ingest_memory is spent."
+            );
+        }
+    }
+    got
+}
+
 /// Everything after a read completed, shared by both engines: count it,
 /// decode and publish what it completed, and make room for the next read.
-/// `Err(leftover)` when the connection is done (end of stream, error, or a
-/// stream that cannot be framed), `leftover` being the bytes of an
-/// incomplete last frame.
+/// `Err(leftover)` when the connection is done (end of stream, error, a
+/// stream that cannot be framed, or no memory for its next frame),
+/// `leftover` being the bytes of an incomplete last frame.
 async fn after_read(
     conn: &mut Connection,
     ctx: &ThreadCtx,
@@ -597,6 +731,8 @@ async fn after_read(
     buf: &mut Vec<u8>,
 ) -> Result<(), usize> {
     let received = Instant::now();
+    // The read filled the buffer: the client has more to send than fits.
+    let filled = buf.len() == buf.capacity();
     match res {
         Ok(0) => return Err(buf.len()),
         Ok(n) => {
@@ -608,15 +744,118 @@ async fn after_read(
             return Err(buf.len());
         }
     }
-    let feed = conn.feed(buf);
-    ctx.ingress.publish_pending(conn.pending(), received).await;
-    match feed {
-        Feed::Continue { consumed, need } => {
-            compact(buf, consumed, need, ctx.config.read_buffer);
-            Ok(())
+    let keep = 4 * ctx.config.read_buffer;
+    loop {
+        let feed = conn.feed(buf);
+        // Decoded lines are memory already; count them while they wait.
+        conn.account(buf.capacity());
+        if !conn.pending().is_empty() {
+            // A full queue holds the connection up, not its client.
+            registry.set_waiting(id, true);
+            ctx.ingress.publish_pending(conn.pending(), received).await;
+            registry.set_waiting(id, false);
         }
-        Feed::Close => Err(0),
+        conn.shrink(keep);
+        match feed {
+            Feed::Continue {
+                consumed,
+                more: true,
+                ..
+            } => {
+                buf.drain(..consumed);
+                conn.account(buf.capacity());
+                // Bounded work done: let the thread's other connections
+                // run before this one decodes the rest of its buffer.
+                tokio::task::yield_now().await;
+            }
+            Feed::Continue { consumed, need, .. } => {
+                buf.drain(..consumed);
+                resize(conn, ctx, registry, id, buf, need, filled).await?;
+                registry.set_mid_frame(id, !buf.is_empty());
+                return Ok(());
+            }
+            Feed::Close => return Err(0),
+        }
     }
+}
+
+/// What a connection's read buffer should hold next: the frame it is in the
+/// middle of, if that is larger than the buffer (it must have that); twice
+/// the buffer, up to `busy`, after a read that filled it (welcome, not
+/// needed); back to `base` after a large frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resize {
+    /// Grow to this capacity; the frame cannot be read otherwise.
+    Need(usize),
+    /// Grow to this capacity if the budget allows.
+    Want(usize),
+    /// Give memory back down to this capacity.
+    Shrink(usize),
+    Keep,
+}
+
+fn next_size(
+    capacity: usize,
+    len: usize,
+    need: Option<usize>,
+    filled: bool,
+    base: usize,
+    busy: usize,
+) -> Resize {
+    let need = need.unwrap_or(0);
+    if need > capacity {
+        return Resize::Need(need);
+    }
+    if capacity > busy {
+        // Larger than any busy connection's buffer: what is left of a large
+        // frame. Down to what is buffered (or still needed) but at least
+        // the base.
+        let to = need.max(len).max(base);
+        if to < capacity {
+            return Resize::Shrink(to);
+        }
+        return Resize::Keep;
+    }
+    if filled && capacity < busy {
+        return Resize::Want((capacity * 2).min(busy));
+    }
+    if len == capacity {
+        // A full buffer with no complete frame and no known length cannot
+        // happen (a prefix is 4 bytes); grow anyway rather than spin.
+        return Resize::Need(capacity + base);
+    }
+    Resize::Keep
+}
+
+/// Applies [`next_size`] to the buffer, charging the budget.
+async fn resize(
+    conn: &mut Connection,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+    buf: &mut Vec<u8>,
+    need: Option<usize>,
+    filled: bool,
+) -> Result<(), usize> {
+    let base = base_buffer(&ctx.config);
+    let busy = ctx.config.read_buffer.max(base);
+    match next_size(buf.capacity(), buf.len(), need, filled, base, busy) {
+        Resize::Need(to) => {
+            if !wait_for_memory(conn, ctx, registry, id, to).await {
+                return Err(buf.len());
+            }
+            buf.reserve_exact(to - buf.len());
+        }
+        Resize::Want(to) => {
+            if conn.try_reserve(to) {
+                buf.reserve_exact(to - buf.len());
+            }
+        }
+        Resize::Shrink(to) => buf.shrink_to(to),
+        Resize::Keep => {}
+    }
+    conn.account(buf.capacity());
+    Ok(())
 }
 
 /// A connection's end, shared by both engines.
@@ -626,28 +865,93 @@ fn close(conn: &Connection, ctx: &ThreadCtx, registry: &Registry, id: u64, lefto
     release(ctx);
 }
 
-/// Makes room in a connection's buffer after `consumed` bytes were used:
-/// moves the partial frame to the front and grows the buffer for a frame
-/// larger than it.
-fn compact(buf: &mut Vec<u8>, consumed: usize, need: Option<usize>, min_capacity: usize) {
-    buf.drain(..consumed);
-    let want = need.unwrap_or(0).max(min_capacity);
-    if buf.capacity() < want {
-        buf.reserve(want - buf.len());
-    } else if buf.len() == buf.capacity() {
-        // A full buffer with no complete frame and no known length cannot
-        // happen (a prefix is 4 bytes); grow anyway rather than spin.
-        buf.reserve(min_capacity);
+/// An accept failed: say so (rate limited) and pause. Out of file
+/// descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) the pause doubles
+/// with every failure in a row, from 10 ms up to 1 s: the listener stays
+/// readable while the backlog waits, so retrying at once would spin, and
+/// nothing frees descriptors faster for being asked often. A connection
+/// that failed on its own (reset before it was accepted) is no reason to
+/// wait.
+async fn accept_failed(ctx: &ThreadCtx, e: io::Error, failures_before: u32) {
+    let pause = accept_backoff(&e, failures_before);
+    if let Some(held) = ctx.conn.diag.check() {
+        tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, suppressed = held, "Accepting a connection failed; retrying after a pause.");
+    }
+    tokio::time::sleep(pause).await;
+}
+
+/// The pause after a failed accept, given how many failed just before.
+fn accept_backoff(e: &io::Error, failures_before: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            FIRST.saturating_mul(1 << failures_before.min(7)).min(MAX)
+        }
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => Duration::ZERO,
+        _ => FIRST,
     }
 }
 
-/// An accept failed (most often out of file descriptors): say so (rate
-/// limited) and pause briefly instead of spinning.
-async fn accept_failed(ctx: &ThreadCtx, e: io::Error) {
-    if let Some(held) = ctx.conn.diag.check() {
-        tracing::warn!(error = %e, suppressed = held, "Accepting a connection failed; retrying shortly.");
+/// Default [`TcpConfig::fd_reserve`]: descriptors kept free for the writer
+/// (the next `_main.log`, a rotated file waiting for its fsync, the log
+/// directory) and for gRPC and the process itself.
+pub const DEFAULT_FD_RESERVE: u64 = 64;
+
+/// Whether a just-accepted connection leaves enough descriptors below the
+/// open-files limit; closes it (with a rate-limited warning) if not.
+///
+/// The kernel hands out the lowest free descriptor, so an accepted socket
+/// numbered `n` means descriptors 0..n are all in use: its number tells how
+/// full the table is without counting. The limit is read each time, since
+/// it can be raised while the server runs.
+fn fds_left(ctx: &ThreadCtx, stream: &std::net::TcpStream, peer: SocketAddr) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = u64::try_from(stream.as_raw_fd()).unwrap_or(0);
+    let limit = open_files_limit();
+    if fd.saturating_add(ctx.config.fd_reserve) < limit {
+        return true;
     }
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    IngestStats::add(&ctx.conn.stats.connections_refused, 1);
+    IngestStats::add(&ctx.conn.stats.connections_refused_fds, 1);
+    if let Some(held) = ctx.conn.diag.check() {
+        tracing::warn!(
+            %peer,
+            open_files_limit = limit,
+            reserve = ctx.config.fd_reserve,
+            suppressed = held,
+            "Refusing a connection: the server is near its open-files limit, and the last descriptors are kept for the log files."
+        );
+    }
+    false
+}
+
+/// The soft `RLIMIT_NOFILE`; unlimited if it cannot be read.
+fn open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct passed, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        u64::MAX
+    }
+}
+
+/// TCP keepalive on an accepted connection: a client host that vanished
+/// (power off, cable pulled, NAT state dropped) never sends a FIN, and
+/// without probes its connection, slot and buffers would stay forever.
+/// First probe after 60 s of silence, then every 10 s, dead after 5 unanswered.
+fn set_keepalive(stream: &std::net::TcpStream, peer: SocketAddr) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(5);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%peer, error = %e, "Cannot turn on TCP keepalive for a connection.");
+    }
 }
 
 /// A read failed: the connection ends. A reset is the client's way to

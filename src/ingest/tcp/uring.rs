@@ -10,7 +10,7 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{after_read, close, serve_thread, Registry, Role, ThreadCtx};
+use super::{after_read, close, open_buffer, serve_thread, Registry, Role, ThreadCtx};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
@@ -34,7 +34,10 @@ async fn connection(
     registry: Rc<Registry>,
 ) {
     let mut conn = Connection::new(peer, ctx.conn.clone());
-    let mut buf = Vec::with_capacity(ctx.config.read_buffer);
+    let Some(mut buf) = open_buffer(&mut conn, &ctx, &registry, id).await else {
+        close(&conn, &ctx, &registry, id, 0);
+        return;
+    };
     let leftover = loop {
         if registry.hard_stop.get() {
             break buf.len();
