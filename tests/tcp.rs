@@ -263,12 +263,31 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
         let clients: Vec<_> = (0..2)
             .map(|c| thread::spawn(move || send(addr, &frames(c, 20_000, false, None))))
             .collect();
-        // The writer is stuck: far fewer lines than sent can be in flight.
-        thread::sleep(Duration::from_millis(300));
-        let taken = IngestStats::get(&server.ingest_stats().tcp_messages);
+        // The writer is stuck: intake must stop growing (held back), with
+        // the queue full and far fewer messages taken than sent.
+        let stats = server.ingest_stats().clone();
+        let taken = || IngestStats::get(&stats.tcp_messages);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut last, mut since) = (taken(), Instant::now());
+        while since.elapsed() < Duration::from_millis(500) {
+            assert!(
+                Instant::now() < deadline,
+                "intake never stopped while the writer was stuck ({} taken)",
+                taken()
+            );
+            thread::sleep(Duration::from_millis(20));
+            if taken() != last {
+                (last, since) = (taken(), Instant::now());
+            }
+        }
         assert!(
-            taken < 40_000,
-            "all {taken} messages taken in while the writer was stuck"
+            last < 40_000,
+            "all {last} messages taken in while the writer was stuck"
+        );
+        assert_eq!(
+            server.ingress().queue().len(),
+            server.ingress().queue().capacity(),
+            "intake stopped because the queue is full"
         );
         let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
         for c in clients {
