@@ -256,3 +256,123 @@ fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
         next[c] += 1;
     }
 }
+
+/// Waits for `child` to exit, at most `limit`; kills it and fails the test
+/// if it does not.
+fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `sig` to `child`.
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) takes no pointers; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// Starts the binary on port 0 with `args` (plus `--only_tcp
+/// --stats_interval 0 --log_dir logs`), reads stderr up to the "listening"
+/// line and returns the child, its stderr (the rest of it) and the TCP port
+/// taken from that line.
+fn start_on_port_0(
+    logs: &std::path::Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    u16,
+) {
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
+        .arg("--log_dir")
+        .arg(logs)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server exited before listening");
+        }
+    }
+    let at = line
+        .find("127.0.0.1:")
+        .expect("the listening line names the address")
+        + 10;
+    let port = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    (child, stderr, port)
+}
+
+/// Every line of `extra` (a file renamed away, if it exists) then of the
+/// log files, once they hold `n` lines together or after 30 s.
+fn wait_for_lines(logs: &std::path::Path, extra: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut lines: Vec<String> = std::fs::read_to_string(extra)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.extend(read_lines(logs, 10));
+        if lines.len() >= n || Instant::now() >= deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// stderr is a pipe whose reader is gone (a supervisor or `| head` exited):
+/// a diagnostic (here: "the log file was renamed") must not take the
+/// writer thread down with it. Everything sent afterwards is written, and
+/// SIGTERM still exits 0.
+#[test]
+fn a_dead_stderr_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let (mut child, stderr, port) = start_on_port_0(&logs, &[]);
+    // The reader of the pipe exits.
+    drop(stderr);
+    send(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &frames(0, 1, false, None),
+    );
+    let moved = logs.join("moved.log");
+    assert_eq!(wait_for_lines(&logs, &moved, 1).len(), 1);
+    // logrotate's move: the writer notices (and says so on stderr) at its
+    // first write 100 ms or more after its last look.
+    std::fs::rename(logs.join("_main.log"), &moved).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    send(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &frames(1, 5_000, false, None),
+    );
+    let lines = wait_for_lines(&logs, &moved, 5_001);
+    signal(&child, libc::SIGTERM);
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    assert_all_once_in_order(&lines, &[1, 5_000]);
+    assert!(
+        !read_lines(&logs, 10).is_empty(),
+        "the rename was noticed and a new _main.log started"
+    );
+    assert!(status.success(), "exit status {status}");
+}

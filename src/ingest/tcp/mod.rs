@@ -12,7 +12,10 @@
 //! Shutdown never cancels a read that may hold accepted data: it stops the
 //! accept loops, then `shutdown(SHUT_RD)`s every connection, so each read
 //! returns what the kernel had buffered and then end-of-stream. Only a
-//! client still sending after the drain timeout is cut off.
+//! client still sending after the drain timeout is cut off. The whole
+//! shutdown has one deadline, from the signal: a connection still waiting
+//! for room in a full queue then (a stuck file system) gives up, and the
+//! messages it had not queued are counted as not written.
 
 mod epoll;
 mod uring;
@@ -105,7 +108,8 @@ pub enum TcpError {
 pub struct TcpIngest {
     local_addr: SocketAddr,
     engine: IoEngine,
-    stop: watch::Sender<bool>,
+    /// `Some(deadline)` once shutdown has begun.
+    stop: watch::Sender<Option<Instant>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -123,12 +127,32 @@ impl TcpIngest {
     /// Stops accepting, lets every connection hand over what the kernel has
     /// buffered for it (bounded by the drain timeout), and waits until all
     /// of it is in the queue. Returns when every ingest thread has ended.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
+        self.shutdown_by(Instant::now() + Duration::from_secs(3600 * 24 * 365));
+    }
+
+    /// [`TcpIngest::shutdown`] with a deadline: connections still waiting
+    /// for room in the queue at `deadline` give up, so this returns soon
+    /// after it even when the writer is stuck.
+    pub fn shutdown_by(mut self, deadline: Instant) {
+        self.stop.send_if_modified(|stop| {
+            stop.get_or_insert(deadline);
+            true
+        });
         self.stop_and_join();
     }
 
+    /// An ingest thread has ended. Before a shutdown that means it died.
+    pub fn any_thread_finished(&self) -> bool {
+        self.threads.iter().any(JoinHandle::is_finished)
+    }
+
     fn stop_and_join(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.send_if_modified(|stop| {
+            // Dropped without a shutdown: stop now, no deadline to speak of.
+            stop.get_or_insert_with(Instant::now);
+            true
+        });
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("A TCP ingest thread panicked.");
@@ -179,7 +203,7 @@ pub fn start(
         source,
     })?;
 
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(None);
     let open = Arc::new(AtomicUsize::new(0));
     let loads: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -297,7 +321,7 @@ async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, ctx: &Thread
     loop {
         // tokio's accept is cancel-safe: stopping loses no connection.
         tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => break,
+            _ = stop.wait_for(Option::is_some) => break,
             accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
                 Ok((stream, peer)) => handoff(stream, peer),
                 Err(e) => accept_failed(ctx, e).await,
@@ -374,7 +398,8 @@ struct ThreadCtx {
     open: Arc<AtomicUsize>,
     /// Connections open per thread, for the dispatcher.
     loads: Arc<[AtomicUsize]>,
-    stop: watch::Receiver<bool>,
+    /// `Some(deadline)` once shutdown has begun.
+    stop: watch::Receiver<Option<Instant>>,
     config: TcpConfig,
 }
 
@@ -389,6 +414,10 @@ struct Registry {
     /// Set when the drain timeout has passed: connections stop reading.
     hard_stop: Cell<bool>,
     hard_stop_notify: Notify,
+    /// Set at the shutdown deadline: connections still waiting for room in
+    /// the queue stop waiting.
+    give_up: Cell<bool>,
+    give_up_notify: Notify,
 }
 
 struct Entry {
@@ -464,6 +493,45 @@ impl Registry {
             self.hard_stop_notify.notified().await;
         }
     }
+
+    async fn wait_give_up(&self) {
+        while !self.give_up.get() {
+            self.give_up_notify.notified().await;
+        }
+    }
+}
+
+/// A connection's place on its thread: its registry entry and its share of
+/// the connection counts. The connection's task holds it, so whatever ends
+/// the task (a panic included) frees the slot, and the entry is removed
+/// before the socket is closed (the task's locals drop before its
+/// arguments, the stream among them).
+struct Slot {
+    ctx: Rc<ThreadCtx>,
+    registry: Rc<Registry>,
+    id: u64,
+}
+
+impl Slot {
+    fn new(ctx: &Rc<ThreadCtx>, registry: &Rc<Registry>, id: u64) -> Self {
+        Slot {
+            ctx: ctx.clone(),
+            registry: registry.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            tracing::error!(
+                "A connection's task panicked (a bug); the connection is closed and its slot freed."
+            );
+        }
+        self.registry.remove(self.id);
+        release(&self.ctx);
+    }
 }
 
 /// Whether a new connection may be served; counts it if so.
@@ -536,7 +604,8 @@ fn unread_bytes(fd: RawFd) -> usize {
 /// ended (it gets the rest of its kernel buffer, then end-of-stream). At the
 /// drain timeout, connections still sending are stopped.
 async fn drain(registry: &Registry, ctx: &ThreadCtx) {
-    let deadline = Instant::now() + ctx.config.drain_timeout;
+    let give_up_at = ctx.stop.borrow().unwrap_or_else(Instant::now);
+    let deadline = (Instant::now() + ctx.config.drain_timeout).min(give_up_at);
     if !registry.is_empty() {
         tracing::debug!(
             connections = registry.conns.borrow().len(),
@@ -562,7 +631,16 @@ async fn drain(registry: &Registry, ctx: &ThreadCtx) {
     );
     registry.hard_stop.set(true);
     registry.hard_stop_notify.notify_waiters();
-    registry.wait_empty().await;
+    let waited = tokio::time::timeout_at(give_up_at.into(), registry.wait_empty()).await;
+    if waited.is_err() {
+        tracing::error!(
+            connections = registry.conns.borrow().len(),
+            "Shutdown deadline reached with connections still waiting for room in the queue; what they had not queued is not written."
+        );
+        registry.give_up.set(true);
+        registry.give_up_notify.notify_waiters();
+        registry.wait_empty().await;
+    }
 }
 
 /// Closes connections silent for longer than the idle timeout, checking a
@@ -609,7 +687,21 @@ async fn after_read(
         }
     }
     let feed = conn.feed(buf);
-    ctx.ingress.publish_pending(conn.pending(), received).await;
+    let messages = conn.pending().len();
+    let queued = tokio::select! {
+        biased;
+        () = ctx.ingress.publish_pending(conn.pending(), received) => true,
+        // Only at the shutdown deadline, with the queue still full: the
+        // messages' numbers were taken, so the writer counts them as
+        // skipped and the final summary as not written.
+        () = registry.wait_give_up() => false,
+    };
+    if !queued {
+        if let Some(held) = ctx.conn.diag.check() {
+            tracing::error!(peer = %conn.peer(), messages, suppressed = held, "Shutdown deadline reached while the queue was full; these messages were not queued.");
+        }
+        return Err(0);
+    }
     match feed {
         Feed::Continue { consumed, need } => {
             compact(buf, consumed, need, ctx.config.read_buffer);
@@ -617,13 +709,6 @@ async fn after_read(
         }
         Feed::Close => Err(0),
     }
-}
-
-/// A connection's end, shared by both engines.
-fn close(conn: &Connection, ctx: &ThreadCtx, registry: &Registry, id: u64, leftover: usize) {
-    conn.finish(leftover);
-    registry.remove(id);
-    release(ctx);
 }
 
 /// Makes room in a connection's buffer after `consumed` bytes were used:

@@ -10,7 +10,7 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{after_read, close, serve_thread, Registry, Role, ThreadCtx};
+use super::{after_read, serve_thread, Registry, Role, Slot, ThreadCtx};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
@@ -33,6 +33,7 @@ async fn connection(
     ctx: Rc<ThreadCtx>,
     registry: Rc<Registry>,
 ) {
+    let _slot = Slot::new(&ctx, &registry, id);
     let mut conn = Connection::new(peer, ctx.conn.clone());
     let mut buf = Vec::with_capacity(ctx.config.read_buffer);
     let leftover = loop {
@@ -51,5 +52,5 @@ async fn connection(
             break leftover;
         }
     };
-    close(&conn, &ctx, &registry, id, leftover);
+    conn.finish(leftover);
 }
