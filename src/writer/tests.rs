@@ -31,6 +31,8 @@ struct Faults {
     fail_opens: usize,
     /// Writes that failed, for assertions.
     failed: usize,
+    /// Panic on the next write (a bug in the writer thread).
+    panic_on_write: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ struct FaultyFile {
 impl LogFile for FaultyFile {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut f = self.faults.lock().unwrap();
+        if f.panic_on_write {
+            drop(f);
+            panic!("injected panic in the writer thread");
+        }
         if f.fail_writes > 0 && f.fail_after > 0 {
             f.fail_after -= 1;
         } else if f.fail_writes > 0 {
@@ -435,6 +441,34 @@ fn a_gap_that_never_closes_is_skipped_counted_and_a_late_record_not_written_out_
     assert!(!report.complete());
     assert_eq!(WriterStats::get(&shared.stats.gap_skips), 1);
     assert_eq!(WriterStats::get(&shared.stats.late_records), 1);
+}
+
+/// The writer thread dying is visible before any shutdown (the binary
+/// polls it and exits non-zero) and in the report: never a quiet loss.
+#[test]
+fn a_writer_thread_that_dies_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Mutex::new(Faults {
+        panic_on_write: true,
+        ..Faults::default()
+    }));
+    let faulty = FaultyDir {
+        real: RealDir::new(dir.path()),
+        faults,
+    };
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let writer = spawn_with(faulty, WriterConfig::default(), queue.clone(), 0).unwrap();
+    assert!(!writer.is_finished());
+    queue.push(record(0, 3, "a"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !writer.is_finished() {
+        assert!(Instant::now() < deadline, "the writer should have died");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let report = writer.shutdown();
+    assert!(report.died);
+    assert!(!report.complete());
+    assert_eq!(report.lines, 0);
 }
 
 /// Without a gap nor a failure the report is complete: the summary may say

@@ -744,3 +744,77 @@ fn read_failed(ctx: &ThreadCtx, conn: &Connection, e: &io::Error) {
         tracing::warn!(peer = %conn.peer(), error = %e, suppressed = held, "Reading from a connection failed; closing it.");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        format::{LineFormat, LineFormatter},
+        metrics::RateLimiter,
+        queue::RecordQueue,
+    };
+
+    fn thread_ctx() -> ThreadCtx {
+        let formatter = LineFormatter::new(LineFormat::Text, 1 << 20);
+        let (_, stop) = watch::channel(None);
+        ThreadCtx {
+            index: 0,
+            ingress: Arc::new(Ingress::new(
+                Arc::new(RecordQueue::new(4, 1 << 20)),
+                formatter,
+                0,
+            )),
+            conn: Arc::new(ConnShared {
+                stats: Arc::new(IngestStats::default()),
+                diag: RateLimiter::new(20),
+                max_frame_size: 1 << 16,
+                formatter,
+            }),
+            open: Arc::new(AtomicUsize::new(0)),
+            loads: (0..1).map(|_| AtomicUsize::new(0)).collect(),
+            stop,
+            config: TcpConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                threads: 1,
+                engine: IoEngine::Epoll,
+                max_connections: 8,
+                idle_timeout: None,
+                drain_timeout: Duration::from_secs(1),
+                read_buffer: 4096,
+            },
+        }
+    }
+
+    /// A connection task that panics (a bug) still gives back its slot:
+    /// the connection counts go down and its registry entry is removed, so
+    /// `--max_connections` does not leak, the drain at shutdown does not
+    /// wait for it forever, and no stale fd is left to be shut down later.
+    #[test]
+    fn a_connection_task_that_panics_frees_its_slot() {
+        let ctx = Rc::new(thread_ctx());
+        let registry = Rc::new(Registry::default());
+        // As the acceptor and the engine do for a new connection.
+        assert!(admit(&ctx, "127.0.0.1:1".parse().unwrap()));
+        ctx.loads[0].fetch_add(1, Ordering::Relaxed);
+        let id = registry.add(-1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let task = local.spawn_local({
+            let (ctx, registry) = (ctx.clone(), registry.clone());
+            async move {
+                let _slot = Slot::new(&ctx, &registry, id);
+                tokio::task::yield_now().await;
+                panic!("injected panic in a connection task");
+            }
+        });
+        let outcome = local.block_on(&rt, task);
+        assert!(outcome.is_err_and(|e| e.is_panic()));
+        assert!(registry.is_empty(), "the registry entry is left behind");
+        assert_eq!(ctx.open.load(Ordering::Relaxed), 0);
+        assert_eq!(ctx.loads[0].load(Ordering::Relaxed), 0);
+        assert_eq!(IngestStats::get(&ctx.conn.stats.connections_open), 0);
+    }
+}
