@@ -128,7 +128,7 @@ impl TcpIngest {
     /// buffered for it (bounded by the drain timeout), and waits until all
     /// of it is in the queue. Returns when every ingest thread has ended.
     pub fn shutdown(self) {
-        self.shutdown_by(Instant::now() + Duration::from_secs(3600 * 24 * 365));
+        self.shutdown_by(Instant::now() + NO_DEADLINE);
     }
 
     /// [`TcpIngest::shutdown`] with a deadline: connections still waiting
@@ -149,8 +149,8 @@ impl TcpIngest {
 
     fn stop_and_join(&mut self) {
         self.stop.send_if_modified(|stop| {
-            // Dropped without a shutdown: stop now, no deadline to speak of.
-            stop.get_or_insert_with(Instant::now);
+            // Dropped without a shutdown: drain as `shutdown` does.
+            stop.get_or_insert_with(|| Instant::now() + NO_DEADLINE);
             true
         });
         for t in self.threads.drain(..) {
@@ -166,6 +166,10 @@ impl Drop for TcpIngest {
         self.stop_and_join();
     }
 }
+
+/// The deadline of a shutdown that has none: pushes wait for room as long
+/// as it takes (a year stands for forever without overflowing `Instant`).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Whether io_uring can be used here: sets up (and drops) a small ring.
 pub fn uring_available() -> Result<(), io::Error> {
