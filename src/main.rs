@@ -1,6 +1,15 @@
 //! The `log-server` binary: flags -> [`ServerConfig`], diagnostics to
 //! stderr, run until SIGINT or SIGTERM, then a graceful shutdown and a
 //! final summary.
+//!
+//! Around the library's pipeline it owns the process's life: diagnostics go
+//! through a stderr thread that can never panic or stall a pipeline thread
+//! ([`diagnostics`]); the first SIGINT/SIGTERM starts a shutdown with one
+//! deadline (`--shutdown_timeout`, counted from the signal), a second one
+//! exits at once with status 2, SIGHUP is logged and ignored, SIGXFSZ is
+//! ignored ([`signals`], [`ignore_sigxfsz`]); a server thread that dies ends
+//! the process with status 1. The summary says "every accepted message is
+//! written" only when it is true; otherwise the exit status is 1.
 
 use std::{
     io::{IsTerminal, Write as _},

@@ -25,13 +25,15 @@ fn free_port() -> u16 {
 fn sigterm_drains_and_exits_zero_with_every_message_written() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["--port", &port.to_string(), "--only_tcp", "--log-dir"])
-        .arg(dir.path().join("logs"))
-        .args(["--stats_interval", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--port", &port.to_string(), "--only_tcp", "--log-dir"])
+            .arg(dir.path().join("logs"))
+            .args(["--stats_interval", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -55,9 +57,9 @@ fn sigterm_drains_and_exits_zero_with_every_message_written() {
     // SAFETY-free: kill(2) with the child's pid and SIGTERM.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
+    let rest = collect_stderr(stderr);
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let rest = rest.join().unwrap();
     assert!(status.success(), "exit status {status}; stderr:\n{rest}");
     assert!(rest.contains("every accepted message is written"), "{rest}");
     assert!(
@@ -111,33 +113,10 @@ fn startup_failures_are_one_sentence_and_a_nonzero_exit() {
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
 }
 
-/// Starts the binary on a free port writing into `logs`; returns the child
-/// and its port once it says it is listening.
-fn start_binary(logs: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--only_tcp",
-            "--stats_interval",
-            "0",
-            "--log_dir",
-        ])
-        .arg(logs)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the server exited before listening"
-        );
-    }
+/// Starts the binary on port 0 writing into `logs`; returns the child
+/// (killed if the test fails) and its port once it says it is listening.
+fn start_binary(logs: &std::path::Path, extra: &[&str]) -> (KillOnDrop, u16) {
+    let (child, mut stderr, port) = start_on_port_0(logs, extra);
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, port)
@@ -195,7 +174,7 @@ fn sigterm_under_full_load_leaves_a_whole_prefix_of_every_connection() {
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let status = child.wait().unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
     for c in clients {
         c.join().unwrap();
     }
@@ -213,7 +192,7 @@ fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
     let clients = flood(port, streams);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL: no drain, no fsync.
-    child.wait().unwrap();
+    wait_bounded(&mut child, Duration::from_secs(30));
     for c in clients {
         c.join().unwrap();
     }
@@ -228,7 +207,7 @@ fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    assert!(child.wait().unwrap().success());
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
 
     // Every line is whole but at most one torn by the crash; each stream is
     // a gap-free prefix; the new stream is complete and on lines of its own.
