@@ -1,4 +1,5 @@
-//! The built `log-server` binary as a user runs it: flags, a signal, files.
+//! The built `log-server` binary as a user runs it: flags, signals, files;
+//! and the shutdown deadline, the process's last act, in-process too.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -594,4 +595,66 @@ fn a_file_size_limit_holds_writes_until_raised_and_loses_nothing() {
     assert_all_once_in_order(&read_lines(&logs, 10), &[5_000]);
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert!(stderr.contains("File too large"), "{stderr}");
+}
+
+/// The shutdown deadline in-process, for both I/O engines: with the writer
+/// stuck on its file and a connection waiting for room in the full queue,
+/// `Server::shutdown_by` returns shortly after its deadline (it used to
+/// wait forever for that connection) and its report says that not every
+/// message taken in was written.
+#[test]
+fn shutdown_by_returns_at_its_deadline_with_a_stuck_writer_on_both_engines() {
+    use log_server::{
+        ingest::tcp::{uring_available, IoEngine},
+        server::{Server, ServerConfig},
+    };
+    let mut engines = vec![IoEngine::Epoll];
+    if uring_available().is_ok() {
+        engines.push(IoEngine::Uring);
+    }
+    for engine in engines {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, fifo) = fifo_log_dir(dir.path());
+        let server = Server::start(ServerConfig {
+            port: 0,
+            only_tcp: true,
+            io_engine: engine,
+            log_dir: logs,
+            queue_capacity: 2,
+            tcp_threads: 1,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        let addr = server.tcp_addr();
+        let bytes = frames(0, 20_000, false, None);
+        let client = std::thread::spawn(move || {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                let _ = s.write_all(&bytes);
+            }
+        });
+        // Until the pipe (64 KiB) and the queue are full and the
+        // connection waits for room.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.sequenced() < 1_000 || server.ingress().queue().has_room() {
+            assert!(
+                Instant::now() < deadline,
+                "{engine}: the queue never filled"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(server.shutdown_by(started + Duration::from_secs(1)));
+        });
+        let report = rx.recv_timeout(Duration::from_secs(20));
+        // Unblock the writer left behind, so that it ends with the test.
+        let reader = std::thread::spawn(move || std::fs::read(fifo).map(|b| b.len()));
+        let report = report.unwrap_or_else(|_| panic!("{engine}: shutdown_by hangs"));
+        assert!(!report.complete(), "{engine}: {report:?}");
+        assert!(report.unwritten() > 0, "{engine}: {report:?}");
+        assert!(report.writer.stuck, "{engine}: {report:?}");
+        client.join().unwrap();
+        let _ = reader.join();
+    }
 }
