@@ -392,15 +392,17 @@ fn collect_stderr(
 }
 
 /// SIGHUP (a closed terminal, or an operator used to it meaning "reopen")
-/// must not kill the server: it is logged and ignored, and the server goes
+/// and SIGPIPE must not kill the server: it is logged and ignored, and the server goes
 /// on taking and writing messages.
 #[test]
-fn sighup_is_logged_and_ignored() {
+fn sighup_and_sigpipe_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let (mut child, stderr, port) = start_on_port_0(&logs, &[]);
     let stderr = collect_stderr(stderr);
     signal(&child, libc::SIGHUP);
+    // SIGPIPE too (the Rust runtime ignores it; a dead peer is an EPIPE).
+    signal(&child, libc::SIGPIPE);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // If the SIGHUP killed the server, this connect or the wait fails.
     let sent =
