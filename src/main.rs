@@ -1,13 +1,24 @@
 //! The `log-server` binary: flags -> [`ServerConfig`], diagnostics to
 //! stderr, run until SIGINT or SIGTERM, then a graceful shutdown and a
 //! final summary.
+//!
+//! Around the library's pipeline it owns the process's life: diagnostics go
+//! through a stderr thread that can never panic or stall a pipeline thread
+//! ([`diagnostics`]); the first SIGINT/SIGTERM starts a shutdown with one
+//! deadline (`--shutdown_timeout`, counted from the signal), a second one
+//! exits at once with status 2, SIGHUP is logged and ignored, SIGXFSZ is
+//! ignored ([`signals`], [`ignore_sigxfsz`]); a server thread that dies ends
+//! the process with status 1. The summary says "every accepted message is
+//! written" only when it is true; otherwise the exit status is 1.
 
 use std::{
+    io::{IsTerminal, Write as _},
     net::IpAddr,
     path::PathBuf,
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
+        mpsc::RecvTimeoutError,
         Arc,
     },
     thread,
@@ -27,7 +38,7 @@ use log_server::{
     metrics::{IngestStats, WriterStats},
     queue::DEFAULT_QUEUE_CAPACITY,
     server::{self, Server, ServerConfig},
-    writer::{self, FsyncPolicy},
+    writer::{self, FsyncPolicy, WriterConfig},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -127,6 +138,14 @@ struct Args {
     /// When a gRPC call is answered: message queued, its line written to the file, or written and fsynced (needs --fsync batch).
     #[arg(long = "grpc_ack", alias = "grpc-ack", value_enum, default_value_t = AckMode::Written)]
     grpc_ack: AckMode,
+    /// Seconds from SIGINT/SIGTERM until the shutdown gives up on a stuck file system and exits non-zero, counting what it could not write.
+    #[arg(
+        long = "shutdown_timeout",
+        alias = "shutdown-timeout",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    shutdown_timeout: u64,
     /// Seconds between stats lines on stderr (0 = off).
     #[arg(
         long = "stats_interval",
@@ -178,6 +197,10 @@ impl Args {
                 keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout),
                 ..Http2Limits::default()
             },
+            writer: WriterConfig {
+                shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+                ..WriterConfig::default()
+            },
             ..ServerConfig::default()
         }
     }
@@ -198,32 +221,183 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.verbose);
-    match run(&args) {
+    let sink = init_tracing(args.verbose);
+    let code = match run(&args, &sink) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("log-server: {e:#}");
+            // After what was logged before it; not `eprintln!`, which
+            // panics when stderr is gone.
+            sink.flush(FINAL_FLUSH);
+            let _ = writeln!(std::io::stderr(), "log-server: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    sink.flush(FINAL_FLUSH);
+    code
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8) -> diagnostics::Sink {
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let sink = diagnostics::Sink::start();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not for journald or a file.
+        .with_ansi(std::io::stderr().is_terminal())
+        // The sink never fails a write; were it to, tracing-subscriber would
+        // report it with `eprintln!`, which panics on a dead stderr.
+        .log_internal_errors(false)
+        .with_writer(sink.clone())
         .init();
+    sink
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+/// Diagnostics to stderr that can neither panic nor hold up the pipeline.
+///
+/// tracing's stderr writer runs on the thread that logs (the writer thread
+/// included), and its write error handler panics when stderr is a pipe whose
+/// reader is gone: one warning then killed the writer thread, and every
+/// message accepted afterwards was lost. Here every diagnostic line goes
+/// through a bounded channel to one "stderr" thread that does the blocking
+/// writes and ignores their errors. A full channel (stderr stalled) or a
+/// failed write drops the line and counts it: a dead or slow stderr costs
+/// diagnostics, never log data.
+mod diagnostics {
+    use std::{
+        io::{self, Write},
+        sync::{
+            atomic::{AtomicU64, Ordering},
+            mpsc::{self, SyncSender, TrySendError},
+        },
+        thread,
+        time::Duration,
+    };
+
+    /// Lines waiting for the stderr thread before new ones are dropped.
+    const BACKLOG: usize = 4096;
+
+    /// Diagnostic lines dropped (stderr failed or stalled).
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+    enum Msg {
+        Line(Vec<u8>),
+        /// Answered once every line sent before it was written (or dropped).
+        Flush(SyncSender<()>),
+    }
+
+    /// The `MakeWriter` of the tracing subscriber: each event becomes one
+    /// [`EventWriter`] that sends its bytes when dropped.
+    #[derive(Debug, Clone)]
+    pub struct Sink {
+        /// `None` when the stderr thread could not be started: then the
+        /// calling thread writes, still ignoring errors.
+        tx: Option<SyncSender<Msg>>,
+    }
+
+    impl Sink {
+        /// Starts the stderr thread.
+        pub fn start() -> Sink {
+            let (tx, rx) = mpsc::sync_channel::<Msg>(BACKLOG);
+            let spawned = thread::Builder::new().name("stderr".into()).spawn(move || {
+                let mut stderr = io::stderr();
+                for msg in rx {
+                    match msg {
+                        Msg::Line(bytes) => {
+                            if stderr.write_all(&bytes).is_err() {
+                                DROPPED.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Msg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+            Sink {
+                tx: spawned.is_ok().then_some(tx),
+            }
+        }
+
+        /// Waits (at most `timeout`) until every diagnostic logged so far has
+        /// been written; false if it had to stop waiting.
+        pub fn flush(&self, timeout: Duration) -> bool {
+            let Some(tx) = &self.tx else { return true };
+            let (done_tx, done_rx) = mpsc::sync_channel(1);
+            if tx.try_send(Msg::Flush(done_tx)).is_err() {
+                return false;
+            }
+            done_rx.recv_timeout(timeout).is_ok()
+        }
+
+        /// Diagnostic lines dropped so far.
+        pub fn dropped() -> u64 {
+            DROPPED.load(Ordering::Relaxed)
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
+        type Writer = EventWriter;
+
+        fn make_writer(&'a self) -> EventWriter {
+            EventWriter {
+                buf: Vec::new(),
+                tx: self.tx.clone(),
+            }
+        }
+    }
+
+    /// One event's bytes, sent to the stderr thread when dropped.
+    #[derive(Debug)]
+    pub struct EventWriter {
+        buf: Vec<u8>,
+        tx: Option<SyncSender<Msg>>,
+    }
+
+    impl Write for EventWriter {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.buf.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Drop for EventWriter {
+        fn drop(&mut self) {
+            if self.buf.is_empty() {
+                return;
+            }
+            let line = std::mem::take(&mut self.buf);
+            match &self.tx {
+                Some(tx) => match tx.try_send(Msg::Line(line)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                None => {
+                    if io::stderr().write_all(&line).is_err() {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
     raise_fd_limit();
+    ignore_sigxfsz();
     let config = args.config();
+    // Before the server starts, so that no signal finds the default action
+    // (SIGHUP's kills the process).
+    let signals = signals::start(sink.clone()).context("cannot wait for signals")?;
     let server = Server::start(config.clone()).context("cannot start")?;
     let grpc = server
         .grpc_addr()
@@ -266,25 +440,70 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .expect("spawn the stats thread")
     });
 
-    wait_for_signal().context("cannot wait for signals")?;
-    tracing::info!("Shutting down: draining connections, the queue and the writer.");
+    // Until a signal, watch that every thread of the server is alive: one
+    // that died (a panic) would otherwise lose messages in silence.
+    let dead = loop {
+        match signals.recv_timeout(LIVENESS_CHECK) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break None,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(thread) = server.dead_thread() {
+                    break Some(thread);
+                }
+            }
+        }
+    };
+    // The one deadline of the whole shutdown starts now.
+    let deadline = Instant::now() + config.writer.shutdown_timeout;
+    match dead {
+        None => tracing::info!(
+            "Shutting down: draining connections, the queue and the writer (deadline in {:?}; a second signal exits at once).",
+            config.writer.shutdown_timeout
+        ),
+        Some("writer") => {
+            // Nothing more can be written: say what is lost and stop now.
+            let written = server.writer().written();
+            tracing::error!(
+                sequenced = server.sequenced(),
+                written,
+                "The writer thread died; messages accepted after the last one written are lost. Exiting."
+            );
+            sink.flush(FINAL_FLUSH);
+            std::process::exit(EXIT_NOT_ALL_WRITTEN);
+        }
+        Some(thread) => tracing::error!(
+            thread,
+            "A server thread died; shutting down with what is left."
+        ),
+    }
     stop.store(true, Ordering::Relaxed);
     let writer_shared = server.writer().clone();
-    let report = server.shutdown();
+    let report = server.shutdown_by(deadline);
     if let Some(t) = stats {
         t.thread().unpark();
         let _ = t.join();
     }
+    let complete = report.complete() && dead.is_none();
+    let summary = if complete {
+        "Stopped; every accepted message is written."
+    } else {
+        "Stopped; NOT every accepted message is written (see unwritten, skipped, abandoned)."
+    };
     tracing::info!(
         lines = report.writer.lines,
         bytes = report.writer.bytes,
         tcp_messages = report.tcp_messages,
         grpc_messages = report.grpc_messages,
         decode_errors = report.decode_errors,
+        unwritten = report.unwritten(),
+        skipped = report.writer.skipped,
+        late_dropped = report.writer.late_lines,
+        abandoned = report.writer.abandoned_lines,
+        writer_stuck = report.writer.stuck,
         rotations = report.writer.rotations,
         retries = report.writer.retries,
+        diagnostics_dropped = diagnostics::Sink::dropped(),
         latency = %report.writer.latency,
-        "Stopped; every accepted message is written."
+        "{summary}"
     );
     if let Some(path) = &args.histogram_out {
         let h = writer_shared.stats.latency_histogram();
@@ -293,30 +512,94 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the latency histogram to {}", path.display()))?;
         tracing::info!(path = %path.display(), "Wrote the latency distribution.");
     }
-    if report.writer.abandoned_lines > 0 {
-        anyhow::bail!(
-            "{} lines could not be written before the shutdown timeout",
-            report.writer.abandoned_lines
-        );
+    if !complete {
+        sink.flush(FINAL_FLUSH);
+        // The writer may still be blocked in the kernel: do not wait for it.
+        std::process::exit(EXIT_NOT_ALL_WRITTEN);
     }
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
+/// Exit status when not every accepted message was written (lost, skipped,
+/// abandoned at the deadline, or a server thread died).
+const EXIT_NOT_ALL_WRITTEN: i32 = 1;
+/// Exit status when a second SIGINT/SIGTERM cut the shutdown short.
+const EXIT_SECOND_SIGNAL: i32 = 2;
+/// How often the main thread checks that the server's threads are alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(200);
+/// How long the last diagnostics may take to reach stderr before exit.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// File-size limit (`RLIMIT_FSIZE`): ignore SIGXFSZ, whose default action
+/// kills the process, so that a write past the limit fails with `EFBIG`
+/// and the writer's retry path holds the data until the limit is raised.
+/// (SIGPIPE is already ignored by the Rust runtime: a client or stderr gone
+/// away is an `EPIPE` error, not a death.)
+fn ignore_sigxfsz() {
+    // SAFETY: installs the SIG_IGN disposition; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// The signals thread: SIGINT/SIGTERM ask for a shutdown (the first one) or
+/// end the process at once (the second); SIGHUP is logged and ignored.
+mod signals {
+    use std::{
+        sync::mpsc::{self, Receiver},
+        thread,
+    };
+
     use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
-    })
+
+    use super::{diagnostics::Sink, EXIT_SECOND_SIGNAL, FINAL_FLUSH};
+
+    /// Registers the handlers (before this returns) and starts the thread.
+    /// The receiver gets one message, at the first SIGINT or SIGTERM.
+    pub fn start(sink: Sink) -> std::io::Result<Receiver<()>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (mut term, mut int, mut hup) = rt.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::hangup())?,
+            ))
+        })?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        thread::Builder::new().name("signals".into()).spawn(move || {
+            rt.block_on(async move {
+                let mut first = true;
+                loop {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                        _ = hup.recv() => {
+                            tracing::info!("SIGHUP received and ignored; log-server stops on SIGINT or SIGTERM.");
+                            continue;
+                        }
+                    };
+                    if first {
+                        first = false;
+                        tracing::info!(signal = name, "Shutdown requested.");
+                        let _ = tx.try_send(());
+                        continue;
+                    }
+                    // The files need no flush (the writer keeps no data of
+                    // its own: what it wrote is in the kernel); the last
+                    // diagnostics do.
+                    tracing::error!(
+                        signal = name,
+                        "Second signal: exiting now, without waiting for the shutdown; messages not yet written are lost."
+                    );
+                    sink.flush(FINAL_FLUSH);
+                    std::process::exit(EXIT_SECOND_SIGNAL);
+                }
+            })
+        })?;
+        Ok(rx)
+    }
 }
 
 /// One stats line every `interval` until `stop`: rates over the interval,

@@ -10,7 +10,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use thiserror::Error;
@@ -295,6 +295,8 @@ pub struct Server {
     ingest_stats: Arc<IngestStats>,
     tcp_addr: SocketAddr,
     engine: IoEngine,
+    /// How long a shutdown may take, from its request.
+    shutdown_timeout: Duration,
 }
 
 /// What a server did, returned by [`Server::shutdown`].
@@ -304,6 +306,25 @@ pub struct ShutdownReport {
     pub tcp_messages: u64,
     pub grpc_messages: u64,
     pub decode_errors: u64,
+    /// Messages given a sequence number: every message accepted, plus any a
+    /// connection had decoded but could not queue before the shutdown
+    /// deadline.
+    pub sequenced: u64,
+}
+
+impl ShutdownReport {
+    /// Sequenced messages whose line is not in the files: gaps skipped,
+    /// lines abandoned at the deadline, and whatever a dead or stuck writer
+    /// never got to.
+    pub fn unwritten(&self) -> u64 {
+        self.sequenced.saturating_sub(self.writer.lines)
+    }
+
+    /// Whether every accepted message is in the files: the only case in
+    /// which the binary says so and exits 0.
+    pub fn complete(&self) -> bool {
+        self.writer.complete() && self.unwritten() == 0
+    }
 }
 
 impl Server {
@@ -401,6 +422,7 @@ impl Server {
             ingest_stats,
             tcp_addr,
             engine,
+            shutdown_timeout: config.writer.shutdown_timeout,
         })
     }
 
@@ -438,26 +460,63 @@ impl Server {
     /// Stops accepting, drains every connection, then the queue and the
     /// writer; fsyncs (unless `--fsync none`). Every message that reached
     /// the server's sockets before this call is in the files when it
-    /// returns.
-    pub fn shutdown(mut self) -> ShutdownReport {
+    /// returns, unless the file system fails for the whole shutdown timeout
+    /// (the writer's `shutdown_timeout`, counted from this call): see
+    /// [`Server::shutdown_by`].
+    pub fn shutdown(self) -> ShutdownReport {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        self.shutdown_by(deadline)
+    }
+
+    /// [`Server::shutdown`] with one deadline for all of it, set when the
+    /// shutdown was asked for (the signal). At the deadline, connections
+    /// still waiting for room in a full queue give up, the writer gives up
+    /// on failing writes, and a writer blocked in the kernel is left behind,
+    /// so this returns shortly after `deadline` even with a stuck file
+    /// system. The report counts what was not written.
+    pub fn shutdown_by(mut self, deadline: Instant) -> ShutdownReport {
+        let writer = self.writer.take().expect("present until shutdown");
+        writer.set_deadline(deadline);
         if let Some(tcp) = self.tcp.take() {
-            tcp.shutdown();
+            tcp.shutdown_by(deadline);
         }
         if let Some(grpc) = self.grpc.take() {
             grpc.shutdown();
         }
-        let writer = self
-            .writer
-            .take()
-            .expect("present until shutdown")
-            .shutdown();
+        let writer = writer.shutdown();
         let s = &self.ingest_stats;
         ShutdownReport {
             writer,
             tcp_messages: IngestStats::get(&s.tcp_messages),
             grpc_messages: IngestStats::get(&s.grpc_messages),
             decode_errors: IngestStats::get(&s.decode_errors),
+            sequenced: self.ingress.sequencer().issued(),
         }
+    }
+
+    /// Which of the server's threads has ended while it should be running
+    /// (it panicked, or could not start its runtime), if any: the server
+    /// can no longer keep its promises, and the binary exits non-zero.
+    pub fn dead_thread(&self) -> Option<&'static str> {
+        if self.writer.as_ref().is_some_and(WriterHandle::is_finished) {
+            return Some("writer");
+        }
+        if self
+            .tcp
+            .as_ref()
+            .is_some_and(TcpIngest::any_thread_finished)
+        {
+            return Some("TCP ingest");
+        }
+        if self.grpc.as_ref().is_some_and(GrpcIngest::is_finished) {
+            return Some("gRPC");
+        }
+        None
+    }
+
+    /// Sequence numbers handed out so far: messages taken in.
+    pub fn sequenced(&self) -> u64 {
+        self.ingress.sequencer().issued()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The built `log-server` binary as a user runs it: flags, a signal, files.
+//! The built `log-server` binary as a user runs it: flags, signals, files;
+//! and the shutdown deadline, the process's last act, in-process too.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -25,13 +26,15 @@ fn free_port() -> u16 {
 fn sigterm_drains_and_exits_zero_with_every_message_written() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["--port", &port.to_string(), "--only_tcp", "--log-dir"])
-        .arg(dir.path().join("logs"))
-        .args(["--stats_interval", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--port", &port.to_string(), "--only_tcp", "--log-dir"])
+            .arg(dir.path().join("logs"))
+            .args(["--stats_interval", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -55,9 +58,9 @@ fn sigterm_drains_and_exits_zero_with_every_message_written() {
     // SAFETY-free: kill(2) with the child's pid and SIGTERM.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
+    let rest = collect_stderr(stderr);
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let rest = rest.join().unwrap();
     assert!(status.success(), "exit status {status}; stderr:\n{rest}");
     assert!(rest.contains("every accepted message is written"), "{rest}");
     assert!(
@@ -111,33 +114,10 @@ fn startup_failures_are_one_sentence_and_a_nonzero_exit() {
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
 }
 
-/// Starts the binary on a free port writing into `logs`; returns the child
-/// and its port once it says it is listening.
-fn start_binary(logs: &std::path::Path, extra: &[&str]) -> (std::process::Child, u16) {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--only_tcp",
-            "--stats_interval",
-            "0",
-            "--log_dir",
-        ])
-        .arg(logs)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the server exited before listening"
-        );
-    }
+/// Starts the binary on port 0 writing into `logs`; returns the child
+/// (killed if the test fails) and its port once it says it is listening.
+fn start_binary(logs: &std::path::Path, extra: &[&str]) -> (KillOnDrop, u16) {
+    let (child, mut stderr, port) = start_on_port_0(logs, extra);
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, port)
@@ -195,7 +175,7 @@ fn sigterm_under_full_load_leaves_a_whole_prefix_of_every_connection() {
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let status = child.wait().unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
     for c in clients {
         c.join().unwrap();
     }
@@ -213,7 +193,7 @@ fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
     let clients = flood(port, streams);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL: no drain, no fsync.
-    child.wait().unwrap();
+    wait_bounded(&mut child, Duration::from_secs(30));
     for c in clients {
         c.join().unwrap();
     }
@@ -228,7 +208,7 @@ fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    assert!(child.wait().unwrap().success());
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
 
     // Every line is whole but at most one torn by the crash; each stream is
     // a gap-free prefix; the new stream is complete and on lines of its own.
@@ -254,5 +234,429 @@ fn kill_9_under_load_then_restart_appends_to_well_formed_files() {
         let (c, n) = parse_message(l).unwrap();
         assert_eq!(n, next[c], "stream {c} repeats or skips");
         next[c] += 1;
+    }
+}
+
+/// A child process killed (and reaped) when the test ends, failing or not,
+/// so a failed assertion never leaves a server running.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`; kills it and fails the test
+/// if it does not.
+fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `sig` to `child`.
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) takes no pointers; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// Starts the binary on port 0 with `args` (plus `--only_tcp
+/// --stats_interval 0 --log_dir logs`), reads stderr up to the "listening"
+/// line and returns the child, its stderr (the rest of it) and the TCP port
+/// taken from that line.
+fn start_on_port_0(
+    logs: &std::path::Path,
+    args: &[&str],
+) -> (KillOnDrop, BufReader<std::process::ChildStderr>, u16) {
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
+        .arg("--log_dir")
+        .arg(logs)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server exited before listening");
+        }
+    }
+    let at = line
+        .find("127.0.0.1:")
+        .expect("the listening line names the address")
+        + 10;
+    let port = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    (KillOnDrop(child), stderr, port)
+}
+
+/// Every line of `extra` (a file renamed away, if it exists) then of the
+/// log files, once they hold `n` lines together or after 30 s.
+fn wait_for_lines(logs: &std::path::Path, extra: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut lines: Vec<String> = std::fs::read_to_string(extra)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.extend(read_lines(logs, 10));
+        if lines.len() >= n || Instant::now() >= deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// stderr is a pipe whose reader is gone (a supervisor or `| head` exited):
+/// a diagnostic (here: "the log file was renamed") must not take the
+/// writer thread down with it. Everything sent afterwards is written, and
+/// SIGTERM still exits 0.
+#[test]
+fn a_dead_stderr_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let (mut child, stderr, port) = start_on_port_0(&logs, &[]);
+    // The reader of the pipe exits.
+    drop(stderr);
+    send(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &frames(0, 1, false, None),
+    );
+    let moved = logs.join("moved.log");
+    assert_eq!(wait_for_lines(&logs, &moved, 1).len(), 1);
+    // logrotate's move: the writer notices (and says so on stderr) at its
+    // first write 100 ms or more after its last look.
+    std::fs::rename(logs.join("_main.log"), &moved).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    send(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &frames(1, 5_000, false, None),
+    );
+    let lines = wait_for_lines(&logs, &moved, 5_001);
+    signal(&child, libc::SIGTERM);
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    assert_all_once_in_order(&lines, &[1, 5_000]);
+    assert!(
+        !read_lines(&logs, 10).is_empty(),
+        "the rename was noticed and a new _main.log started"
+    );
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Reads the rest of the child's stderr on a thread of its own (so the
+/// server never blocks on it); join it after the child exited.
+fn collect_stderr(
+    mut stderr: BufReader<std::process::ChildStderr>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    })
+}
+
+/// SIGHUP (a closed terminal, or an operator used to it meaning "reopen")
+/// and SIGPIPE must not kill the server: it is logged and ignored, and the server goes
+/// on taking and writing messages.
+#[test]
+fn sighup_and_sigpipe_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let (mut child, stderr, port) = start_on_port_0(&logs, &[]);
+    let stderr = collect_stderr(stderr);
+    signal(&child, libc::SIGHUP);
+    // SIGPIPE too (the Rust runtime ignores it; a dead peer is an EPIPE).
+    signal(&child, libc::SIGPIPE);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // If the SIGHUP killed the server, this connect or the wait fails.
+    let sent =
+        TcpStream::connect(addr).and_then(|mut s| s.write_all(&frames(0, 1_000, true, None)));
+    let lines = wait_for_lines(&logs, &dir.path().join("none"), 1_000);
+    let alive = child.try_wait().unwrap().is_none();
+    if alive {
+        signal(&child, libc::SIGTERM);
+    }
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let stderr = stderr.join().unwrap();
+    assert!(alive, "SIGHUP killed the server: {status}");
+    sent.unwrap();
+    assert_all_once_in_order(&lines, &[1_000]);
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("SIGHUP received and ignored"), "{stderr}");
+}
+
+/// Starts the binary on a FIFO log directory (a stuck disk: writes block
+/// once the pipe holds 64 KiB) with a tiny queue, and floods it until the
+/// queue is full and a connection waits for room. Returns the child, its
+/// stderr collector and the flooding client.
+fn start_stuck(
+    root: &std::path::Path,
+    extra: &[&str],
+) -> (
+    KillOnDrop,
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let (logs, _fifo) = fifo_log_dir(root);
+    let mut args = vec!["--queue_capacity", "4"];
+    args.extend_from_slice(extra);
+    let (child, stderr, port) = start_on_port_0(&logs, &args);
+    let stderr = collect_stderr(stderr);
+    // ~4 MB: far more than the pipe and the queue hold.
+    let bytes = frames(0, 20_000, false, None);
+    let client = std::thread::spawn(move || {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            // Fails once the server is gone; that is the end of it.
+            let _ = s.write_all(&bytes);
+        }
+    });
+    // Long enough for the writer to fill the pipe and block, and for the
+    // connection to fill the queue and wait; the test holds either way.
+    std::thread::sleep(Duration::from_millis(500));
+    (child, stderr, client)
+}
+
+/// With the file system stuck, a first SIGTERM starts a shutdown that
+/// cannot finish before its deadline; a second one ends the process at
+/// once, with status 2 and a sentence saying so.
+#[test]
+fn a_second_signal_exits_at_once_when_the_shutdown_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, stderr, client) = start_stuck(dir.path(), &[]);
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let still_running = child.try_wait().unwrap().is_none();
+    signal(&child, libc::SIGINT);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    let stderr = stderr.join().unwrap();
+    client.join().unwrap();
+    assert!(
+        still_running,
+        "the first signal should start a shutdown that waits for the stuck writer"
+    );
+    assert_eq!(status.code(), Some(2), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("Second signal: exiting now"), "{stderr}");
+}
+
+/// With the file system stuck, one SIGTERM is enough: the shutdown deadline
+/// (`--shutdown_timeout`, from the signal) ends it, the connection waiting
+/// for room in the queue gives up, the summary says not everything was
+/// written and the exit status is 1.
+#[test]
+fn a_stuck_file_system_ends_the_shutdown_at_its_deadline_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, stderr, client) = start_stuck(dir.path(), &["--shutdown_timeout", "2"]);
+    signal(&child, libc::SIGTERM);
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    let stderr = stderr.join().unwrap();
+    client.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("NOT every accepted message is written"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Stopped; every accepted message is written"),
+        "{stderr}"
+    );
+}
+
+/// A file-size limit (`ulimit -f`) below the file: the write past it fails
+/// with EFBIG instead of SIGXFSZ killing the process; the writer holds the
+/// data and retries, and once the limit is raised every message is written.
+#[test]
+fn a_file_size_limit_holds_writes_until_raised_and_loses_nothing() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let mut command = Command::new(BIN);
+    command
+        .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
+        .arg("--log_dir")
+        .arg(&logs)
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit(2) runs between fork and exec: async-signal-safe,
+    // no allocation, no lock.
+    unsafe {
+        command.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before listening"
+        );
+    }
+    let at = line.find("127.0.0.1:").unwrap() + 10;
+    let port: u16 = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let stderr = collect_stderr(stderr);
+    // ~1 MB of lines against a 64 KiB limit.
+    send(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &frames(0, 5_000, false, None),
+    );
+    // Wait until the writer has hit the limit: the file stops at it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(logs.join("_main.log")).map_or(0, |m| m.len()) < 64 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the file never reached the limit"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The writer's first retries (10 ms, 100 ms) meet the limit too.
+    std::thread::sleep(Duration::from_millis(300));
+    let alive = child.try_wait().unwrap();
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit(2) on our own child, reading one struct.
+    let rc = unsafe {
+        libc::prlimit(
+            child.id() as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &unlimited,
+            std::ptr::null_mut(),
+        )
+    };
+    // Until the writer's next retry (within 1 s) the file ends mid-line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(logs.join("_main.log"))
+        .is_ok_and(|t| t.ends_with('\n') && t.lines().count() >= 5_000)
+    {
+        if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive.is_none() {
+        signal(&child, libc::SIGTERM);
+    }
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let stderr = stderr.join().unwrap();
+    assert!(alive.is_none(), "killed at the file-size limit: {alive:?}");
+    assert_eq!(rc, 0);
+    assert_all_once_in_order(&read_lines(&logs, 10), &[5_000]);
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+}
+
+/// The shutdown deadline in-process, for both I/O engines: with the writer
+/// stuck on its file and a connection waiting for room in the full queue,
+/// `Server::shutdown_by` returns shortly after its deadline (it used to
+/// wait forever for that connection) and its report says that not every
+/// message taken in was written.
+#[test]
+fn shutdown_by_returns_at_its_deadline_with_a_stuck_writer_on_both_engines() {
+    use log_server::{
+        ingest::tcp::{uring_available, IoEngine},
+        server::{Server, ServerConfig},
+    };
+    let mut engines = vec![IoEngine::Epoll];
+    if uring_available().is_ok() {
+        engines.push(IoEngine::Uring);
+    }
+    for engine in engines {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, fifo) = fifo_log_dir(dir.path());
+        let server = Server::start(ServerConfig {
+            port: 0,
+            only_tcp: true,
+            io_engine: engine,
+            log_dir: logs,
+            queue_capacity: 2,
+            tcp_threads: 1,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        let addr = server.tcp_addr();
+        let bytes = frames(0, 20_000, false, None);
+        let client = std::thread::spawn(move || {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                let _ = s.write_all(&bytes);
+            }
+        });
+        // Until the pipe (64 KiB) and the queue are full and the
+        // connection waits for room.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.sequenced() < 1_000 || server.ingress().queue().has_room() {
+            assert!(
+                Instant::now() < deadline,
+                "{engine}: the queue never filled"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(server.shutdown_by(started + Duration::from_secs(1)));
+        });
+        let report = rx.recv_timeout(Duration::from_secs(20));
+        // Unblock the writer left behind, so that it ends with the test.
+        let reader = std::thread::spawn(move || std::fs::read(fifo).map(|b| b.len()));
+        let report = report.unwrap_or_else(|_| panic!("{engine}: shutdown_by hangs"));
+        assert!(!report.complete(), "{engine}: {report:?}");
+        assert!(report.unwritten() > 0, "{engine}: {report:?}");
+        assert!(report.writer.stuck, "{engine}: {report:?}");
+        client.join().unwrap();
+        let _ = reader.join();
     }
 }

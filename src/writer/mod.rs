@@ -26,7 +26,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -83,8 +83,9 @@ pub struct WriterConfig {
     /// How long a gap in the sequence may hold later records back before it
     /// is given up on (a safety net: every number handed out is pushed).
     pub gap_timeout: Duration,
-    /// After shutdown is requested, how long to keep retrying a failing file
-    /// system before giving up on the lines not yet written.
+    /// After shutdown is requested (from the signal on, see
+    /// [`WriterHandle::set_deadline`]), how long to keep retrying a failing
+    /// file system before giving up on the lines not yet written.
     pub shutdown_timeout: Duration,
     /// Largest batch, bytes (a batch also stops at `IOV_MAX` records).
     pub max_batch_bytes: usize,
@@ -147,6 +148,17 @@ pub struct WriterShared {
     written_watch: watch::Sender<u64>,
     synced_watch: watch::Sender<u64>,
     stop: AtomicBool,
+    /// When the shutdown must be over, set once when it is requested (the
+    /// signal), before the producers drain: the whole shutdown shares one
+    /// deadline. Past it a failing write is given up on.
+    deadline: OnceLock<Instant>,
+    /// Sequence numbers given up on: a gap skipped after the gap timeout or
+    /// at shutdown. Their lines are not in the file.
+    skipped: AtomicU64,
+    /// Lines of records that arrived after their gap was skipped. Writing
+    /// them then would break the one global order, so they are dropped and
+    /// counted (they are part of `skipped`).
+    late_lines: AtomicU64,
     pub stats: WriterStats,
 }
 
@@ -158,6 +170,9 @@ impl WriterShared {
             written_watch: watch::Sender::new(first_seq),
             synced_watch: watch::Sender::new(first_seq),
             stop: AtomicBool::new(false),
+            deadline: OnceLock::new(),
+            skipped: AtomicU64::new(0),
+            late_lines: AtomicU64::new(0),
             stats: WriterStats::default(),
         }
     }
@@ -195,6 +210,17 @@ impl WriterShared {
     pub fn synced(&self) -> u64 {
         self.synced.load(Ordering::Acquire)
     }
+
+    /// Sequence numbers given up on so far (gaps skipped); their lines are
+    /// not in the file.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the shutdown deadline has passed.
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
+    }
 }
 
 /// What the writer did, returned when it stops.
@@ -207,7 +233,26 @@ pub struct WriterReport {
     /// Lines given up on because the file system failed past the shutdown
     /// timeout. Zero in every normal run.
     pub abandoned_lines: u64,
+    /// Sequence numbers given up on (gaps skipped): their lines are not in
+    /// the file. Zero in every normal run.
+    pub skipped: u64,
+    /// Of those, lines whose record did arrive, after its gap was skipped,
+    /// and was dropped rather than written out of order.
+    pub late_lines: u64,
+    /// The writer thread died (panicked): nothing after its last write is
+    /// in the file.
+    pub died: bool,
+    /// The writer was still busy (a write blocked in the kernel, or the
+    /// queue not drained) at the shutdown deadline and was left behind.
+    pub stuck: bool,
     pub latency: LatencySummary,
+}
+
+impl WriterReport {
+    /// Whether everything handed to the writer is in the file.
+    pub fn complete(&self) -> bool {
+        self.abandoned_lines == 0 && self.skipped == 0 && !self.died && !self.stuck
+    }
 }
 
 /// The running writer thread.
@@ -224,11 +269,31 @@ impl WriterHandle {
         &self.shared
     }
 
+    /// Starts the shutdown clock: from `deadline` on, a failing write is
+    /// given up on (and counted), and [`WriterHandle::shutdown`] waits no
+    /// longer. Call it when the shutdown is requested, before the producers
+    /// drain; only the first call counts.
+    pub fn set_deadline(&self, deadline: Instant) {
+        let _ = self.shared.deadline.set(deadline);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+
+    /// The writer thread has ended. Before a shutdown that means it died.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Stops the writer: it takes everything still in the queue and the
     /// reorder buffer, writes it, fsyncs (unless `--fsync none`) and closes
-    /// the file. Call once every producer has pushed its last record.
+    /// the file. Call once every producer has pushed its last record. With
+    /// a deadline set, waits for the writer at most until shortly after it
+    /// (the writer gives up on failing writes at the deadline; a write
+    /// blocked in the kernel cannot be given up on, so the thread is then
+    /// left behind and the report says `stuck`).
     pub fn shutdown(mut self) -> WriterReport {
-        self.stop_and_join();
+        let (died, stuck) = self.stop_and_join();
         let s = &self.shared.stats;
         WriterReport {
             lines: WriterStats::get(&s.lines),
@@ -236,21 +301,47 @@ impl WriterHandle {
             rotations: WriterStats::get(&s.rotations),
             retries: WriterStats::get(&s.retries),
             abandoned_lines: WriterStats::get(&s.abandoned_lines),
+            skipped: self.shared.skipped(),
+            late_lines: self.shared.late_lines.load(Ordering::Relaxed),
+            died,
+            stuck,
             latency: s.latency(),
         }
     }
 
-    fn stop_and_join(&mut self) {
+    /// Returns (died, stuck).
+    fn stop_and_join(&mut self) -> (bool, bool) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            self.queue.wake_consumer();
-            if t.join().is_err() {
-                tracing::error!("The writer thread panicked; lines still queued were not written.");
+        let Some(t) = self.thread.take() else {
+            return (false, false);
+        };
+        t.thread().unpark();
+        self.queue.wake_consumer();
+        if let Some(&deadline) = self.shared.deadline.get() {
+            // A little past the deadline: the writer notices it between two
+            // attempts, up to one retry interval late.
+            let give_up = deadline + JOIN_GRACE;
+            while !t.is_finished() {
+                if Instant::now() >= give_up {
+                    tracing::error!(
+                        "The writer is still blocked at the shutdown deadline (a stuck file system); leaving it behind."
+                    );
+                    return (false, true);
+                }
+                thread::sleep(Duration::from_millis(5));
             }
         }
+        if t.join().is_err() {
+            tracing::error!("The writer thread panicked; lines still queued were not written.");
+            return (true, false);
+        }
+        (false, false)
     }
 }
+
+/// How long past the shutdown deadline [`WriterHandle::shutdown`] waits
+/// for the writer to notice it: one steady retry interval and some.
+const JOIN_GRACE: Duration = Duration::from_millis(1500);
 
 impl Drop for WriterHandle {
     fn drop(&mut self) {
@@ -428,12 +519,19 @@ impl<D: LogDir> Writer<D> {
             }
             let Some(r) = self.queue.pop() else { break };
             if r.seq < self.reorder.next_seq() {
+                // Its numbers were skipped: writing it now would put it after
+                // later numbers, breaking the one global order. It is counted
+                // as lost (its numbers already are, in `skipped`).
                 WriterStats::add(&self.shared.stats.late_records, 1);
+                self.shared
+                    .late_lines
+                    .fetch_add(u64::from(r.count), Ordering::Relaxed);
                 tracing::error!(
                     seq = r.seq,
                     lines = r.count,
-                    "A record arrived after its sequence gap was given up on; it is written out of order."
+                    "A record arrived after its sequence gap was given up on; it is dropped, not written out of order."
                 );
+                continue;
             }
             if let Some(r) = self.reorder.offer(r) {
                 let _ = self.batch.push(r);
@@ -447,6 +545,9 @@ impl<D: LogDir> Writer<D> {
     fn skip_gap(&mut self) {
         if let Some(missing) = self.reorder.skip_gap() {
             WriterStats::add(&self.shared.stats.gap_skips, 1);
+            self.shared
+                .skipped
+                .fetch_add(missing.end - missing.start, Ordering::Relaxed);
             tracing::error!(
                 from = missing.start,
                 to = missing.end,
@@ -557,6 +658,9 @@ impl<D: LogDir> Writer<D> {
     /// whether to try again (false only when shutting down and the shutdown
     /// timeout has passed).
     fn wait_before_retry(&mut self, failures: usize, e: &io::Error) -> bool {
+        if self.shared.past_deadline() {
+            return false;
+        }
         if let Some(stop_at) = self.stop_at {
             if stop_at.elapsed() >= self.config.shutdown_timeout {
                 return false;
@@ -569,7 +673,7 @@ impl<D: LogDir> Writer<D> {
                     error = %e,
                     "Writing the log file failed; retrying in {delay:?}."
                 );
-                thread::sleep(delay);
+                self.pause(delay);
             }
             None => {
                 tracing::error!(
@@ -580,13 +684,22 @@ impl<D: LogDir> Writer<D> {
                     self.config.steady_retry
                 );
                 self.files.close();
-                thread::sleep(self.config.steady_retry);
+                self.pause(self.config.steady_retry);
             }
         }
         if self.shared.stop.load(Ordering::SeqCst) && self.stop_at.is_none() {
             self.stop_at = Some(Instant::now());
         }
         true
+    }
+
+    /// Sleeps `delay` before a retry, but not past the shutdown deadline.
+    fn pause(&self, delay: Duration) {
+        let delay = match self.shared.deadline.get() {
+            Some(d) => delay.min(d.saturating_duration_since(Instant::now())),
+            None => delay,
+        };
+        thread::sleep(delay);
     }
 
     /// Runs a file operation until it succeeds, with the same retry policy

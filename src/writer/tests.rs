@@ -31,6 +31,8 @@ struct Faults {
     fail_opens: usize,
     /// Writes that failed, for assertions.
     failed: usize,
+    /// Panic on the next write (a bug in the writer thread).
+    panic_on_write: bool,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,10 @@ struct FaultyFile {
 impl LogFile for FaultyFile {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut f = self.faults.lock().unwrap();
+        if f.panic_on_write {
+            drop(f);
+            panic!("injected panic in the writer thread");
+        }
         if f.fail_writes > 0 && f.fail_after > 0 {
             f.fail_after -= 1;
         } else if f.fail_writes > 0 {
@@ -409,8 +415,11 @@ fn the_written_watermark_covers_what_is_in_the_file() {
     assert_eq!(shared.synced(), 111);
 }
 
+/// A gap given up on is counted, and a record that turns up after its gap
+/// was skipped is dropped and counted, not written out of order: the file
+/// keeps one global order and the report says what is missing.
 #[test]
-fn a_gap_that_never_closes_is_skipped_after_the_timeout() {
+fn a_gap_that_never_closes_is_skipped_counted_and_a_late_record_not_written_out_of_order() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
     let config = WriterConfig {
@@ -420,19 +429,64 @@ fn a_gap_that_never_closes_is_skipped_after_the_timeout() {
     let writer = spawn(dir.path(), config, queue.clone(), 0).unwrap();
     let shared = writer.shared().clone();
     queue.push(record(0, 1, "a"));
-    queue.push(record(2, 1, "c")); // 1 is never pushed
+    queue.push(record(3, 1, "d")); // 1 and 2 are pushed only after the skip
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.written() < 3 {
+    while shared.written() < 4 {
         assert!(Instant::now() < deadline, "gap never skipped");
         thread::sleep(Duration::from_millis(5));
     }
-    // The late record is still written, not dropped.
-    queue.push(record(1, 1, "b"));
+    queue.push(record(1, 2, "b"));
+    queue.push(record(4, 1, "e"));
     let report = writer.shutdown();
+    assert_eq!(sequences(dir.path(), 10), vec![0, 3, 4]);
     assert_eq!(report.lines, 3);
+    assert_eq!(report.skipped, 2);
+    assert_eq!(report.late_lines, 2);
+    assert!(!report.complete());
     assert_eq!(WriterStats::get(&shared.stats.gap_skips), 1);
     assert_eq!(WriterStats::get(&shared.stats.late_records), 1);
-    assert_eq!(sequences(dir.path(), 10), vec![0, 2, 1]);
+}
+
+/// The writer thread dying is visible before any shutdown (the binary
+/// polls it and exits non-zero) and in the report: never a quiet loss.
+#[test]
+fn a_writer_thread_that_dies_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Mutex::new(Faults {
+        panic_on_write: true,
+        ..Faults::default()
+    }));
+    let faulty = FaultyDir {
+        real: RealDir::open(dir.path(), DirOptions::default()).unwrap(),
+        faults,
+    };
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let writer = spawn_with(faulty, WriterConfig::default(), queue.clone(), 0).unwrap();
+    assert!(!writer.is_finished());
+    queue.push(record(0, 3, "a"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !writer.is_finished() {
+        assert!(Instant::now() < deadline, "the writer should have died");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let report = writer.shutdown();
+    assert!(report.died);
+    assert!(!report.complete());
+    assert_eq!(report.lines, 0);
+}
+
+/// Without a gap nor a failure the report is complete: the summary may say
+/// every accepted message is written.
+#[test]
+fn a_clean_run_reports_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 0).unwrap();
+    queue.push(record(1, 1, "b"));
+    queue.push(record(0, 1, "a"));
+    let report = writer.shutdown();
+    assert_eq!((report.lines, report.skipped, report.late_lines), (2, 0, 0));
+    assert!(report.complete());
 }
 
 #[test]

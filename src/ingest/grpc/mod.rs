@@ -152,6 +152,11 @@ impl GrpcIngest {
         self.local_addr
     }
 
+    /// The gRPC thread has ended. Before a shutdown that means it died.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Stops accepting calls and waits (up to the drain timeout) for the
     /// calls in flight, whose accepted messages are all queued by then.
     pub fn shutdown(mut self) {

@@ -12,7 +12,10 @@
 //! Shutdown never cancels a read that may hold accepted data: it stops the
 //! accept loops, then `shutdown(SHUT_RD)`s every connection, so each read
 //! returns what the kernel had buffered and then end-of-stream. Only a
-//! client still sending after the drain timeout is cut off.
+//! client still sending after the drain timeout is cut off. The whole
+//! shutdown has one deadline, from the signal: a connection still waiting
+//! for room in a full queue then (a stuck file system) gives up, and the
+//! messages it had not queued are counted as not written.
 
 mod epoll;
 mod uring;
@@ -115,7 +118,8 @@ pub enum TcpError {
 pub struct TcpIngest {
     local_addr: SocketAddr,
     engine: IoEngine,
-    stop: watch::Sender<bool>,
+    /// `Some(deadline)` once shutdown has begun.
+    stop: watch::Sender<Option<Instant>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -133,12 +137,32 @@ impl TcpIngest {
     /// Stops accepting, lets every connection hand over what the kernel has
     /// buffered for it (bounded by the drain timeout), and waits until all
     /// of it is in the queue. Returns when every ingest thread has ended.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
+        self.shutdown_by(Instant::now() + NO_DEADLINE);
+    }
+
+    /// [`TcpIngest::shutdown`] with a deadline: connections still waiting
+    /// for room in the queue at `deadline` give up, so this returns soon
+    /// after it even when the writer is stuck.
+    pub fn shutdown_by(mut self, deadline: Instant) {
+        self.stop.send_if_modified(|stop| {
+            stop.get_or_insert(deadline);
+            true
+        });
         self.stop_and_join();
     }
 
+    /// An ingest thread has ended. Before a shutdown that means it died.
+    pub fn any_thread_finished(&self) -> bool {
+        self.threads.iter().any(JoinHandle::is_finished)
+    }
+
     fn stop_and_join(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.send_if_modified(|stop| {
+            // Dropped without a shutdown: drain as `shutdown` does.
+            stop.get_or_insert_with(|| Instant::now() + NO_DEADLINE);
+            true
+        });
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("A TCP ingest thread panicked.");
@@ -152,6 +176,10 @@ impl Drop for TcpIngest {
         self.stop_and_join();
     }
 }
+
+/// The deadline of a shutdown that has none: pushes wait for room as long
+/// as it takes (a year stands for forever without overflowing `Instant`).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Whether io_uring can be used here: sets up (and drops) a small ring.
 pub fn uring_available() -> Result<(), io::Error> {
@@ -189,7 +217,7 @@ pub fn start(
         source,
     })?;
 
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(None);
     let open = Arc::new(AtomicUsize::new(0));
     let loads: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -310,7 +338,7 @@ async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, ctx: &Thread
     loop {
         // tokio's accept is cancel-safe: stopping loses no connection.
         tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => break,
+            _ = stop.wait_for(Option::is_some) => break,
             accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
                 Ok((stream, peer)) => {
                     failures = 0;
@@ -399,7 +427,8 @@ struct ThreadCtx {
     open: Arc<AtomicUsize>,
     /// Connections open per thread, for the dispatcher.
     loads: Arc<[AtomicUsize]>,
-    stop: watch::Receiver<bool>,
+    /// `Some(deadline)` once shutdown has begun.
+    stop: watch::Receiver<Option<Instant>>,
     config: TcpConfig,
 }
 
@@ -414,6 +443,10 @@ struct Registry {
     /// Set when the drain timeout has passed: connections stop reading.
     hard_stop: Cell<bool>,
     hard_stop_notify: Notify,
+    /// Set at the shutdown deadline: connections still waiting for room in
+    /// the queue stop waiting.
+    give_up: Cell<bool>,
+    give_up_notify: Notify,
 }
 
 struct Entry {
@@ -514,6 +547,45 @@ impl Registry {
             self.hard_stop_notify.notified().await;
         }
     }
+
+    async fn wait_give_up(&self) {
+        while !self.give_up.get() {
+            self.give_up_notify.notified().await;
+        }
+    }
+}
+
+/// A connection's place on its thread: its registry entry and its share of
+/// the connection counts. The connection's task holds it, so whatever ends
+/// the task (a panic included) frees the slot, and the entry is removed
+/// before the socket is closed (the task's locals drop before its
+/// arguments, the stream among them).
+struct Slot {
+    ctx: Rc<ThreadCtx>,
+    registry: Rc<Registry>,
+    id: u64,
+}
+
+impl Slot {
+    fn new(ctx: &Rc<ThreadCtx>, registry: &Rc<Registry>, id: u64) -> Self {
+        Slot {
+            ctx: ctx.clone(),
+            registry: registry.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            tracing::error!(
+                "A connection's task panicked (a bug); the connection is closed and its slot freed."
+            );
+        }
+        self.registry.remove(self.id);
+        release(&self.ctx);
+    }
 }
 
 /// Whether a new connection may be served; counts it if so.
@@ -586,7 +658,8 @@ fn unread_bytes(fd: RawFd) -> usize {
 /// ended (it gets the rest of its kernel buffer, then end-of-stream). At the
 /// drain timeout, connections still sending are stopped.
 async fn drain(registry: &Registry, ctx: &ThreadCtx) {
-    let deadline = Instant::now() + ctx.config.drain_timeout;
+    let give_up_at = ctx.stop.borrow().unwrap_or_else(Instant::now);
+    let deadline = (Instant::now() + ctx.config.drain_timeout).min(give_up_at);
     if !registry.is_empty() {
         tracing::debug!(
             connections = registry.conns.borrow().len(),
@@ -612,7 +685,16 @@ async fn drain(registry: &Registry, ctx: &ThreadCtx) {
     );
     registry.hard_stop.set(true);
     registry.hard_stop_notify.notify_waiters();
-    registry.wait_empty().await;
+    let waited = tokio::time::timeout_at(give_up_at.into(), registry.wait_empty()).await;
+    if waited.is_err() {
+        tracing::error!(
+            connections = registry.conns.borrow().len(),
+            "Shutdown deadline reached with connections still waiting for room in the queue; what they had not queued is not written."
+        );
+        registry.give_up.set(true);
+        registry.give_up_notify.notify_waiters();
+        registry.wait_empty().await;
+    }
 }
 
 /// Closes connections silent for longer than the idle timeout, and
@@ -752,8 +834,22 @@ async fn after_read(
         if !conn.pending().is_empty() {
             // A full queue holds the connection up, not its client.
             registry.set_waiting(id, true);
-            ctx.ingress.publish_pending(conn.pending(), received).await;
+            let messages = conn.pending().len();
+            let queued = tokio::select! {
+                biased;
+                () = ctx.ingress.publish_pending(conn.pending(), received) => true,
+                // Only at the shutdown deadline, with the queue still full:
+                // the messages' numbers were taken, so the writer counts
+                // them as skipped and the final summary as not written.
+                () = registry.wait_give_up() => false,
+            };
             registry.set_waiting(id, false);
+            if !queued {
+                if let Some(held) = ctx.conn.diag.check() {
+                    tracing::error!(peer = %conn.peer(), messages, suppressed = held, "Shutdown deadline reached while the queue was full; these messages were not queued.");
+                }
+                return Err(0);
+            }
         }
         conn.shrink(keep);
         match feed {
@@ -858,13 +954,6 @@ async fn resize(
     Ok(())
 }
 
-/// A connection's end, shared by both engines.
-fn close(conn: &Connection, ctx: &ThreadCtx, registry: &Registry, id: u64, leftover: usize) {
-    conn.finish(leftover);
-    registry.remove(id);
-    release(ctx);
-}
-
 /// An accept failed: say so (rate limited) and pause. Out of file
 /// descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) the pause doubles
 /// with every failure in a row, from 10 ms up to 1 s: the listener stays
@@ -961,5 +1050,83 @@ fn read_failed(ctx: &ThreadCtx, conn: &Connection, e: &io::Error) {
         tracing::debug!(peer = %conn.peer(), "The client reset the connection.");
     } else if let Some(held) = ctx.conn.diag.check() {
         tracing::warn!(peer = %conn.peer(), error = %e, suppressed = held, "Reading from a connection failed; closing it.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        format::{LineFormat, LineFormatter},
+        metrics::RateLimiter,
+        queue::RecordQueue,
+    };
+
+    fn thread_ctx() -> ThreadCtx {
+        let formatter = LineFormatter::new(LineFormat::Text, 1 << 20);
+        let (_, stop) = watch::channel(None);
+        let stats = Arc::new(IngestStats::default());
+        ThreadCtx {
+            index: 0,
+            ingress: Arc::new(Ingress::new(
+                Arc::new(RecordQueue::new(4, 1 << 20)),
+                formatter,
+                0,
+            )),
+            conn: Arc::new(ConnShared {
+                stats: stats.clone(),
+                budget: Arc::new(crate::ingest::budget::MemoryBudget::new(usize::MAX, stats)),
+                diag: RateLimiter::new(20),
+                max_frame_size: 1 << 16,
+                formatter,
+            }),
+            open: Arc::new(AtomicUsize::new(0)),
+            loads: (0..1).map(|_| AtomicUsize::new(0)).collect(),
+            stop,
+            config: TcpConfig {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                threads: 1,
+                engine: IoEngine::Epoll,
+                max_connections: 8,
+                idle_timeout: None,
+                drain_timeout: Duration::from_secs(1),
+                read_buffer: 4096,
+                frame_timeout: None,
+                fd_reserve: DEFAULT_FD_RESERVE,
+            },
+        }
+    }
+
+    /// A connection task that panics (a bug) still gives back its slot:
+    /// the connection counts go down and its registry entry is removed, so
+    /// `--max_connections` does not leak, the drain at shutdown does not
+    /// wait for it forever, and no stale fd is left to be shut down later.
+    #[test]
+    fn a_connection_task_that_panics_frees_its_slot() {
+        let ctx = Rc::new(thread_ctx());
+        let registry = Rc::new(Registry::default());
+        // As the acceptor and the engine do for a new connection.
+        assert!(admit(&ctx, "127.0.0.1:1".parse().unwrap()));
+        ctx.loads[0].fetch_add(1, Ordering::Relaxed);
+        let id = registry.add(-1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let task = local.spawn_local({
+            let (ctx, registry) = (ctx.clone(), registry.clone());
+            async move {
+                let _slot = Slot::new(&ctx, &registry, id);
+                tokio::task::yield_now().await;
+                panic!("injected panic in a connection task");
+            }
+        });
+        let outcome = local.block_on(&rt, task);
+        assert!(outcome.is_err_and(|e| e.is_panic()));
+        assert!(registry.is_empty(), "the registry entry is left behind");
+        assert_eq!(ctx.open.load(Ordering::Relaxed), 0);
+        assert_eq!(ctx.loads[0].load(Ordering::Relaxed), 0);
+        assert_eq!(IngestStats::get(&ctx.conn.stats.connections_open), 0);
     }
 }

@@ -10,7 +10,7 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{after_read, close, open_buffer, serve_thread, Registry, Role, ThreadCtx};
+use super::{after_read, open_buffer, serve_thread, Registry, Role, Slot, ThreadCtx};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
@@ -33,9 +33,10 @@ async fn connection(
     ctx: Rc<ThreadCtx>,
     registry: Rc<Registry>,
 ) {
+    let _slot = Slot::new(&ctx, &registry, id);
     let mut conn = Connection::new(peer, ctx.conn.clone());
     let Some(mut buf) = open_buffer(&mut conn, &ctx, &registry, id).await else {
-        close(&conn, &ctx, &registry, id, 0);
+        conn.finish(0);
         return;
     };
     let leftover = loop {
@@ -54,5 +55,5 @@ async fn connection(
             break leftover;
         }
     };
-    close(&conn, &ctx, &registry, id, leftover);
+    conn.finish(leftover);
 }
