@@ -660,3 +660,102 @@ fn shutdown_by_returns_at_its_deadline_with_a_stuck_writer_on_both_engines() {
         let _ = reader.join();
     }
 }
+
+/// The writer always has the descriptors it needs. With the open-files
+/// limit at 128 (hard, so the server cannot raise it) and 200 clients
+/// holding every connection the server takes, rotation must still open each
+/// new `_main.log`: connections that would eat into the reserve kept for
+/// the writer are refused instead. Before, the accepted connections used up
+/// every descriptor and the first rotation failed with EMFILE forever.
+#[test]
+fn rotation_still_opens_its_files_when_clients_take_every_descriptor() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let mut command = Command::new(BIN);
+    command
+        .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
+        .args(["--max_frame_size", "4096", "--max_file_size", "65536"])
+        .args(["--max_connections", "10000"])
+        .arg("--log_dir")
+        .arg(&logs)
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit(2) runs between fork and exec: async-signal-safe,
+    // no allocation, no lock.
+    unsafe {
+        command.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before listening"
+        );
+    }
+    let at = line.find("127.0.0.1:").unwrap() + 10;
+    let port: u16 = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let stderr = collect_stderr(stderr);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The first connection is accepted first; the 199 after it take every
+    // descriptor the server lets them have, and hold on.
+    let mut sender = TcpStream::connect(addr).unwrap();
+    let hogs: Vec<TcpStream> = (0..199)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ~1 MB of lines: about 15 rotations of 64 KiB files.
+    sender.write_all(&frames(0, 5_000, false, None)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = read_lines(&logs, 10);
+        if lines.last().and_then(|l| parse_message(l)) == Some((0, 4_999)) {
+            // What rotation kept is the unbroken tail of the stream.
+            let first = parse_message(&lines[0]).unwrap().1;
+            let ns: Vec<usize> = lines.iter().map(|l| parse_message(l).unwrap().1).collect();
+            assert_eq!(ns, (first..5_000).collect::<Vec<_>>());
+            assert!(
+                first > 0,
+                "no rotation removed a file: the test did not rotate"
+            );
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the last message never reached the files ({} lines); the server said:\n{}",
+                lines.len(),
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(hogs);
+    drop(sender);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    let said = stderr.join().unwrap();
+    assert!(status.success(), "{status}: {said}");
+    assert!(
+        said.contains("descriptors"),
+        "the refused connections were reported: {said}"
+    );
+}
