@@ -25,28 +25,39 @@ fn free_port() -> u16 {
 #[test]
 fn sigterm_drains_and_exits_zero_with_every_message_written() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["--port", &port.to_string(), "--only_tcp", "--log-dir"])
-            .arg(dir.path().join("logs"))
-            .args(["--stats_interval", "0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the server exited before listening"
-        );
-        assert!(Instant::now() < deadline);
-    }
-    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    // An explicit --port, as users give it: a port free a moment ago may be
+    // taken by someone else before the server binds it, so a start that
+    // fails on a port in use tries another one (never more than 5).
+    let (mut child, stderr, port) = (0..5)
+        .find_map(|_| {
+            let port = free_port();
+            let mut child = KillOnDrop(
+                Command::new(BIN)
+                    .args(["--port", &port.to_string(), "--only_tcp", "--log-dir"])
+                    .arg(dir.path().join("logs"))
+                    .args(["--stats_interval", "0"])
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            let mut stderr = BufReader::new(child.stderr.take().unwrap());
+            let (mut line, mut said) = (String::new(), String::new());
+            while !line.contains("listening") {
+                line.clear();
+                if stderr.read_line(&mut line).unwrap() == 0 {
+                    let status = wait_bounded(&mut child, Duration::from_secs(10));
+                    assert!(
+                        said.contains("in use"),
+                        "the server exited before listening ({status}): {said}"
+                    );
+                    return None;
+                }
+                said.push_str(&line);
+            }
+            assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+            Some((child, stderr, port))
+        })
+        .expect("five free ports in a row were taken before the server bound them");
 
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut open = Vec::new();

@@ -119,10 +119,12 @@ async function main() {
   await unary(client, { inflight: 1, messages: 50, size: args.size });
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
+  const cpu = process.cpuUsage();
   const start = performance.now();
   const run = { unary, rounds, stream }[args.mode];
   const latencies = await run(client, args);
   const seconds = (performance.now() - start) / 1000;
+  const used = process.cpuUsage(cpu);
   loop.disable();
   latencies.sort((a, b) => a - b);
   const ms = (v) => Math.round(v * 1000) / 1000;
@@ -133,6 +135,9 @@ async function main() {
     seconds: ms(seconds),
     msgs_per_s: Math.round(args.messages / seconds),
     call_ms: { p50: ms(percentile(latencies, 0.5)), p99: ms(percentile(latencies, 0.99)), max: ms(latencies.at(-1) || 0) },
+    // Share of one core this client used: near 1 means the client itself
+    // is the limit, whatever the server.
+    client_cpu: Math.round(((used.user + used.system) / 1e6 / seconds) * 100) / 100,
     event_loop_delay_ms: { p50: ms(loop.percentile(50) / 1e6), p99: ms(loop.percentile(99) / 1e6), max: ms(loop.max / 1e6) },
   }));
   client.close();
