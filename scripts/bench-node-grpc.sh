@@ -36,23 +36,29 @@ cleanup() {
 trap cleanup EXIT
 
 # A log-server at its defaults (10 MiB files, 10 of them, --fsync rotate,
-# --grpc_ack written), on free ports; prints its gRPC address.
+# --grpc_ack written), on free ports; sets `addr` to its gRPC address.
 start_log_server() { # binary name
     mkdir -p "$work/$2"
-    "$1" --log_dir "$work/$2/logs" --port 0 --grpc_port 0 --stats_interval 0 2>"$work/$2.err" &
+    "$1" --log_dir "$work/$2/logs" --port 0 --grpc_port 0 --stats_interval 0 \
+        >/dev/null 2>"$work/$2.err" &
     pids+=($!)
+    addr=""
     for _ in $(seq 100); do
-        a=$(sed 's/\x1b\[[0-9;]*m//g' "$work/$2.err" | grep -o 'grpc=127.0.0.1:[0-9]*' | head -1 | cut -d= -f2 || true)
-        [ -n "$a" ] && { echo "$a"; return; }
+        addr=$(sed 's/\x1b\[[0-9;]*m//g' "$work/$2.err" | grep -o 'grpc=127.0.0.1:[0-9]*' | head -1 | cut -d= -f2 || true)
+        [ -n "$addr" ] && return
         sleep 0.1
     done
     echo "$1 did not start:" >&2
     cat "$work/$2.err" >&2
     exit 1
 }
-ours=$(start_log_server target/release/log-server ours)
+start_log_server target/release/log-server ours
+ours=$addr
 base=""
-[ -n "$BASELINE_BIN" ] && base=$(start_log_server "$BASELINE_BIN" baseline)
+if [ -n "$BASELINE_BIN" ]; then
+    start_log_server "$BASELINE_BIN" baseline
+    base=$addr
+fi
 node clients/js/bench/noop-server.js >"$work/noop.port" &
 pids+=($!)
 for _ in $(seq 100); do
