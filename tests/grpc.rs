@@ -44,6 +44,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One unary call that must be answered `success: true`.
+async fn log_ok(client: &mut LogBridgeClient<Channel>, r: LogRequest) {
+    assert!(client.log_message(r).await.unwrap().into_inner().success);
+}
+
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -112,14 +117,7 @@ fn every_ack_mode_answers_success() {
         runtime().block_on(async {
             let mut client = LogBridgeClient::new(channel(addr).await);
             for n in 0..20 {
-                assert!(
-                    client
-                        .log_message(request(0, n))
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .success
-                );
+                log_ok(&mut client, request(0, n)).await;
                 match ack {
                     AckMode::Queued => {}
                     AckMode::Written => assert!(writer.written() > n as u64),
@@ -206,14 +204,7 @@ fn oversized_and_malformed_requests_get_clear_status_codes() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
         // The server still serves well-formed calls.
-        assert!(
-            client
-                .log_message(request(0, 0))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
+        log_ok(&mut client, request(0, 0)).await;
     });
     assert_all_once_in_order(&s.stop(), &[1]);
 }
@@ -226,7 +217,7 @@ fn an_unknown_level_is_kept() {
         let mut client = LogBridgeClient::new(channel(addr).await);
         let mut r = request(0, 0);
         r.level = 77;
-        assert!(client.log_message(r).await.unwrap().into_inner().success);
+        log_ok(&mut client, r).await;
     });
     let lines = s.stop();
     assert_eq!(lines.len(), 1);
@@ -296,14 +287,7 @@ fn tcp_and_grpc_at_once_make_one_global_order() {
             let mut client = LogBridgeClient::new(ch.clone());
             tokio::spawn(async move {
                 for n in 0..500 {
-                    assert!(
-                        client
-                            .log_message(request(2, n))
-                            .await
-                            .unwrap()
-                            .into_inner()
-                            .success
-                    );
+                    log_ok(&mut client, request(2, n)).await;
                 }
             })
         };
@@ -500,14 +484,7 @@ fn accepted_grpc_sockets_have_nodelay_and_keepalive() {
     let addr = s.server().grpc_addr().unwrap();
     runtime().block_on(async {
         let mut client = LogBridgeClient::new(channel(addr).await);
-        assert!(
-            client
-                .log_message(request(0, 0))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
+        log_ok(&mut client, request(0, 0)).await;
         let fds = accepted_sockets(addr.port());
         assert_eq!(fds.len(), 1, "one accepted gRPC connection");
         let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[0]) };
@@ -539,22 +516,8 @@ fn grpc_connections_beyond_the_limit_are_refused_and_others_keep_working() {
     runtime().block_on(async {
         let mut first = LogBridgeClient::new(channel(addr).await);
         let mut second = LogBridgeClient::new(channel(addr).await);
-        assert!(
-            first
-                .log_message(request(0, 0))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
-        assert!(
-            second
-                .log_message(request(1, 0))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
+        log_ok(&mut first, request(0, 0)).await;
+        log_ok(&mut second, request(1, 0)).await;
         // The third connection is accepted by the kernel, then closed by the
         // server: the call (or the connect) fails.
         let third = match Channel::from_shared(format!("http://{addr}"))
@@ -573,14 +536,7 @@ fn grpc_connections_beyond_the_limit_are_refused_and_others_keep_working() {
         let err = third.expect("a third connection past the cap of 2 is refused");
         eprintln!("third connection: {err}");
         assert!(IngestStats::get(&stats.grpc_connections_refused) >= 1);
-        assert!(
-            first
-                .log_message(request(0, 1))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
+        log_ok(&mut first, request(0, 1)).await;
         // Free a slot: a new connection is served.
         drop(second);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -592,14 +548,7 @@ fn grpc_connections_beyond_the_limit_are_refused_and_others_keep_working() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut fourth = LogBridgeClient::new(channel(addr).await);
-        assert!(
-            fourth
-                .log_message(request(3, 0))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
+        log_ok(&mut fourth, request(3, 0)).await;
     });
     let lines = s.stop();
     assert_eq!(lines.len(), 4, "{lines:#?}");
@@ -759,13 +708,7 @@ fn grpc_requests_in_flight_stay_within_the_memory_budget() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut good = LogBridgeClient::new(channel(addr).await);
-        assert!(
-            good.log_message(request(0, 0))
-                .await
-                .unwrap()
-                .into_inner()
-                .success
-        );
+        log_ok(&mut good, request(0, 0)).await;
     });
     assert_all_once_in_order(&s.stop(), &[1]);
 }

@@ -305,11 +305,22 @@ fn start_on_port_0(
     logs: &std::path::Path,
     args: &[&str],
 ) -> (KillOnDrop, BufReader<std::process::ChildStderr>, u16) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command.args(args);
+    spawn_on_port_0(command, logs)
+}
+
+/// Spawns `command` (the binary with its extra flags) on port 0, TCP only,
+/// writing into `logs`; waits for its "listening" line and reads the port
+/// from it.
+fn spawn_on_port_0(
+    mut command: Command,
+    logs: &std::path::Path,
+) -> (KillOnDrop, BufReader<std::process::ChildStderr>, u16) {
+    let mut child = command
         .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
         .arg("--log_dir")
         .arg(logs)
-        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -334,6 +345,36 @@ fn start_on_port_0(
         .parse()
         .unwrap();
     (KillOnDrop(child), stderr, port)
+}
+
+/// Like [`start_on_port_0`], with one resource limit of the server process
+/// set to `cur`/`max` (a hard limit the server cannot raise).
+fn start_with_limit(
+    logs: &std::path::Path,
+    args: &[&str],
+    resource: libc::__rlimit_resource_t,
+    cur: libc::rlim_t,
+    max: libc::rlim_t,
+) -> (KillOnDrop, BufReader<std::process::ChildStderr>, u16) {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(BIN);
+    command.args(args);
+    // SAFETY: only setrlimit(2) runs between fork and exec: async-signal-safe,
+    // no allocation, no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: cur,
+                rlim_max: max,
+            };
+            if libc::setrlimit(resource, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    spawn_on_port_0(command, logs)
 }
 
 /// Every line of `extra` (a file renamed away, if it exists) then of the
@@ -513,47 +554,15 @@ fn a_stuck_file_system_ends_the_shutdown_at_its_deadline_non_zero() {
 /// data and retries, and once the limit is raised every message is written.
 #[test]
 fn a_file_size_limit_holds_writes_until_raised_and_loses_nothing() {
-    use std::os::unix::process::CommandExt as _;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let mut command = Command::new(BIN);
-    command
-        .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
-        .arg("--log_dir")
-        .arg(&logs)
-        .stderr(Stdio::piped());
-    // SAFETY: only setrlimit(2) runs between fork and exec: async-signal-safe,
-    // no allocation, no lock.
-    unsafe {
-        command.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 64 * 1024,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let mut child = KillOnDrop(command.spawn().unwrap());
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited before listening"
-        );
-    }
-    let at = line.find("127.0.0.1:").unwrap() + 10;
-    let port: u16 = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap();
+    let (mut child, stderr, port) = start_with_limit(
+        &logs,
+        &[],
+        libc::RLIMIT_FSIZE,
+        64 * 1024,
+        libc::RLIM_INFINITY,
+    );
     let stderr = collect_stderr(stderr);
     // ~1 MB of lines against a 64 KiB limit.
     send(
@@ -680,49 +689,22 @@ fn shutdown_by_returns_at_its_deadline_with_a_stuck_writer_on_both_engines() {
 /// every descriptor and the first rotation failed with EMFILE forever.
 #[test]
 fn rotation_still_opens_its_files_when_clients_take_every_descriptor() {
-    use std::os::unix::process::CommandExt as _;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    let mut command = Command::new(BIN);
-    command
-        .args(["--port", "0", "--only_tcp", "--stats_interval", "0"])
-        .args(["--max_frame_size", "4096", "--max_file_size", "65536"])
-        .args(["--max_connections", "10000"])
-        .arg("--log_dir")
-        .arg(&logs)
-        .stderr(Stdio::piped());
-    // SAFETY: only setrlimit(2) runs between fork and exec: async-signal-safe,
-    // no allocation, no lock.
-    unsafe {
-        command.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 128,
-                rlim_max: 128,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let mut child = KillOnDrop(command.spawn().unwrap());
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited before listening"
-        );
-    }
-    let at = line.find("127.0.0.1:").unwrap() + 10;
-    let port: u16 = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap();
+    let (mut child, stderr, port) = start_with_limit(
+        &logs,
+        &[
+            "--max_frame_size",
+            "4096",
+            "--max_file_size",
+            "65536",
+            "--max_connections",
+            "10000",
+        ],
+        libc::RLIMIT_NOFILE,
+        128,
+        128,
+    );
     let stderr = collect_stderr(stderr);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // The first connection is accepted first; the 199 after it take every
