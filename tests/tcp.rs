@@ -293,16 +293,7 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
         for c in clients {
             c.join().unwrap();
         }
-        let writer = server.writer().clone();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.written() < 40_000 {
-            assert!(
-                Instant::now() < deadline,
-                "only {} written",
-                writer.written()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_written(&server, 40_000);
         server.shutdown();
         let text = String::from_utf8(reader.join().unwrap()).unwrap();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
@@ -544,16 +535,7 @@ fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
             "a connection waiting on a full queue was closed as idle"
         );
         client.join().unwrap();
-        let writer = server.writer().clone();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.written() < 2_000 {
-            assert!(
-                Instant::now() < deadline,
-                "only {} written",
-                writer.written()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_written(&server, 2_000);
         server.shutdown();
         let text = String::from_utf8(reader.join().unwrap()).unwrap();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();

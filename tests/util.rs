@@ -72,16 +72,22 @@ impl TestServer {
 
     /// Waits until the writer has written `n` lines (or panics after 30 s).
     pub fn wait_written(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let shared = self.server().writer();
-        while shared.written() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} lines written",
-                shared.written()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_written(self.server(), n);
+    }
+}
+
+/// Waits until `server`'s writer has written `n` lines (or panics after
+/// 30 s).
+pub fn wait_written(server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shared = server.writer();
+    while shared.written() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} lines written",
+            shared.written()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
