@@ -179,8 +179,20 @@ pub fn fifo_log_dir(root: &Path) -> (PathBuf, PathBuf) {
     (logs, fifo)
 }
 
-/// Every line of every log file, oldest file first.
+/// Every line of every log file, oldest file first; every file must end
+/// with a whole line (read it once the writer is done).
 pub fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
+    read_log_files(dir, max_files, true)
+}
+
+/// Like [`read_lines`] while the server may still be writing: a read can
+/// see a write half done, so a last line not yet complete is left out
+/// instead of failing.
+pub fn read_lines_so_far(dir: &Path, max_files: usize) -> Vec<String> {
+    read_log_files(dir, max_files, false)
+}
+
+fn read_log_files(dir: &Path, max_files: usize, whole: bool) -> Vec<String> {
     let mut lines = Vec::new();
     let mut names: Vec<String> = (0..max_files.saturating_sub(1))
         .rev()
@@ -188,13 +200,19 @@ pub fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
         .collect();
     names.push(ACTIVE.to_string());
     for name in names {
-        if let Ok(text) = fs::read_to_string(dir.join(&name)) {
-            assert!(
-                text.is_empty() || text.ends_with('\n'),
-                "{name} ends in a partial line"
-            );
-            lines.extend(text.lines().map(str::to_string));
-        }
+        let Ok(bytes) = fs::read(dir.join(&name)) else {
+            continue;
+        };
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(end) => &bytes[..=end],
+            None => &bytes[..0],
+        };
+        assert!(
+            !whole || complete.len() == bytes.len(),
+            "{name} ends in a partial line"
+        );
+        let text = std::str::from_utf8(complete).expect("log lines are UTF-8");
+        lines.extend(text.lines().map(str::to_string));
     }
     lines
 }
