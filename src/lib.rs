@@ -34,6 +34,7 @@ pub mod encode;
 pub mod format;
 pub mod ingest;
 pub mod metrics;
+pub mod prometheus;
 pub mod queue;
 pub mod record;
 pub mod server;

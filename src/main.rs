@@ -146,6 +146,9 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     shutdown_timeout: u64,
+    /// Also serve GET /metrics (Prometheus text) on this port of its own, on --host; /metrics is always on the gRPC port too.
+    #[arg(long = "metrics_port", alias = "metrics-port")]
+    metrics_port: Option<u16>,
     /// Seconds between stats lines on stderr (0 = off).
     #[arg(
         long = "stats_interval",
@@ -189,6 +192,7 @@ impl Args {
             grpc_ack: self.grpc_ack,
             grpc_max_connections: self.grpc_max_connections,
             grpc_max_inflight_bytes: self.grpc_max_inflight_bytes,
+            metrics_port: self.metrics_port,
             grpc_message_timeout: Duration::from_secs(self.grpc_message_timeout),
             grpc_http2: Http2Limits {
                 max_concurrent_streams: self.grpc_max_streams,

@@ -29,6 +29,7 @@ use crate::{
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
     metrics::{IngestStats, RateLimiter},
+    prometheus::{Exporter, MetricsError, MetricsServer, Sources},
     queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
     writer::{
         self,
@@ -112,6 +113,8 @@ pub struct ServerConfig {
     pub grpc_max_inflight_bytes: usize,
     /// How long a gRPC call may be silent in the middle of a message.
     pub grpc_message_timeout: Duration,
+    /// Port of its own for `GET /metrics` (besides the gRPC port), on `host`.
+    pub metrics_port: Option<u16>,
     /// Writer settings beyond the file limits and fsync (retries, timeouts).
     pub writer: WriterConfig,
 }
@@ -149,6 +152,7 @@ impl Default for ServerConfig {
             grpc_max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
             grpc_http2: Http2Limits::default(),
             grpc_max_inflight_bytes: DEFAULT_GRPC_MAX_INFLIGHT_BYTES,
+            metrics_port: None,
             grpc_message_timeout: Duration::from_secs(30),
             writer: WriterConfig::default(),
         }
@@ -173,6 +177,8 @@ pub enum ServerError {
     Tcp(#[from] TcpError),
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 impl ServerConfig {
@@ -290,6 +296,8 @@ impl ServerConfig {
 pub struct Server {
     tcp: Option<TcpIngest>,
     grpc: Option<GrpcIngest>,
+    /// `--metrics_port`, if given.
+    metrics: Option<MetricsServer>,
     writer: Option<WriterHandle>,
     ingress: Arc<Ingress>,
     ingest_stats: Arc<IngestStats>,
@@ -387,6 +395,18 @@ impl Server {
         )?;
         let tcp_addr = tcp.local_addr();
         let engine = tcp.engine();
+        let exporter = Arc::new(Exporter::new(Sources {
+            ingest: ingest_stats.clone(),
+            writer: writer.shared().clone(),
+            ingress: ingress.clone(),
+        }));
+        let metrics = match config.metrics_port {
+            Some(port) => Some(MetricsServer::start(
+                SocketAddr::new(config.host, port),
+                exporter.clone(),
+            )?),
+            None => None,
+        };
         let grpc = if config.only_tcp {
             None
         } else {
@@ -412,11 +432,13 @@ impl Server {
                 ingress.clone(),
                 writer.shared().clone(),
                 ingest_stats.clone(),
+                exporter,
             )?)
         };
         Ok(Server {
             tcp: Some(tcp),
             grpc,
+            metrics,
             writer: Some(writer),
             ingress,
             ingest_stats,
@@ -429,6 +451,11 @@ impl Server {
     /// The TCP address being served (the real port when 0 was asked for).
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The address of `--metrics_port`, if given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The gRPC address being served, unless `only_tcp`.

@@ -8,5 +8,6 @@ mod faults;
 mod grpc;
 mod interop;
 mod load;
+mod metrics;
 mod process;
 mod tcp;

@@ -46,6 +46,7 @@ use super::{batch::Ingress, decode::fields_from_request};
 use crate::{
     format::ClientText,
     metrics::{IngestStats, RateLimiter},
+    prometheus::{self, Exporter},
     record::Record,
     wire::proto::{
         log_bridge_server::{LogBridge, LogBridgeServer},
@@ -435,6 +436,7 @@ pub fn start(
     ingress: Arc<Ingress>,
     writer: Arc<WriterShared>,
     stats: Arc<IngestStats>,
+    exporter: Arc<Exporter>,
 ) -> Result<GrpcIngest, GrpcError> {
     let listener = std::net::TcpListener::bind(config.addr).map_err(|source| GrpcError::Bind {
         addr: config.addr,
@@ -474,7 +476,7 @@ pub fn start(
                 Ok(rt) => {
                     let drain = config.drain_timeout;
                     rt.block_on(async {
-                        serve(listener, handler, reflection, config, stop_rx).await;
+                        serve(listener, handler, reflection, exporter, config, stop_rx).await;
                         // Records already sequenced must reach the queue
                         // (the writer is still draining it) before the
                         // runtime and its tasks go.
@@ -501,6 +503,7 @@ async fn serve<R>(
     listener: std::net::TcpListener,
     handler: Handler,
     reflection: R,
+    exporter: Arc<Exporter>,
     config: GrpcConfig,
     stop: watch::Receiver<bool>,
 ) where
@@ -549,6 +552,14 @@ async fn serve<R>(
         Arc::new(RateLimiter::new(DIAGNOSTICS_PER_SECOND)),
         stop.clone(),
     );
+    // The gRPC services and, on the same port's HTTP side, /metrics.
+    let routes = tonic::service::Routes::new(health)
+        .add_service(reflection)
+        .add_service(bridge)
+        .add_service(legacy)
+        .into_axum_router()
+        .merge(prometheus::router(exporter));
+    let routes = tonic::service::Routes::from(routes);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(h2.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(h2.max_local_error_reset_streams))
@@ -556,11 +567,10 @@ async fn serve<R>(
         .http2_keepalive_timeout(Some(h2.keepalive_timeout))
         .initial_stream_window_size(h2.stream_window)
         .initial_connection_window_size(h2.connection_window)
+        // HTTP/1.1 too, for `GET /metrics` (Prometheus scrapes over it).
+        .accept_http1(true)
         .layer(BudgetLayer(budget))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(bridge)
-        .add_service(legacy)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = graceful.wait_for(|s| *s).await;
         });

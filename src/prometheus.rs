@@ -1,0 +1,415 @@
+//! `GET /metrics`: the pipeline's counters, gauges and receive-to-written
+//! histogram in the Prometheus text format, beside the data flow like
+//! [`crate::metrics`], which it reads at each scrape.
+//!
+//! Served on the gRPC port's HTTP side and, with `--metrics_port`, on a port
+//! of its own (so it also works with `--only_tcp`). The stages keep their
+//! plain atomics; a [`Collector`] turns them into metrics only when scraped,
+//! so metrics cost nothing on the hot path. Names are `log_server_*`;
+//! counters end in `_total` (the encoder adds it), sizes in `_bytes`,
+//! durations in `_seconds`.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    thread::{self, JoinHandle},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::{
+    ingest::batch::Ingress,
+    metrics::{IngestStats, WriterStats},
+    writer::WriterShared,
+};
+
+/// Content type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histogram's buckets, seconds: 50 us to 10 s,
+/// dense around the 1 ms a receive-to-written latency should stay under.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+    10.0,
+];
+
+/// What `/metrics` reads: the stages' own counters.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub ingest: Arc<IngestStats>,
+    pub writer: Arc<WriterShared>,
+    pub ingress: Arc<Ingress>,
+}
+
+/// The exporter: a registry holding one collector over [`Sources`].
+#[derive(Debug)]
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    pub fn new(sources: Sources) -> Self {
+        let mut registry = Registry::with_prefix("log_server");
+        registry.register_collector(Box::new(PipelineCollector(sources)));
+        Exporter { registry }
+    }
+
+    /// The metrics as of now, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Debug)]
+struct PipelineCollector(Sources);
+
+/// One labelled value of a metric family: `transport="tcp"` and the like.
+type Labelled = (&'static str, &'static str);
+
+impl PipelineCollector {
+    fn counters(&self) -> Vec<(&'static str, &'static str, Option<Labelled>, u64)> {
+        let i = &self.0.ingest;
+        let w = &self.0.writer.stats;
+        let get = IngestStats::get;
+        let wget = WriterStats::get;
+        vec![
+            (
+                "messages_received",
+                "Log messages accepted, by transport.",
+                Some(("transport", "tcp")),
+                get(&i.tcp_messages),
+            ),
+            (
+                "messages_received",
+                "Log messages accepted, by transport.",
+                Some(("transport", "grpc")),
+                get(&i.grpc_messages),
+            ),
+            (
+                "tcp_received_bytes",
+                "Bytes read from TCP connections.",
+                None,
+                get(&i.tcp_bytes),
+            ),
+            (
+                "decode_errors",
+                "TCP frames whose payload did not decode (skipped).",
+                None,
+                get(&i.decode_errors),
+            ),
+            (
+                "connections_accepted",
+                "TCP connections accepted.",
+                None,
+                get(&i.connections_accepted),
+            ),
+            (
+                "connections_refused",
+                "Connections refused, by reason.",
+                Some(("reason", "tcp_max_connections")),
+                get(&i.connections_refused),
+            ),
+            (
+                "connections_refused",
+                "Connections refused, by reason.",
+                Some(("reason", "tcp_fd_reserve")),
+                get(&i.connections_refused_fds),
+            ),
+            (
+                "connections_refused",
+                "Connections refused, by reason.",
+                Some(("reason", "grpc_max_connections")),
+                get(&i.grpc_connections_refused),
+            ),
+            (
+                "connections_closed",
+                "TCP connections closed by the server, by reason.",
+                Some(("reason", "oversized_frame")),
+                get(&i.oversized_frames),
+            ),
+            (
+                "connections_closed",
+                "TCP connections closed by the server, by reason.",
+                Some(("reason", "idle_timeout")),
+                get(&i.connections_idle_closed),
+            ),
+            (
+                "connections_closed",
+                "TCP connections closed by the server, by reason.",
+                Some(("reason", "frame_timeout")),
+                get(&i.connections_frame_timeout),
+            ),
+            (
+                "connections_closed",
+                "TCP connections closed by the server, by reason.",
+                Some(("reason", "memory")),
+                get(&i.connections_memory_closed),
+            ),
+            (
+                "lines_written",
+                "Lines (messages) written to the log files.",
+                None,
+                wget(&w.lines),
+            ),
+            (
+                "written_bytes",
+                "Bytes written to the log files.",
+                None,
+                wget(&w.bytes),
+            ),
+            (
+                "write_errors",
+                "Failed file operations (write, open, rename, sync).",
+                None,
+                wget(&w.errors),
+            ),
+            (
+                "write_retries",
+                "File operations attempted again after a failure.",
+                None,
+                wget(&w.retries),
+            ),
+            ("rotations", "Log file rotations.", None, wget(&w.rotations)),
+            (
+                "gap_skips",
+                "Gaps in the sequence given up on after the gap timeout.",
+                None,
+                wget(&w.gap_skips),
+            ),
+        ]
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, &'static str, Option<Labelled>, i64)> {
+        let i = &self.0.ingest;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let get = |c| as_i64(IngestStats::get(c));
+        vec![
+            (
+                "queue_records",
+                "Records waiting in the queue between ingest and the writer.",
+                None,
+                self.0.ingress.queue().len() as i64,
+            ),
+            (
+                "queue_bytes",
+                "Bytes of lines waiting in the queue.",
+                None,
+                self.0.ingress.queue().queued_bytes() as i64,
+            ),
+            (
+                "reorder_waiting_lines",
+                "Lines waiting in the writer's reorder buffer behind a gap.",
+                None,
+                as_i64(WriterStats::get(&self.0.writer.stats.reorder_waiting)),
+            ),
+            (
+                "connections_open",
+                "Connections open now, by transport.",
+                Some(("transport", "tcp")),
+                get(&i.connections_open),
+            ),
+            (
+                "connections_open",
+                "Connections open now, by transport.",
+                Some(("transport", "grpc")),
+                get(&i.grpc_connections_open),
+            ),
+            (
+                "ingest_memory_bytes",
+                "Bytes TCP connections' buffers hold (under --ingest_memory).",
+                None,
+                get(&i.ingest_memory_bytes),
+            ),
+            (
+                "grpc_inflight_bytes",
+                "Request bytes gRPC calls hold (under --grpc_max_inflight_bytes).",
+                None,
+                get(&i.grpc_inflight_bytes),
+            ),
+        ]
+    }
+}
+
+impl Collector for PipelineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // A family's samples come together under one descriptor.
+        let counters = self.counters();
+        for group in counters.chunk_by(|a, b| a.0 == b.0) {
+            let (name, help, _, _) = group[0];
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            if group[0].2.is_none() {
+                ConstCounter::new(group[0].3).encode(metric)?;
+                continue;
+            }
+            for &(_, _, label, value) in group {
+                if let Some(l) = label {
+                    ConstCounter::new(value).encode(metric.encode_family(&[l])?)?;
+                }
+            }
+        }
+        let gauges = self.gauges();
+        for group in gauges.chunk_by(|a, b| a.0 == b.0) {
+            let (name, help, _, _) = group[0];
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            if group[0].2.is_none() {
+                ConstGauge::new(group[0].3).encode(metric)?;
+                continue;
+            }
+            for &(_, _, label, value) in group {
+                if let Some(l) = label {
+                    ConstGauge::new(value).encode(metric.encode_family(&[l])?)?;
+                }
+            }
+        }
+        // The whole run's receive-to-written latency, kept in microseconds.
+        let h = self.0.writer.stats.latency_histogram();
+        let buckets = latency_buckets(&h);
+        let sum = h.mean() * h.len() as f64 / 1e6;
+        encoder
+            .encode_descriptor(
+                "receive_to_written_seconds",
+                "Time from reading a message to its line being in the file.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(sum, h.len(), &buckets, None)
+    }
+}
+
+/// [`LATENCY_BUCKETS`] and `+Inf` with the count of each bucket of `h`
+/// (microseconds) on its own: the encoder accumulates them.
+fn latency_buckets(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    LATENCY_BUCKETS
+        .iter()
+        .map(|&s| h.count_between(0, (s * 1e6) as u64))
+        .chain(std::iter::once(h.len()))
+        .zip(LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]))
+        .map(|(cumulative, bound)| {
+            let own = cumulative.saturating_sub(below);
+            below = cumulative.max(below);
+            (bound, own)
+        })
+        .collect()
+}
+
+/// Why the metrics port could not start.
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    #[error("cannot listen for /metrics on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the metrics thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// The axum route serving `GET /metrics` from `exporter`.
+pub fn router(exporter: Arc<Exporter>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = exporter.render();
+            async move { ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], body) }
+        }),
+    )
+}
+
+/// `--metrics_port`: `/metrics` over HTTP/1.1 on a port of its own, served
+/// by a thread with a small runtime.
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn start(addr: SocketAddr, exporter: Arc<Exporter>) -> Result<Self, MetricsError> {
+        let bind = |source| MetricsError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        let local_addr = listener.local_addr().map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
+        let (stop, mut stopped) = watch::channel(false);
+        let thread = thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot start the metrics runtime; /metrics is not served on --metrics_port.");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "Cannot register the metrics listener.");
+                            return;
+                        }
+                    };
+                    let serve = axum::serve(listener, router(exporter)).with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "The metrics server failed.");
+                    }
+                });
+            })
+            .map_err(MetricsError::Spawn)?;
+        Ok(MetricsServer {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::{new_latency_histogram, record_latency};
+
+    #[test]
+    fn latency_buckets_hold_each_their_own_count() {
+        let mut h = new_latency_histogram();
+        record_latency(&mut h, Duration::from_micros(300), 9);
+        record_latency(&mut h, Duration::from_millis(30), 1);
+        record_latency(&mut h, Duration::from_secs(60), 2);
+        let b = latency_buckets(&h);
+        assert_eq!(b.len(), LATENCY_BUCKETS.len() + 1);
+        let count = |bound: f64| b.iter().find(|(x, _)| *x == bound).unwrap().1;
+        assert_eq!(count(0.0005), 9);
+        assert_eq!(count(0.05), 1);
+        assert_eq!(count(f64::INFINITY), 2);
+        assert_eq!(b.iter().map(|(_, n)| n).sum::<u64>(), 12);
+    }
+}
