@@ -38,5 +38,6 @@ pub mod prometheus;
 pub mod queue;
 pub mod record;
 pub mod server;
+pub mod systemd;
 pub mod wire;
 pub mod writer;

@@ -27,6 +27,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
+use log_server::systemd::Notifier;
 use log_server::{
     format::LineFormat,
     ingest::{
@@ -418,6 +419,10 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         fsync = ?config.fsync,
         "log-server is listening."
     );
+    // Under systemd (Type=notify): ready now that the ports are bound and
+    // the log file is open; the watchdog is pinged while all threads live.
+    let mut notifier = Notifier::from_env().context("cannot reach systemd's $NOTIFY_SOCKET")?;
+    notify(&notifier, "READY=1\nSTATUS=Listening.");
     let stop = Arc::new(AtomicBool::new(false));
     let stats = (args.stats_interval > 0).then(|| {
         let (server_stats, writer_stats, stop) = (
@@ -446,16 +451,23 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
 
     // Until a signal, watch that every thread of the server is alive: one
     // that died (a panic) would otherwise lose messages in silence.
+    let check = notifier
+        .watchdog_interval()
+        .map_or(LIVENESS_CHECK, |w| w.min(LIVENESS_CHECK));
     let dead = loop {
-        match signals.recv_timeout(LIVENESS_CHECK) {
+        match signals.recv_timeout(check) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break None,
             Err(RecvTimeoutError::Timeout) => {
                 if let Some(thread) = server.dead_thread() {
                     break Some(thread);
                 }
+                if let Err(e) = notifier.keep_alive() {
+                    tracing::warn!(error = %e, "Cannot ping systemd's watchdog.");
+                }
             }
         }
     };
+    notify(&notifier, "STOPPING=1\nSTATUS=Shutting down.");
     // The one deadline of the whole shutdown starts now.
     let deadline = Instant::now() + config.writer.shutdown_timeout;
     match dead {
@@ -522,6 +534,14 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         std::process::exit(EXIT_NOT_ALL_WRITTEN);
     }
     Ok(())
+}
+
+/// Sends a state to systemd if it listens; a failure is worth a warning,
+/// not a stop (the logs matter more than the service manager's view).
+fn notify(notifier: &Notifier, state: &str) {
+    if let Err(e) = notifier.notify(state) {
+        tracing::warn!(error = %e, "Cannot notify systemd.");
+    }
 }
 
 /// Exit status when not every accepted message was written (lost, skipped,

@@ -752,3 +752,49 @@ fn rotation_still_opens_its_files_when_clients_take_every_descriptor() {
         "the refused connections were reported: {said}"
     );
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec`): READY=1 once the server
+/// listens, WATCHDOG=1 at least every half watchdog period while it lives,
+/// STOPPING=1 when a shutdown starts; then a clean exit.
+#[test]
+fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let hear = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut command = Command::new(BIN);
+    command
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000");
+    let (mut child, stderr, _port) = spawn_on_port_0(command, &logs);
+    let stderr = collect_stderr(stderr);
+    assert!(hear().starts_with("READY=1\n"), "READY=1 first");
+    // 400 ms watchdog: pings every 200 ms or sooner.
+    let start = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(hear(), "WATCHDOG=1");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "three pings took {:?}",
+        start.elapsed()
+    );
+    signal(&child, libc::SIGTERM);
+    let stopping = (0..100)
+        .map(|_| hear())
+        .find(|m| m != "WATCHDOG=1")
+        .expect("a notification other than the watchdog's");
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping:?}");
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    let said = stderr.join().unwrap();
+    assert!(status.success(), "{status}: {said}");
+}
