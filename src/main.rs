@@ -160,6 +160,9 @@ struct Args {
     /// At shutdown, write the receive-to-written latency distribution of the whole run to this file (HdrHistogram .hgrm, milliseconds).
     #[arg(long = "histogram_out", alias = "histogram-out")]
     histogram_out: Option<PathBuf>,
+    /// Format of the server's own diagnostics on stderr: readable text, or one JSON object per line.
+    #[arg(long = "log_format", alias = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// More diagnostics: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -226,7 +229,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let sink = init_tracing(args.verbose);
+    let sink = init_tracing(args.verbose, args.log_format);
     let code = match run(&args, &sink) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -241,7 +244,17 @@ fn main() -> ExitCode {
     code
 }
 
-fn init_tracing(verbose: u8) -> diagnostics::Sink {
+/// How the server's own diagnostics are written (`--log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event: time, level, target, message, fields.
+    Text,
+    /// One JSON object per event (timestamp, level, target, message and the
+    /// event's fields at the top level), for log shippers.
+    Json,
+}
+
+fn init_tracing(verbose: u8, format: LogFormat) -> diagnostics::Sink {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -249,15 +262,22 @@ fn init_tracing(verbose: u8) -> diagnostics::Sink {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let sink = diagnostics::Sink::start();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colours only for a person at a terminal, not for journald or a file.
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal())
         // The sink never fails a write; were it to, tracing-subscriber would
         // report it with `eprintln!`, which panics on a dead stderr.
         .log_internal_errors(false)
-        .with_writer(sink.clone())
-        .init();
+        .with_writer(sink.clone());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     sink
 }
 

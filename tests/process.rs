@@ -798,3 +798,43 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
     let said = stderr.join().unwrap();
     assert!(status.success(), "{status}: {said}");
 }
+
+/// Diagnostics off a terminal carry no colour codes, and with
+/// `--log_format json` every line is one JSON object with its level,
+/// message and fields, the shutdown summary included.
+#[test]
+fn diagnostics_are_plain_off_a_terminal_and_json_on_request() {
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let args: &[&str] = if json { &["--log_format", "json"] } else { &[] };
+        let (mut child, stderr, port) = start_on_port_0(&logs, args);
+        let stderr = collect_stderr(stderr);
+        send(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &frames(0, 10, false, None),
+        );
+        signal(&child, libc::SIGTERM);
+        let status = wait_bounded(&mut child, Duration::from_secs(20));
+        let said = stderr.join().unwrap();
+        assert!(status.success(), "{status}: {said}");
+        assert!(
+            !said.contains('\x1b'),
+            "colour codes off a terminal: {said:?}"
+        );
+        if json {
+            let events: Vec<serde_json::Value> = said
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+                .collect();
+            assert!(events
+                .iter()
+                .all(|e| e["level"].is_string() && e["message"].is_string()));
+            let summary = events
+                .iter()
+                .find(|e| e["message"] == "Stopped; every accepted message is written.")
+                .expect("the summary");
+            assert_eq!(summary["lines"], 10, "{summary}");
+        }
+    }
+}
