@@ -476,7 +476,8 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         .map_or(LIVENESS_CHECK, |w| w.min(LIVENESS_CHECK));
     let dead = loop {
         match signals.recv_timeout(check) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break None,
+            Ok(signals::Ask::Reopen) => server.writer().request_reopen(),
+            Ok(signals::Ask::Stop) | Err(RecvTimeoutError::Disconnected) => break None,
             Err(RecvTimeoutError::Timeout) => {
                 if let Some(thread) = server.dead_thread() {
                     break Some(thread);
@@ -598,9 +599,19 @@ mod signals {
 
     use super::{diagnostics::Sink, EXIT_SECOND_SIGNAL, FINAL_FLUSH};
 
+    /// What a signal asks of the main thread.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Ask {
+        /// The first SIGINT or SIGTERM: shut down.
+        Stop,
+        /// SIGHUP: reopen `_main.log`.
+        Reopen,
+    }
+
     /// Registers the handlers (before this returns) and starts the thread.
-    /// The receiver gets one message, at the first SIGINT or SIGTERM.
-    pub fn start(sink: Sink) -> std::io::Result<Receiver<()>> {
+    /// The receiver gets [`Ask::Stop`] once, at the first SIGINT or SIGTERM,
+    /// and [`Ask::Reopen`] at each SIGHUP.
+    pub fn start(sink: Sink) -> std::io::Result<Receiver<Ask>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -611,7 +622,9 @@ mod signals {
                 signal(SignalKind::hangup())?,
             ))
         })?;
-        let (tx, rx) = mpsc::sync_channel(1);
+        // Room for the stop and a few reopens; more SIGHUPs while reopens
+        // wait add nothing.
+        let (tx, rx) = mpsc::sync_channel(4);
         thread::Builder::new().name("signals".into()).spawn(move || {
             rt.block_on(async move {
                 let mut first = true;
@@ -620,14 +633,15 @@ mod signals {
                         _ = term.recv() => "SIGTERM",
                         _ = int.recv() => "SIGINT",
                         _ = hup.recv() => {
-                            tracing::info!("SIGHUP received and ignored; log-server stops on SIGINT or SIGTERM.");
+                            tracing::info!("SIGHUP received: reopening _main.log.");
+                            let _ = tx.try_send(Ask::Reopen);
                             continue;
                         }
                     };
                     if first {
                         first = false;
                         tracing::info!(signal = name, "Shutdown requested.");
-                        let _ = tx.try_send(());
+                        let _ = tx.send(Ask::Stop);
                         continue;
                     }
                     // The files need no flush (the writer keeps no data of

@@ -148,6 +148,9 @@ pub struct WriterShared {
     written_watch: watch::Sender<u64>,
     synced_watch: watch::Sender<u64>,
     stop: AtomicBool,
+    /// Set by SIGHUP: close `_main.log` and open the file now at that name
+    /// before the next write (logrotate's `create` + `postrotate kill -HUP`).
+    reopen: AtomicBool,
     /// When the shutdown must be over, set once when it is requested (the
     /// signal), before the producers drain: the whole shutdown shares one
     /// deadline. Past it a failing write is given up on.
@@ -170,11 +173,19 @@ impl WriterShared {
             written_watch: watch::Sender::new(first_seq),
             synced_watch: watch::Sender::new(first_seq),
             stop: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
             deadline: OnceLock::new(),
             skipped: AtomicU64::new(0),
             late_lines: AtomicU64::new(0),
             stats: WriterStats::default(),
         }
+    }
+
+    /// Asks the writer to close `_main.log` and open the file at that name
+    /// again (SIGHUP). Lines written from then on go to the new file; none
+    /// is lost or doubled, since the switch happens between two writes.
+    pub fn request_reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
     }
 
     fn set_written(&self, w: u64) {
@@ -477,6 +488,7 @@ impl<D: LogDir> Writer<D> {
     fn run(mut self) {
         self.queue.register_consumer();
         loop {
+            self.reopen_if_asked();
             self.fill_batch();
             if !self.batch.is_empty() {
                 self.gap_since = None;
@@ -508,6 +520,21 @@ impl<D: LogDir> Writer<D> {
             }
         }
         self.finish();
+    }
+
+    /// SIGHUP: the open file is closed (fsynced first on the syncer thread,
+    /// as a rotated file is, unless `--fsync none`) and the next write opens
+    /// `_main.log` by name, creating it if logrotate did not.
+    fn reopen_if_asked(&mut self) {
+        if !self.shared.reopen.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let (Some(old), Some(syncer)) = (self.files.detach(), &self.syncer) {
+            let _ = syncer.send(old);
+        }
+        tracing::info!(
+            "Reopened the log file on SIGHUP: the next line goes to the file now named _main.log."
+        );
     }
 
     /// Moves every record that is ready, in order, into the batch.

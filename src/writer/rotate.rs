@@ -111,6 +111,12 @@ impl<D: LogDir> Files<D> {
         self.file = None;
     }
 
+    /// Closes the active file and hands it over (to be fsynced); the next
+    /// write opens `_main.log` by name again.
+    pub fn detach(&mut self) -> Option<D::File> {
+        self.file.take()
+    }
+
     /// One vectored write to the active file.
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.ensure_open()?;
