@@ -12,15 +12,16 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use log_server::{
-    encode::{logger_payload, push_logger_frame, Packing},
     format::{LineFormat, LineFormatter, ReceivedAt},
-    ingest::{
-        decode::{DecodedBatch, Decoder},
-        frame::{Frame, Frames},
-    },
     queue::{RecordQueue, Sequencer},
-    record::{Fields, Level, Record},
+    record::Record,
     writer::{self, reorder::ReorderBuffer, WriterConfig},
+};
+use log_server_wire::{
+    decode::{DecodedBatch, Decoder},
+    encode::{logger_payload, push_logger_frame, Packing},
+    fields::{Fields, Level},
+    frame::{Frame, Frames},
 };
 
 /// A typical ~200-byte message as loggers send it.

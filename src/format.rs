@@ -1,6 +1,6 @@
 //! Line formatting: [`Fields`] of one message -> one line of the log file.
 //!
-//! Sits on the ingest side of the pipeline (after `ingest::decode`, before the
+//! Sits on the ingest side of the pipeline (after `log_server_wire::decode`, before the
 //! queue), so formatting runs on the ingest threads in parallel and the
 //! writer only moves bytes. Pure functions over a reused output buffer: no
 //! I/O, no per-field allocation.
@@ -17,7 +17,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::record::{Fields, RawFields};
+use log_server_wire::fields::{Fields, RawFields};
 
 /// How a message becomes a line (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -31,7 +31,6 @@ use log_server::{
     format::LineFormat,
     ingest::{
         budget::DEFAULT_INGEST_MEMORY,
-        frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{AckMode, Http2Limits},
         tcp::IoEngine,
     },
@@ -40,6 +39,7 @@ use log_server::{
     server::{self, Server, ServerConfig},
     writer::{self, FsyncPolicy, WriterConfig},
 };
+use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 use tracing_subscriber::EnvFilter;
 
 /// A fast, lossless log sink for one host: Cap'n Proto over TCP and gRPC in,

@@ -15,13 +15,14 @@ use std::{
 
 use thiserror::Error;
 
+use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
+
 use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
     ingest::{
         batch::Ingress,
         budget::{MemoryBudget, DEFAULT_INGEST_MEMORY},
         conn::ConnShared,
-        frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{
             self, budget::BudgetConfig, incoming::AcceptLimits, AckMode, GrpcConfig, GrpcError,
             GrpcIngest, Http2Limits,

@@ -4,14 +4,11 @@ use std::{net::SocketAddr, thread, time::Duration};
 
 use log_server::metrics::IngestStats;
 use log_server::{
-    format::LineFormat,
-    ingest::grpc::AckMode,
-    server::ServerConfig,
-    wire::proto::{
-        log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
-        LogResponse,
-    },
-    writer::FsyncPolicy,
+    format::LineFormat, ingest::grpc::AckMode, server::ServerConfig, writer::FsyncPolicy,
+};
+use log_server_wire::proto::{
+    log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
+    LogResponse,
 };
 use tonic::{codec::CompressionEncoding, transport::Channel, Code, Request, Status};
 
@@ -338,7 +335,7 @@ fn tcp_and_grpc_at_once_make_one_global_order() {
 /// A codec that sends bytes as they are and decodes `LogResponse`.
 mod raw_codec {
     use bytes::BufMut;
-    use log_server::wire::proto::LogResponse;
+    use log_server_wire::proto::LogResponse;
     use prost::Message;
     use tonic::{
         codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},

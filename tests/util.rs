@@ -10,11 +10,13 @@ use std::{
 };
 
 use log_server::{
-    encode::{push_heartbeat, push_hello_frame, push_logger_frame, Packing},
     ingest::tcp::IoEngine,
-    record::{Fields, Level},
     server::{Server, ServerConfig},
-    writer::rotate::{rotated_name, ACTIVE},
+};
+use log_server_wire::{
+    encode::{push_heartbeat, push_hello_frame, push_logger_frame, Packing},
+    fields::{Fields, Level},
+    output::{rotated_name, ACTIVE},
 };
 
 /// A server on 127.0.0.1:0 writing into its own temp dir.

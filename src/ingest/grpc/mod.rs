@@ -17,6 +17,7 @@
 pub mod budget;
 pub mod codec;
 pub mod incoming;
+pub mod service;
 
 use std::{
     future::Future,
@@ -42,16 +43,20 @@ use self::{
     budget::{Budget, BudgetConfig, BudgetLayer, Charge},
     incoming::AcceptLimits,
 };
-use super::{batch::Ingress, decode::fields_from_request};
+use log_server_wire::{
+    decode::fields_from_request,
+    proto::{LogRequest, LogResponse, LogSummary, FILE_DESCRIPTOR_SET},
+};
+
+use self::service::{
+    log_bridge_server::{LogBridge, LogBridgeServer},
+    log_service_server::{LogService, LogServiceServer},
+};
+use super::batch::Ingress;
 use crate::{
     format::ClientText,
     metrics::{IngestStats, RateLimiter},
     record::Record,
-    wire::proto::{
-        log_bridge_server::{LogBridge, LogBridgeServer},
-        log_service_server::{LogService, LogServiceServer},
-        LogRequest, LogResponse, LogSummary, FILE_DESCRIPTOR_SET,
-    },
     writer::WriterShared,
 };
 

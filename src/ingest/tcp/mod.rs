@@ -760,7 +760,7 @@ async fn open_buffer(
 fn base_buffer(config: &TcpConfig) -> usize {
     config
         .read_buffer
-        .clamp(2 * super::frame::PREFIX_LEN, BASE_READ_BUFFER)
+        .clamp(2 * log_server_wire::frame::PREFIX_LEN, BASE_READ_BUFFER)
 }
 
 /// Gets `capacity` bytes of read buffer from the budget for this
