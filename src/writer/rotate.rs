@@ -1,4 +1,4 @@
-//! The files of the log directory and their rotation (PROTOCOL.md):
+//! The files of the log directory and their rotation (docs/PROTOCOL.md):
 //! `_main.log` is written; `_main.log.0` is the newest rotated file and
 //! `_main.log.N` the oldest; at most `max_files` files counting the active
 //! one.

@@ -256,7 +256,7 @@ impl Decoder {
         payload: &[u8],
         sink: &mut impl FnMut(RawFields<'_>),
     ) -> Result<Decoded, DecodeError> {
-        // A packed payload never starts with four zero bytes (PROTOCOL.md):
+        // A packed payload never starts with four zero bytes (docs/PROTOCOL.md):
         // those are the segment count of an unpacked message, which is read
         // in place (capnp's `unaligned` feature: no copy to align it).
         if payload.starts_with(&[0, 0, 0, 0]) {
@@ -412,7 +412,7 @@ fn logger_fields_fast(segment: &[u8], limit_words: usize) -> Option<([&[u8]; TEX
 
 /// Size of the root struct's data section, in words, read from the root
 /// pointer (following a far pointer if there is one). A `HelloMsg` has none,
-/// a `LoggerMsg` has one: PROTOCOL.md tells them apart this way.
+/// a `LoggerMsg` has one: docs/PROTOCOL.md tells them apart this way.
 fn root_data_words<S: ReaderSegments>(
     message: &capnp::message::Reader<S>,
 ) -> Result<u16, DecodeError> {

@@ -2,7 +2,7 @@
 //! payload or frame, and hello frames.
 //!
 //! Not part of the server's data flow. `loadgen`, the benches and the tests
-//! use it to speak exactly what loggers speak (PROTOCOL.md), and Rust
+//! use it to speak exactly what loggers speak (docs/PROTOCOL.md), and Rust
 //! programs can use it as a client library.
 
 use crate::{fields::Fields, frame::write_frame, hello_capnp::hello_msg, logger_capnp};

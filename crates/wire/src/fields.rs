@@ -14,7 +14,7 @@ use std::{borrow::Cow, fmt};
 pub struct Level(pub i32);
 
 impl Level {
-    /// Names of the known levels, indexed by wire value (PROTOCOL.md).
+    /// Names of the known levels, indexed by wire value (docs/PROTOCOL.md).
     const NAMES: [&'static str; 12] = [
         "NOTSET", "DEBUG", "STREAM", "INFO", "LOGON", "LOGOUT", "TRADE", "SCHEDULE", "REPORT",
         "WARNING", "ERROR", "CRITICAL",

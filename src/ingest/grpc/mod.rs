@@ -12,7 +12,9 @@
 //! line is in the file (default), or it is in the file and fsynced. Waiting
 //! for that is asynchronous. A request that finds the queue full waits a
 //! bounded time for room *before* taking a sequence number, then answers
-//! UNAVAILABLE: the client knows it was not accepted.
+//! UNAVAILABLE: the client knows it was not accepted. What a client sees
+//! (methods, acknowledgements, trailers, status codes, limits) is specified
+//! in `docs/PROTOCOL.md`, "Added by log-server".
 
 pub mod budget;
 pub mod codec;
@@ -362,7 +364,7 @@ impl Handler {
 /// Trailer of a failed `LogStream`: how many of its first messages were
 /// accepted. A client resends only the messages after them, so a stream
 /// that fails half way (a bad message, a full queue, a cancel) is neither
-/// lost nor written twice.
+/// lost nor written twice (`docs/PROTOCOL.md`, `LogBridge/LogStream`).
 pub const ACCEPTED_TRAILER: &str = "log-server-accepted";
 
 impl Handler {

@@ -236,7 +236,7 @@ fn packed_far_pointer_root_decodes() {
 }
 
 /// An unpacked message of more than one segment starts with the segment
-/// count minus one (not zero): PROTOCOL.md says unpacked payloads are
+/// count minus one (not zero): docs/PROTOCOL.md says unpacked payloads are
 /// accepted, and Cap'n Proto writers start a new segment once the first
 /// one is full (8 KiB by default in capnp-rust, so any message field over
 /// ~8 KB does this).
