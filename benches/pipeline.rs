@@ -13,6 +13,7 @@ use std::{
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use log_server::{
     format::{LineFormat, LineFormatter, ReceivedAt},
+    progress::Progress,
     queue::{RecordQueue, Sequencer},
     record::Record,
     writer::{self, reorder::ReorderBuffer, WriterConfig},
@@ -192,7 +193,13 @@ fn writer_throughput(c: &mut Criterion) {
                             max_file_size: 1 << 30,
                             ..WriterConfig::default()
                         };
-                        let w = writer::spawn(dir.path(), config, queue.clone(), 0).unwrap();
+                        let w = writer::spawn(
+                            dir.path(),
+                            config,
+                            queue.clone(),
+                            Arc::new(Progress::new(0)),
+                        )
+                        .unwrap();
                         let start = Instant::now();
                         let per_producer = total_lines / producers / lines_per_record;
                         let handles: Vec<_> = (0..producers)

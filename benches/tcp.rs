@@ -108,8 +108,8 @@ fn run_once(engine: IoEngine, streams: &[Arc<Vec<u8>>]) -> Duration {
     for c in clients {
         c.join().unwrap();
     }
-    let writer = server.writer().clone();
-    while writer.written() < expected {
+    let progress = server.progress().clone();
+    while progress.written() < expected {
         thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed();

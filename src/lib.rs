@@ -27,6 +27,8 @@
 //! - [`format`](mod@format): one message -> one text or JSON line (pure).
 //! - [`record`]: the [`record::Record`] that crosses stages.
 //! - [`queue`]: the global sequencer and the bounded lock-free queue.
+//! - [`progress`]: the written/synced watermarks beside the queue: the
+//!   writer advances them, gRPC acknowledgements wait on them.
 //! - [`writer`]: the writer thread: reorder buffer, dynamic batches,
 //!   vectored writes, retries, rotation, fsync, watermarks.
 //! - [`metrics`]: counters and latency histograms.
@@ -34,6 +36,7 @@
 pub mod format;
 pub mod ingest;
 pub mod metrics;
+pub mod progress;
 pub mod queue;
 pub mod record;
 pub mod server;

@@ -461,7 +461,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         ),
         Some("writer") => {
             // Nothing more can be written: say what is lost and stop now.
-            let written = server.writer().written();
+            let written = server.progress().written();
             tracing::error!(
                 sequenced = server.sequenced(),
                 written,

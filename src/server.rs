@@ -30,6 +30,7 @@ use crate::{
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
     metrics::{IngestStats, RateLimiter},
+    progress::Progress,
     queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
     writer::{
         self,
@@ -292,6 +293,8 @@ pub struct Server {
     tcp: Option<TcpIngest>,
     grpc: Option<GrpcIngest>,
     writer: Option<WriterHandle>,
+    /// The writer's watermarks; kept here so they outlive the writer.
+    progress: Arc<Progress>,
     ingress: Arc<Ingress>,
     ingest_stats: Arc<IngestStats>,
     tcp_addr: SocketAddr,
@@ -348,7 +351,14 @@ impl Server {
             },
             ..config.writer.clone()
         };
-        let writer = writer::spawn(&config.log_dir, writer_config, queue.clone(), 0)?;
+        // Beside the queue: the writer advances it, gRPC waits on it.
+        let progress = Arc::new(Progress::new(0));
+        let writer = writer::spawn(
+            &config.log_dir,
+            writer_config,
+            queue.clone(),
+            progress.clone(),
+        )?;
         let formatter = LineFormatter::new(
             config.format,
             config.max_file_size.try_into().unwrap_or(usize::MAX),
@@ -411,7 +421,7 @@ impl Server {
                     },
                 },
                 ingress.clone(),
-                writer.shared().clone(),
+                progress.clone(),
                 ingest_stats.clone(),
             )?)
         };
@@ -419,6 +429,7 @@ impl Server {
             tcp: Some(tcp),
             grpc,
             writer: Some(writer),
+            progress,
             ingress,
             ingest_stats,
             tcp_addr,
@@ -450,7 +461,12 @@ impl Server {
         &self.ingress
     }
 
-    /// The writer's watermarks and counters.
+    /// The written/synced watermarks.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// The writer's counters.
     pub fn writer(&self) -> &Arc<WriterShared> {
         self.writer
             .as_ref()

@@ -105,7 +105,7 @@ fn every_ack_mode_answers_success() {
             c.fsync = fsync;
         });
         let addr = s.server().grpc_addr().unwrap();
-        let writer = s.server().writer().clone();
+        let progress = s.server().progress().clone();
         runtime().block_on(async {
             let mut client = LogBridgeClient::new(channel(addr).await);
             for n in 0..20 {
@@ -119,8 +119,8 @@ fn every_ack_mode_answers_success() {
                 );
                 match ack {
                     AckMode::Queued => {}
-                    AckMode::Written => assert!(writer.written() > n as u64),
-                    AckMode::Synced => assert!(writer.synced() > n as u64),
+                    AckMode::Written => assert!(progress.written() > n as u64),
+                    AckMode::Synced => assert!(progress.synced() > n as u64),
                 }
             }
         });
@@ -234,7 +234,7 @@ fn an_unknown_level_is_kept() {
 fn a_cancelled_stream_keeps_what_was_accepted() {
     let mut s = grpc_server(|_| {});
     let addr = s.server().grpc_addr().unwrap();
-    let writer = s.server().writer().clone();
+    let progress = s.server().progress().clone();
     runtime().block_on(async {
         let mut client = LogBridgeClient::new(channel(addr).await);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -246,7 +246,7 @@ fn a_cancelled_stream_keeps_what_was_accepted() {
         for n in 0..300 {
             tx.send(request(0, n)).await.unwrap();
         }
-        while writer.written() < 300 {
+        while progress.written() < 300 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The client goes away without ending the stream.

@@ -293,13 +293,13 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
         for c in clients {
             c.join().unwrap();
         }
-        let writer = server.writer().clone();
+        let progress = server.progress().clone();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.written() < 40_000 {
+        while progress.written() < 40_000 {
             assert!(
                 Instant::now() < deadline,
                 "only {} written",
-                writer.written()
+                progress.written()
             );
             thread::sleep(Duration::from_millis(5));
         }
@@ -544,13 +544,13 @@ fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
             "a connection waiting on a full queue was closed as idle"
         );
         client.join().unwrap();
-        let writer = server.writer().clone();
+        let progress = server.progress().clone();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.written() < 2_000 {
+        while progress.written() < 2_000 {
             assert!(
                 Instant::now() < deadline,
                 "only {} written",
-                writer.written()
+                progress.written()
             );
             thread::sleep(Duration::from_millis(5));
         }

@@ -75,12 +75,12 @@ impl TestServer {
     /// Waits until the writer has written `n` lines (or panics after 30 s).
     pub fn wait_written(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let shared = self.server().writer();
-        while shared.written() < n {
+        let progress = self.server().progress();
+        while progress.written() < n {
             assert!(
                 Instant::now() < deadline,
                 "only {} of {n} lines written",
-                shared.written()
+                progress.written()
             );
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -33,7 +33,6 @@ use std::{
 };
 
 use thiserror::Error;
-use tokio::sync::watch;
 
 use self::{
     batch::Batch,
@@ -44,6 +43,7 @@ use self::{
 use crate::{
     format::LINE_OVERHEAD,
     metrics::{LatencySummary, WriterStats},
+    progress::Progress,
     queue::RecordQueue,
 };
 
@@ -140,13 +140,6 @@ pub enum WriterError {
 /// State the writer shares with the rest of the server.
 #[derive(Debug)]
 pub struct WriterShared {
-    /// Every sequence number below this is in the file.
-    written: AtomicU64,
-    /// Every sequence number below this is in the file and fsynced.
-    synced: AtomicU64,
-    /// The same two watermarks for async waiters (gRPC acknowledgements).
-    written_watch: watch::Sender<u64>,
-    synced_watch: watch::Sender<u64>,
     stop: AtomicBool,
     /// When the shutdown must be over, set once when it is requested (the
     /// signal), before the producers drain: the whole shutdown shares one
@@ -163,52 +156,14 @@ pub struct WriterShared {
 }
 
 impl WriterShared {
-    fn new(first_seq: u64) -> Self {
+    fn new() -> Self {
         WriterShared {
-            written: AtomicU64::new(first_seq),
-            synced: AtomicU64::new(first_seq),
-            written_watch: watch::Sender::new(first_seq),
-            synced_watch: watch::Sender::new(first_seq),
             stop: AtomicBool::new(false),
             deadline: OnceLock::new(),
             skipped: AtomicU64::new(0),
             late_lines: AtomicU64::new(0),
             stats: WriterStats::default(),
         }
-    }
-
-    fn set_written(&self, w: u64) {
-        self.written.store(w, Ordering::Release);
-        self.written_watch.send_replace(w);
-    }
-
-    fn set_synced(&self, w: u64) {
-        self.synced.store(w, Ordering::Release);
-        self.synced_watch.send_replace(w);
-    }
-
-    /// Waits until every sequence number below `end` is written.
-    pub async fn wait_written(&self, end: u64) {
-        let mut rx = self.written_watch.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|w| *w >= end).await;
-    }
-
-    /// Waits until every sequence number below `end` is written and fsynced.
-    pub async fn wait_synced(&self, end: u64) {
-        let mut rx = self.synced_watch.subscribe();
-        let _ = rx.wait_for(|w| *w >= end).await;
-    }
-
-    /// Every sequence number below the returned one has been written.
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Acquire)
-    }
-
-    /// Every sequence number below the returned one has been written and
-    /// made durable.
-    pub fn synced(&self) -> u64 {
-        self.synced.load(Ordering::Acquire)
     }
 
     /// Sequence numbers given up on so far (gaps skipped); their lines are
@@ -260,13 +215,19 @@ impl WriterReport {
 pub struct WriterHandle {
     thread: Option<JoinHandle<()>>,
     shared: Arc<WriterShared>,
+    progress: Arc<Progress>,
     queue: Arc<RecordQueue>,
 }
 
 impl WriterHandle {
-    /// Watermarks and counters, shareable with other threads.
+    /// Counters and the shutdown state, shareable with other threads.
     pub fn shared(&self) -> &Arc<WriterShared> {
         &self.shared
+    }
+
+    /// The watermarks this writer advances (the one it was started with).
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Starts the shutdown clock: from `deadline` on, a failing write is
@@ -352,11 +313,14 @@ impl Drop for WriterHandle {
 /// Starts a writer on a real directory. The directory is created, checked
 /// and locked and the active file opened before this returns, so an
 /// unwritable, shared or already used directory is a startup error.
+///
+/// The writer advances `progress` (and only it does); it starts at the
+/// first sequence number `progress` does not count as written.
 pub fn spawn(
     dir: impl AsRef<std::path::Path>,
     config: WriterConfig,
     queue: Arc<RecordQueue>,
-    first_seq: u64,
+    progress: Arc<Progress>,
 ) -> Result<WriterHandle, WriterError> {
     let dir = dir.as_ref();
     let real = RealDir::open(dir, config.dir).map_err(|e| match e {
@@ -366,7 +330,7 @@ pub fn spawn(
         },
         other => WriterError::Dir(other),
     })?;
-    spawn_with(real, config, queue, first_seq)
+    spawn_with(real, config, queue, progress)
 }
 
 /// Starts a writer on any [`LogDir`] (tests inject faults this way).
@@ -374,8 +338,10 @@ pub fn spawn_with<D: LogDir>(
     dir: D,
     config: WriterConfig,
     queue: Arc<RecordQueue>,
-    first_seq: u64,
+    progress: Arc<Progress>,
 ) -> Result<WriterHandle, WriterError> {
+    // The first line to write is the first one not written yet.
+    let first_seq = progress.written();
     if config.max_files == 0 {
         return Err(WriterError::Config("max_files must be at least 1".into()));
     }
@@ -385,7 +351,7 @@ pub fn spawn_with<D: LogDir>(
         )));
     }
     let files = Files::open(dir, config.max_files).map_err(open_error)?;
-    let shared = Arc::new(WriterShared::new(first_seq));
+    let shared = Arc::new(WriterShared::new());
     let writer = Writer {
         batch: Batch::new(config.max_batch_bytes),
         reorder: ReorderBuffer::new(first_seq),
@@ -393,6 +359,7 @@ pub fn spawn_with<D: LogDir>(
         config,
         queue: queue.clone(),
         shared: shared.clone(),
+        progress: progress.clone(),
         gap_since: None,
         stop_at: None,
         last_replaced_check: Instant::now(),
@@ -420,6 +387,7 @@ pub fn spawn_with<D: LogDir>(
     Ok(WriterHandle {
         thread: Some(thread),
         shared,
+        progress,
         queue,
     })
 }
@@ -451,6 +419,8 @@ struct Writer<D: LogDir> {
     config: WriterConfig,
     queue: Arc<RecordQueue>,
     shared: Arc<WriterShared>,
+    /// The watermarks; only this writer advances them.
+    progress: Arc<Progress>,
     reorder: ReorderBuffer,
     batch: Batch,
     /// Since when the reorder buffer has held records behind a gap.
@@ -603,9 +573,9 @@ impl<D: LogDir> Writer<D> {
             self.retry_until_done("sync the log file", |files| files.sync());
         }
         let released = self.reorder.next_seq();
-        self.shared.set_written(released);
+        self.progress.set_written(released);
         if self.config.fsync == FsyncPolicy::Batch {
-            self.shared.set_synced(released);
+            self.progress.set_synced(released);
         }
         self.batch.clear();
     }
@@ -765,9 +735,8 @@ impl<D: LogDir> Writer<D> {
         }
         if self.config.fsync != FsyncPolicy::None {
             self.retry_until_done("fsync the log file at shutdown", |files| files.sync());
-            self.shared
-                .synced
-                .store(self.reorder.next_seq(), Ordering::Release);
+            // Through the setter: calls waiting for `synced` are woken.
+            self.progress.set_synced(self.reorder.next_seq());
         }
     }
 }

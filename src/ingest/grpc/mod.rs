@@ -58,8 +58,8 @@ use super::batch::Ingress;
 use crate::{
     format::ClientText,
     metrics::{IngestStats, RateLimiter},
+    progress::Progress,
     record::Record,
-    writer::WriterShared,
 };
 
 /// When a gRPC response is sent (`--grpc_ack`).
@@ -190,7 +190,8 @@ impl Drop for GrpcIngest {
 #[derive(Debug, Clone)]
 struct Handler {
     ingress: Arc<Ingress>,
-    writer: Arc<WriterShared>,
+    /// The writer's watermarks, for `--grpc_ack written` and `synced`.
+    progress: Arc<Progress>,
     stats: Arc<IngestStats>,
     ack: AckMode,
     queue_wait: Duration,
@@ -295,8 +296,8 @@ impl Handler {
     async fn acknowledge(&self, end: u64) {
         match self.ack {
             AckMode::Queued => {}
-            AckMode::Written => self.writer.wait_written(end).await,
-            AckMode::Synced => self.writer.wait_synced(end).await,
+            AckMode::Written => self.progress.wait_written(end).await,
+            AckMode::Synced => self.progress.wait_synced(end).await,
         }
     }
 
@@ -440,7 +441,7 @@ impl LogService for Handler {
 pub fn start(
     config: GrpcConfig,
     ingress: Arc<Ingress>,
-    writer: Arc<WriterShared>,
+    progress: Arc<Progress>,
     stats: Arc<IngestStats>,
 ) -> Result<GrpcIngest, GrpcError> {
     let listener = std::net::TcpListener::bind(config.addr).map_err(|source| GrpcError::Bind {
@@ -460,7 +461,7 @@ pub fn start(
     let pushes = Arc::new(Pushes::default());
     let handler = Handler {
         ingress,
-        writer,
+        progress,
         stats,
         ack: config.ack,
         queue_wait: config.queue_wait,
