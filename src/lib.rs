@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! ingest::tcp / ingest::grpc -> wire: frame -> decode -> format
-//!     -> ingest::batch -> queue (Sequencer + RecordQueue)
+//!     -> ingest::ingress -> queue (Sequencer + RecordQueue)
 //!     -> writer (reorder -> batch -> writev -> retry -> rotate) -> files
 //! ```
 //!

@@ -20,13 +20,13 @@ use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
     ingest::{
-        batch::Ingress,
         budget::{MemoryBudget, DEFAULT_INGEST_MEMORY},
         conn::ConnShared,
         grpc::{
             self, budget::BudgetConfig, incoming::AcceptLimits, AckMode, GrpcConfig, GrpcError,
             GrpcIngest, Http2Limits,
         },
+        ingress::Ingress,
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
     metrics::{IngestStats, RateLimiter},

@@ -3,7 +3,7 @@
 //! and its diagnostics.
 //!
 //! Between the socket (`tcp::uring` or `tcp::epoll`, which own the buffer
-//! and do the reads) and `ingest::batch` (which sequences and queues what
+//! and do the reads) and `ingest::ingress` (which sequences and queues what
 //! was decoded). Synchronous and free of I/O, so both engines share it.
 
 use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
@@ -14,8 +14,8 @@ use log_server_wire::{
 };
 
 use super::{
-    batch::Pending,
     budget::{Charge, MemoryBudget},
+    ingress::Pending,
 };
 use crate::{
     format::{ClientText, LineFormatter, ReceivedAt},
@@ -117,7 +117,7 @@ impl Connection {
     }
 
     /// The messages decoded by the last [`Connection::feed`], to publish
-    /// (see [`crate::ingest::batch::Ingress::publish_pending`]).
+    /// (see [`crate::ingest::ingress::Ingress::publish_pending`]).
     pub fn pending(&mut self) -> &mut Pending {
         &mut self.pending
     }
@@ -427,7 +427,7 @@ mod tests {
     /// other warning a client can cause; the count of cut lines stays exact.
     #[test]
     fn truncation_warnings_are_rate_limited() {
-        use crate::{ingest::batch::Ingress, queue::RecordQueue};
+        use crate::{ingest::ingress::Ingress, queue::RecordQueue};
         let ingress = Ingress::new(
             Arc::new(RecordQueue::new(1024, 1 << 30)),
             LineFormatter::new(LineFormat::Text, 4096),

@@ -7,14 +7,14 @@
 //!   buffers (`--ingest_memory`).
 //! - [`conn`]: one TCP connection's protocol state, engine-independent.
 //! - [`grpc`]: the tonic server on its own thread and runtime.
+//! - [`ingress`]: decoded messages -> sequence numbers -> formatted lines ->
+//!   one record pushed to the queue; shared by every front door.
 //!
 //! Framing and decoding (pure) are the wire crate's
 //! ([`log_server_wire::frame`], [`log_server_wire::decode`]).
-//! - [`batch`]: decoded messages -> sequence numbers -> formatted lines ->
-//!   one record pushed to the queue; shared by every front door.
 
-pub mod batch;
 pub mod budget;
 pub mod conn;
 pub mod grpc;
+pub mod ingress;
 pub mod tcp;

@@ -54,7 +54,7 @@ use self::service::{
     log_bridge_server::{LogBridge, LogBridgeServer},
     log_service_server::{LogService, LogServiceServer},
 };
-use super::batch::Ingress;
+use super::ingress::Ingress;
 use crate::{
     format::ClientText,
     metrics::{IngestStats, RateLimiter},
