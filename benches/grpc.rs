@@ -13,8 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
     metrics::{new_latency_histogram, record_latency, LatencySummary},
     server::{Server, ServerConfig},
-    wire::proto::{log_bridge_client::LogBridgeClient, LogRequest},
 };
+use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
 use tonic::transport::Channel;
 
 const UNARY: usize = 20_480; // a multiple of CONCURRENCY

@@ -12,15 +12,17 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use log_server::{
-    encode::{logger_payload, push_logger_frame, Packing},
     format::{LineFormat, LineFormatter, ReceivedAt},
-    ingest::{
-        decode::{DecodedBatch, Decoder},
-        frame::{Frame, Frames},
-    },
+    progress::Progress,
     queue::{RecordQueue, Sequencer},
-    record::{Fields, Level, Record},
+    record::Record,
     writer::{self, reorder::ReorderBuffer, WriterConfig},
+};
+use log_server_wire::{
+    decode::{DecodedBatch, Decoder},
+    encode::{logger_payload, push_logger_frame, Packing},
+    fields::{Fields, Level},
+    frame::{Frame, Frames},
 };
 
 /// A typical ~200-byte message as loggers send it.
@@ -191,7 +193,13 @@ fn writer_throughput(c: &mut Criterion) {
                             max_file_size: 1 << 30,
                             ..WriterConfig::default()
                         };
-                        let w = writer::spawn(dir.path(), config, queue.clone(), 0).unwrap();
+                        let w = writer::spawn(
+                            dir.path(),
+                            config,
+                            queue.clone(),
+                            Arc::new(Progress::new(0)),
+                        )
+                        .unwrap();
                         let start = Instant::now();
                         let per_producer = total_lines / producers / lines_per_record;
                         let handles: Vec<_> = (0..producers)

@@ -14,10 +14,12 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
-    encode::{push_logger_frame, Packing},
     ingest::tcp::{uring_available, IoEngine},
-    record::{Fields, Level},
     server::{Server, ServerConfig},
+};
+use log_server_wire::{
+    encode::{push_logger_frame, Packing},
+    fields::{Fields, Level},
 };
 
 const MESSAGES_PER_CONNECTION: usize = 200_000;
@@ -106,8 +108,8 @@ fn run_once(engine: IoEngine, streams: &[Arc<Vec<u8>>]) -> Duration {
     for c in clients {
         c.join().unwrap();
     }
-    let writer = server.writer().clone();
-    while writer.written() < expected {
+    let progress = server.progress().clone();
+    while progress.written() < expected {
         thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed();

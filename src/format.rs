@@ -1,6 +1,6 @@
 //! Line formatting: [`Fields`] of one message -> one line of the log file.
 //!
-//! Sits on the ingest side of the pipeline (after `ingest::decode`, before the
+//! Sits on the ingest side of the pipeline (after `log_server_wire::decode`, before the
 //! queue), so formatting runs on the ingest threads in parallel and the
 //! writer only moves bytes. Pure functions over a reused output buffer: no
 //! I/O, no per-field allocation.
@@ -17,12 +17,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::record::{Fields, RawFields};
+use log_server_wire::fields::{Fields, RawFields};
 
 /// How a message becomes a line (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LineFormat {
-    /// Fixed-width columns of PROTOCOL.md, for people reading the file.
+    /// Fixed-width columns of docs/PROTOCOL.md, for people reading the file.
     #[default]
     Text,
     /// One JSON object per line with every field, `seq` and `received_at`,
@@ -33,7 +33,7 @@ pub enum LineFormat {
 /// Ends a field that was cut to keep its line within the maximum length.
 pub const TRUNCATED_MARK: &str = "[truncated]";
 
-/// Column widths of the text format, in characters (PROTOCOL.md).
+/// Column widths of the text format, in characters (docs/PROTOCOL.md).
 mod width {
     pub const TIMESTAMP: usize = 33;
     pub const HOSTNAME: usize = 12;
@@ -269,7 +269,7 @@ fn examined(_: usize) {}
 
 impl LineFormatter {}
 
-/// The text line of PROTOCOL.md. `cap` bounds, in characters, the fields
+/// The text line of docs/PROTOCOL.md. `cap` bounds, in characters, the fields
 /// that have no column width (timestamp, message, metadata values). `None`
 /// if the line reached its end.
 fn write_text(f: &RawFields<'_>, cap: usize, line: &mut Line<'_>) -> Option<()> {

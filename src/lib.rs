@@ -10,34 +10,36 @@
 //! The modules follow the data flow:
 //!
 //! ```text
-//! ingest::tcp / ingest::grpc -> ingest::frame -> ingest::decode -> format
-//!     -> ingest::batch -> queue (Sequencer + RecordQueue)
+//! ingest::tcp / ingest::grpc -> wire: frame -> decode -> format
+//!     -> ingest::ingress -> queue (Sequencer + RecordQueue)
 //!     -> writer (reorder -> batch -> writev -> retry -> rotate) -> files
 //! ```
 //!
+//! - The wire contract (schemas, codegen, framing, decoding, encoding, the
+//!   fields of a message) is a crate of its own, `log_server_wire`
+//!   (`crates/wire`), specified by `docs/PROTOCOL.md`; `loadgen` and Rust
+//!   clients use it without linking the server.
 //! - [`server`]: wires it all from one `ServerConfig`; the binary and the
 //!   tests start a `Server`.
-//! - [`ingest`]: the front doors (TCP over io_uring or epoll, gRPC),
-//!   framing and decoding (pure), and the step that turns decoded messages
-//!   into sequenced, formatted records.
+//! - [`ingest`]: the front doors (TCP over io_uring or epoll, gRPC) and
+//!   the step that turns decoded messages into sequenced, formatted
+//!   records.
 //! - [`format`](mod@format): one message -> one text or JSON line (pure).
-//! - [`record`]: the types that cross stages: [`record::Fields`] (and
-//!   [`record::RawFields`], as on the wire) and [`record::Record`].
+//! - [`record`]: the [`record::Record`] that crosses stages.
 //! - [`queue`]: the global sequencer and the bounded lock-free queue.
+//! - [`progress`]: the written/synced watermarks beside the queue: the
+//!   writer advances them, gRPC acknowledgements wait on them.
 //! - [`writer`]: the writer thread: reorder buffer, dynamic batches,
 //!   vectored writes, retries, rotation, fsync, watermarks.
 //! - [`metrics`]: counters and latency histograms.
-//! - [`encode`]: the client side of the TCP contract (loadgen, tests).
-//! - [`wire`]: code generated from `schema/` and `proto/`.
 
-pub mod encode;
 pub mod format;
 pub mod ingest;
 pub mod metrics;
+pub mod progress;
 pub mod prometheus;
 pub mod queue;
 pub mod record;
 pub mod server;
 pub mod systemd;
-pub mod wire;
 pub mod writer;

@@ -32,7 +32,6 @@ use log_server::{
     format::LineFormat,
     ingest::{
         budget::DEFAULT_INGEST_MEMORY,
-        frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{AckMode, Http2Limits},
         tcp::IoEngine,
     },
@@ -41,6 +40,7 @@ use log_server::{
     server::{self, Server, ServerConfig},
     writer::{self, FsyncPolicy, WriterConfig},
 };
+use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 use tracing_subscriber::EnvFilter;
 
 /// A fast, lossless log sink for one host: Cap'n Proto over TCP and gRPC in,
@@ -498,7 +498,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         ),
         Some("writer") => {
             // Nothing more can be written: say what is lost and stop now.
-            let written = server.writer().written();
+            let written = server.progress().written();
             tracing::error!(
                 sequenced = server.sequenced(),
                 written,

@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::{
-    ingest::batch::Ingress,
+    ingest::ingress::Ingress,
     metrics::{IngestStats, WriterStats},
     writer::WriterShared,
 };

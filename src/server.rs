@@ -15,20 +15,22 @@ use std::{
 
 use thiserror::Error;
 
+use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
+
 use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
     ingest::{
-        batch::Ingress,
         budget::{MemoryBudget, DEFAULT_INGEST_MEMORY},
         conn::ConnShared,
-        frame::DEFAULT_MAX_FRAME_SIZE,
         grpc::{
             self, budget::BudgetConfig, incoming::AcceptLimits, AckMode, GrpcConfig, GrpcError,
             GrpcIngest, Http2Limits,
         },
+        ingress::Ingress,
         tcp::{self, IoEngine, TcpConfig, TcpError, TcpIngest},
     },
     metrics::{IngestStats, RateLimiter},
+    progress::Progress,
     prometheus::{Exporter, MetricsError, MetricsServer, Sources},
     queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
     writer::{
@@ -299,6 +301,8 @@ pub struct Server {
     /// `--metrics_port`, if given.
     metrics: Option<MetricsServer>,
     writer: Option<WriterHandle>,
+    /// The writer's watermarks; kept here so they outlive the writer.
+    progress: Arc<Progress>,
     ingress: Arc<Ingress>,
     ingest_stats: Arc<IngestStats>,
     tcp_addr: SocketAddr,
@@ -355,7 +359,14 @@ impl Server {
             },
             ..config.writer.clone()
         };
-        let writer = writer::spawn(&config.log_dir, writer_config, queue.clone(), 0)?;
+        // Beside the queue: the writer advances it, gRPC waits on it.
+        let progress = Arc::new(Progress::new(0));
+        let writer = writer::spawn(
+            &config.log_dir,
+            writer_config,
+            queue.clone(),
+            progress.clone(),
+        )?;
         let formatter = LineFormatter::new(
             config.format,
             config.max_file_size.try_into().unwrap_or(usize::MAX),
@@ -430,7 +441,7 @@ impl Server {
                     },
                 },
                 ingress.clone(),
-                writer.shared().clone(),
+                progress.clone(),
                 ingest_stats.clone(),
                 exporter,
             )?)
@@ -440,6 +451,7 @@ impl Server {
             grpc,
             metrics,
             writer: Some(writer),
+            progress,
             ingress,
             ingest_stats,
             tcp_addr,
@@ -476,7 +488,12 @@ impl Server {
         &self.ingress
     }
 
-    /// The writer's watermarks and counters.
+    /// The written/synced watermarks.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// The writer's counters.
     pub fn writer(&self) -> &Arc<WriterShared> {
         self.writer
             .as_ref()

@@ -4,13 +4,13 @@
 use std::thread;
 
 use log_server::{
-    encode::{Packing, RawLoggerMsg},
     format::TRUNCATED_MARK,
-    ingest::{
-        frame::write_frame,
-        tcp::{uring_available, IoEngine},
-    },
+    ingest::tcp::{uring_available, IoEngine},
     metrics::IngestStats,
+};
+use log_server_wire::{
+    encode::{Packing, RawLoggerMsg},
+    frame::write_frame,
 };
 
 use crate::util::*;
@@ -32,7 +32,7 @@ fn bomb_stream(max_frame_size: usize) -> (Vec<u8>, usize) {
     assert!(bomb.len() < 8 * 1024 && heavy.len() < 8 * 1024);
     let unpacked = msg.payload(Packing::Unpacked).len();
     let mut stream = Vec::new();
-    log_server::encode::push_hello_frame(&mut stream, "bomb", "attacker");
+    log_server_wire::encode::push_hello_frame(&mut stream, "bomb", "attacker");
     for _ in 0..BOMBS {
         write_frame(&mut stream, &bomb);
         write_frame(&mut stream, &heavy);

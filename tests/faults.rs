@@ -114,11 +114,12 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     wait_until("the disk is full", || errors() >= 5);
-    let stuck_at = writer.written();
+    let progress = server.progress().clone();
+    let stuck_at = progress.written();
     assert!(stuck_at < 3_000, "everything fit");
     thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        writer.written(),
+        progress.written(),
         stuck_at,
         "nothing is written while the disk is full"
     );
@@ -126,7 +127,7 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
     // Space comes back: writing resumes where it stopped.
     fs.resize("8m");
     client.join().unwrap();
-    wait_until("every line is written", || writer.written() >= 3_000);
+    wait_until("every line is written", || progress.written() >= 3_000);
     let report = server.shutdown();
     assert_eq!(report.writer.lines, 3_000);
     assert_eq!(report.writer.abandoned_lines, 0);
@@ -447,7 +448,7 @@ fn a_link_put_in_place_of_the_removed_log_directory_is_not_followed() {
     }
     assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
     assert_eq!(
-        writer.written(),
+        s.server().progress().written(),
         100,
         "nothing after the removal is written"
     );

@@ -4,14 +4,11 @@ use std::{net::SocketAddr, thread, time::Duration};
 
 use log_server::metrics::IngestStats;
 use log_server::{
-    format::LineFormat,
-    ingest::grpc::AckMode,
-    server::ServerConfig,
-    wire::proto::{
-        log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
-        LogResponse,
-    },
-    writer::FsyncPolicy,
+    format::LineFormat, ingest::grpc::AckMode, server::ServerConfig, writer::FsyncPolicy,
+};
+use log_server_wire::proto::{
+    log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
+    LogResponse,
 };
 use tonic::{codec::CompressionEncoding, transport::Channel, Code, Request, Status};
 
@@ -113,15 +110,15 @@ fn every_ack_mode_answers_success() {
             c.fsync = fsync;
         });
         let addr = s.server().grpc_addr().unwrap();
-        let writer = s.server().writer().clone();
+        let progress = s.server().progress().clone();
         runtime().block_on(async {
             let mut client = LogBridgeClient::new(channel(addr).await);
             for n in 0..20 {
                 log_ok(&mut client, request(0, n)).await;
                 match ack {
                     AckMode::Queued => {}
-                    AckMode::Written => assert!(writer.written() > n as u64),
-                    AckMode::Synced => assert!(writer.synced() > n as u64),
+                    AckMode::Written => assert!(progress.written() > n as u64),
+                    AckMode::Synced => assert!(progress.synced() > n as u64),
                 }
             }
         });
@@ -228,7 +225,7 @@ fn an_unknown_level_is_kept() {
 fn a_cancelled_stream_keeps_what_was_accepted() {
     let mut s = grpc_server(|_| {});
     let addr = s.server().grpc_addr().unwrap();
-    let writer = s.server().writer().clone();
+    let progress = s.server().progress().clone();
     runtime().block_on(async {
         let mut client = LogBridgeClient::new(channel(addr).await);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -240,7 +237,7 @@ fn a_cancelled_stream_keeps_what_was_accepted() {
         for n in 0..300 {
             tx.send(request(0, n)).await.unwrap();
         }
-        while writer.written() < 300 {
+        while progress.written() < 300 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The client goes away without ending the stream.
@@ -322,7 +319,7 @@ fn tcp_and_grpc_at_once_make_one_global_order() {
 /// A codec that sends bytes as they are and decodes `LogResponse`.
 mod raw_codec {
     use bytes::BufMut;
-    use log_server::wire::proto::LogResponse;
+    use log_server_wire::proto::LogResponse;
     use prost::Message;
     use tonic::{
         codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},

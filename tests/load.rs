@@ -3,11 +3,8 @@
 
 use std::{io::Write, net::TcpStream, thread};
 
-use log_server::{
-    metrics::IngestStats,
-    server::ServerConfig,
-    wire::proto::{log_bridge_client::LogBridgeClient, LogRequest},
-};
+use log_server::{metrics::IngestStats, server::ServerConfig};
+use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
 use tonic::transport::Channel;
 
 use crate::util::*;

@@ -6,7 +6,7 @@ use std::{
     net::{SocketAddr, TcpStream},
 };
 
-use log_server::wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
+use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
 
 use crate::util::*;
 

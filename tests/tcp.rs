@@ -8,10 +8,10 @@ use std::{
 };
 
 use log_server::{
-    encode::{push_logger_frame, Packing},
     ingest::tcp::{uring_available, IoEngine},
     metrics::IngestStats,
 };
+use log_server_wire::encode::{push_logger_frame, Packing};
 
 use crate::util::*;
 
@@ -109,7 +109,7 @@ fn garbage_and_oversized_frames_do_not_disturb_a_good_client() {
         let mut mixed = Vec::new();
         for i in 0..100u8 {
             let garbage = vec![i.wrapping_mul(37).wrapping_add(1); 50 + usize::from(i)];
-            log_server::ingest::frame::write_frame(&mut mixed, &garbage);
+            log_server_wire::frame::write_frame(&mut mixed, &garbage);
         }
         mixed.extend_from_slice(&frames(1, 10, false, None));
         send(addr, &mixed);

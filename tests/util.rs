@@ -10,11 +10,13 @@ use std::{
 };
 
 use log_server::{
-    encode::{push_heartbeat, push_hello_frame, push_logger_frame, Packing},
     ingest::tcp::IoEngine,
-    record::{Fields, Level},
     server::{Server, ServerConfig},
-    writer::rotate::{rotated_name, ACTIVE},
+};
+use log_server_wire::{
+    encode::{push_heartbeat, push_hello_frame, push_logger_frame, Packing},
+    fields::{Fields, Level},
+    output::{rotated_name, ACTIVE},
 };
 
 /// A server on 127.0.0.1:0 writing into its own temp dir.
@@ -80,12 +82,12 @@ impl TestServer {
 /// 30 s).
 pub fn wait_written(server: &Server, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let shared = server.writer();
-    while shared.written() < n {
+    let progress = server.progress();
+    while progress.written() < n {
         assert!(
             Instant::now() < deadline,
             "only {} of {n} lines written",
-            shared.written()
+            progress.written()
         );
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -11,6 +11,7 @@
 //! counter in place (the generator is never the bottleneck); `send` has the
 //! TCP, syslog and gRPC senders; `verify` reads the files back.
 
+mod latency;
 mod send;
 mod template;
 mod verify;
@@ -30,7 +31,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
-use log_server::metrics::LatencySummary;
+use latency::LatencySummary;
 
 /// What to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,14 +13,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use log_server::{
+use log_server_wire::{
     encode::{push_heartbeat, push_hello_frame},
-    metrics::{new_latency_histogram, record_latency, LatencySummary},
-    wire::proto::{log_bridge_client::LogBridgeClient, LogRequest},
+    proto::{log_bridge_client::LogBridgeClient, LogRequest},
 };
 use tonic::transport::Channel;
 
 use crate::{
+    latency::{new_latency_histogram, record_latency, LatencySummary},
     template::{message_text, Template, COUNTER_DIGITS},
     Outcome, Plan,
 };

@@ -5,9 +5,9 @@
 //! with different digits and comparing: digits are never zero bytes, so
 //! Cap'n Proto packing keeps the same layout for every counter value.
 
-use log_server::{
+use log_server_wire::{
     encode::{push_logger_frame, Packing},
-    record::{Fields, Level},
+    fields::{Fields, Level},
 };
 
 /// Digits of the counter in every message.
@@ -104,7 +104,7 @@ pub fn fields(text: &str) -> Fields<'_> {
 
 #[cfg(test)]
 mod tests {
-    use log_server::ingest::{
+    use log_server_wire::{
         decode::{DecodedBatch, Decoder},
         frame::{parse, Frame},
     };

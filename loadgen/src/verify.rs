@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use log_server::writer::rotate::{rotated_name, ACTIVE};
+use log_server_wire::output::{rotated_name, ACTIVE};
 use memmap2::Mmap;
 
 use crate::template::COUNTER_DIGITS;

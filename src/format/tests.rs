@@ -4,7 +4,7 @@ use super::*;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::record::{Fields, Level, TEXT_FIELDS};
+use log_server_wire::fields::{Fields, Level, RawFields, TEXT_FIELDS};
 
 const TS: &str = "2026-01-02T15:04:05.000000000Z";
 
@@ -813,7 +813,7 @@ fn escape_expansion_is_cut_to_the_line_limit() {
 fn every_field_huge_is_cut_to_the_line_limit() {
     for unit in ["\x1b", "\u{2028}", "😀", "\r\n", "\"", "\x01"] {
         let big = unit.repeat(60_000);
-        let f = Fields::from_texts([big.as_str(); crate::record::TEXT_FIELDS], Level(65535));
+        let f = Fields::from_texts([big.as_str(); TEXT_FIELDS], Level(65535));
         for format in [LineFormat::Text, LineFormat::Json] {
             for max_line in [4096, 10_000, 1 << 16] {
                 check_capped(format, max_line, &f);
@@ -883,7 +883,7 @@ fn raw_fields_with_invalid_utf8_are_written_with_replacement_characters() {
         hostname: b"h\xffst",
         message: b"ab\xffcd\xe2\x82",
         stack_trace: b"\xc3",
-        level: crate::record::Level(3),
+        level: Level(3),
         ..RawFields::default()
     };
     let at = ReceivedAt::new(std::time::UNIX_EPOCH);
@@ -976,4 +976,121 @@ fn cutting_a_field_reads_no_further_than_the_cut() {
         work <= 2 * 8 * 1024,
         "{work} bytes examined for an 8 KiB line"
     );
+}
+
+// ------------------------------ decode -> format: amplification (issue 9)
+
+// The wire crate's decoder and this formatter together: what one frame can
+// cost in work and in line length. Lives here because the wire crate does
+// not know the formatter.
+use log_server_wire::{
+    decode::{Decoded, DecodedBatch, Decoder},
+    encode::{Packing, RawLoggerMsg},
+};
+
+/// Texts for the generated messages: a few random bytes, then a run of
+/// zeros (long enough, now and then, to be a few MiB unpacked from a few
+/// KiB packed).
+fn text_strategy() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, bool)> {
+    use proptest::prelude::*;
+    let zeros = prop_oneof![
+        8 => 0usize..300,
+        2 => 300usize..70_000,
+        1 => 500_000usize..3_000_000,
+    ];
+    (
+        proptest::collection::vec(any::<u8>(), 0..40),
+        zeros,
+        any::<bool>(),
+    )
+        .prop_map(|(mut head, zeros, far)| {
+            head.resize(head.len() + zeros, 0);
+            (head, far)
+        })
+}
+
+fn raw_message_strategy() -> impl proptest::strategy::Strategy<Value = RawLoggerMsg> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec(text_strategy(), 1..4),
+        proptest::collection::vec(proptest::option::weighted(0.8, 0usize..4), TEXT_FIELDS),
+        0u16..20,
+    )
+        .prop_map(|(texts, fields, level)| {
+            let n = texts.len();
+            RawLoggerMsg {
+                level,
+                texts,
+                fields: std::array::from_fn(|i| fields[i].map(|t| t % n)),
+            }
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Structurally valid messages with aliased and far pointers and long
+    /// zero runs, packed or not, through the whole decoder and the
+    /// formatter: a message is accepted exactly when what its fields
+    /// reference (aliasing counted each time) fits the traversal limit,
+    /// which is the configured one or the message's own size if smaller;
+    /// an accepted one comes out field for field; the work is bounded by
+    /// the unpacked size; no line is longer than the maximum, nor than 4
+    /// bytes per unpacked byte.
+    #[test]
+    fn aliased_far_and_zero_run_messages_are_charged_in_full(
+        msg in raw_message_strategy(),
+        packed in proptest::prelude::any::<bool>(),
+    ) {
+        const LIMIT: usize = 1 << 20;
+        const MAX_LINE: usize = 64 * 1024;
+        let payload = msg.payload(if packed { Packing::Packed } else { Packing::Unpacked });
+        let unpacked_len = msg.payload(Packing::Unpacked).len();
+        // What capnp charges, far pointers aside (one more word each).
+        let referenced: usize = 17 + msg
+            .fields
+            .iter()
+            .flatten()
+            .map(|&t| (msg.texts[t].0.len() + 1).div_ceil(8))
+            .sum::<usize>();
+        let far_fields = msg.fields.iter().flatten().filter(|&&t| msg.texts[t].1).count();
+        let table = if msg.texts.iter().any(|t| t.1) { 16 } else { 8 };
+        let segment_words = (unpacked_len - table) / 8;
+        let segments_fit = unpacked_len <= LIMIT;
+        let mut decoder = Decoder::new(LIMIT);
+        let formatter = crate::format::LineFormatter::new(crate::format::LineFormat::Text, MAX_LINE);
+        let mut line = Vec::new();
+        let mut got = None;
+        let result = decoder.decode_with(&payload, |raw| {
+            got = Some(raw.text_len());
+            formatter.write_raw(&raw, 0, &crate::format::ReceivedAt::new(std::time::UNIX_EPOCH), &mut line);
+        });
+        if referenced > (LIMIT / 8).min(unpacked_len / 8) {
+            proptest::prop_assert!(result.is_err(), "{} words referenced, accepted", referenced);
+        } else if segments_fit && referenced + far_fields <= (LIMIT / 8).min(segment_words) {
+            proptest::prop_assert_eq!(result.as_ref().ok(), Some(&Decoded::Log));
+        }
+        if result.is_ok() {
+            let mut batch = DecodedBatch::default();
+            decoder.decode(&payload, &mut batch).unwrap();
+            let f = batch.get(0);
+            let texts = [
+                f.timestamp, f.hostname, f.logger_name, f.module, f.filename,
+                f.function_name, f.line_number, f.message, f.path_name, f.process_id,
+                f.process_name, f.thread_id, f.thread_name, f.service_name, f.stack_trace,
+            ];
+            for (i, field) in msg.fields.iter().enumerate() {
+                let want = field.map(|t| String::from_utf8_lossy(&msg.texts[t].0).into_owned()).unwrap_or_default();
+                proptest::prop_assert_eq!(texts[i], want.as_str(), "field {}", i);
+            }
+            proptest::prop_assert!(got.unwrap() <= unpacked_len);
+        }
+        proptest::prop_assert!(line.len() <= MAX_LINE, "a line of {} bytes", line.len());
+        proptest::prop_assert!(line.len() <= 4 * unpacked_len + crate::format::LINE_OVERHEAD);
+        // Both decodes together. Packed: each unpacks the message and hands
+        // on at most its size in text. Unpacked with two segments, the
+        // decoder first tries the bytes as packed (the segment count is not
+        // zero), which may unpack to anything up to the size limit.
+        let per_decode = if packed { 2 * unpacked_len } else { LIMIT + 4096 + unpacked_len };
+        proptest::prop_assert!(decoder.bytes_touched() <= 2 * per_decode as u64);
+    }
 }

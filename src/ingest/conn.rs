@@ -3,16 +3,19 @@
 //! and its diagnostics.
 //!
 //! Between the socket (`tcp::uring` or `tcp::epoll`, which own the buffer
-//! and do the reads) and `ingest::batch` (which sequences and queues what
+//! and do the reads) and `ingest::ingress` (which sequences and queues what
 //! was decoded). Synchronous and free of I/O, so both engines share it.
 
 use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
-use super::{
-    batch::Pending,
-    budget::{Charge, MemoryBudget},
+use log_server_wire::{
     decode::{Decoded, Decoder},
     frame::{self, Frame, FrameError, Frames},
+};
+
+use super::{
+    budget::{Charge, MemoryBudget},
+    ingress::Pending,
 };
 use crate::{
     format::{ClientText, LineFormatter, ReceivedAt},
@@ -114,7 +117,7 @@ impl Connection {
     }
 
     /// The messages decoded by the last [`Connection::feed`], to publish
-    /// (see [`crate::ingest::batch::Ingress::publish_pending`]).
+    /// (see [`crate::ingest::ingress::Ingress::publish_pending`]).
     pub fn pending(&mut self) -> &mut Pending {
         &mut self.pending
     }
@@ -296,10 +299,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{
+    use crate::format::LineFormat;
+    use log_server_wire::{
         encode::{push_heartbeat, push_logger_frame, Packing},
-        format::LineFormat,
-        record::Fields,
+        fields::Fields,
     };
 
     fn connection(format: LineFormat) -> Connection {
@@ -382,8 +385,8 @@ mod tests {
             "x".repeat(10_000)
         );
         let mut stream = Vec::new();
-        crate::encode::push_hello_frame(&mut stream, &name, "host\r\nnext\u{2028}");
-        crate::ingest::frame::write_frame(&mut stream, b"not capnp at all, not at all");
+        log_server_wire::encode::push_hello_frame(&mut stream, &name, "host\r\nnext\u{2028}");
+        log_server_wire::frame::write_frame(&mut stream, b"not capnp at all, not at all");
         let stats = Arc::new(IngestStats::default());
         let shared = Arc::new(ConnShared {
             stats: stats.clone(),
@@ -398,7 +401,7 @@ mod tests {
         });
         let identity = conn.identity().unwrap();
         assert!(
-            identity.chars().count() <= 2 * crate::ingest::decode::MAX_IDENTITY_PART_CHARS + 1,
+            identity.chars().count() <= 2 * log_server_wire::decode::MAX_IDENTITY_PART_CHARS + 1,
             "an identity of {} characters",
             identity.chars().count()
         );
@@ -424,7 +427,7 @@ mod tests {
     /// other warning a client can cause; the count of cut lines stays exact.
     #[test]
     fn truncation_warnings_are_rate_limited() {
-        use crate::{ingest::batch::Ingress, queue::RecordQueue};
+        use crate::{ingest::ingress::Ingress, queue::RecordQueue};
         let ingress = Ingress::new(
             Arc::new(RecordQueue::new(1024, 1 << 30)),
             LineFormatter::new(LineFormat::Text, 4096),
@@ -515,7 +518,7 @@ mod tests {
                 push_logger_frame(&mut stream, &Fields { message: &text, ..Fields::default() }, Packing::Packed);
                 good += 1;
                 push_heartbeat(&mut stream);
-                crate::ingest::frame::write_frame(&mut stream, g);
+                log_server_wire::frame::write_frame(&mut stream, g);
             }
             let mut conn = connection(LineFormat::Text);
             let (lines, closed) = run(&mut conn, &stream, &reads);

@@ -7,16 +7,14 @@
 //!   buffers (`--ingest_memory`).
 //! - [`conn`]: one TCP connection's protocol state, engine-independent.
 //! - [`grpc`]: the tonic server on its own thread and runtime.
-//! - [`frame`]: split a TCP byte stream into length-prefixed frames (pure).
-//! - [`decode`]: a frame payload (Cap'n Proto) or a gRPC request -> the
-//!   fields of a message (pure).
-//! - [`batch`]: decoded messages -> sequence numbers -> formatted lines ->
+//! - [`ingress`]: decoded messages -> sequence numbers -> formatted lines ->
 //!   one record pushed to the queue; shared by every front door.
+//!
+//! Framing and decoding (pure) are the wire crate's
+//! ([`log_server_wire::frame`], [`log_server_wire::decode`]).
 
-pub mod batch;
 pub mod budget;
 pub mod conn;
-pub mod decode;
-pub mod frame;
 pub mod grpc;
+pub mod ingress;
 pub mod tcp;

@@ -15,11 +15,20 @@
 //! data is never dropped. Rotation ([`rotate`]) happens before a write that
 //! would pass the size limit. The file system is behind the [`file`](mod@file) traits
 //! so tests can inject faults.
+//!
+//! By concern: this file is the API (config, [`spawn`], [`WriterHandle`],
+//! [`WriterReport`]); `worker` is the thread's loop; `retry` the retry
+//! policy; `syncer` the thread that fsyncs rotated files; [`reorder`],
+//! [`batch`], [`rotate`] and [`file`](mod@file) the steps. The watermarks
+//! it advances are a [`Progress`] it is handed.
 
 pub mod batch;
 pub mod file;
 pub mod reorder;
+mod retry;
 pub mod rotate;
+mod syncer;
+mod worker;
 
 use std::{
     io,
@@ -33,17 +42,19 @@ use std::{
 };
 
 use thiserror::Error;
-use tokio::sync::watch;
 
 use self::{
     batch::Batch,
     file::{DirError, DirOptions, LogDir, RealDir},
     reorder::ReorderBuffer,
     rotate::Files,
+    syncer::sync_rotated,
+    worker::Writer,
 };
 use crate::{
     format::LINE_OVERHEAD,
     metrics::{LatencySummary, WriterStats},
+    progress::Progress,
     queue::RecordQueue,
 };
 
@@ -140,17 +151,10 @@ pub enum WriterError {
 /// State the writer shares with the rest of the server.
 #[derive(Debug)]
 pub struct WriterShared {
-    /// Every sequence number below this is in the file.
-    written: AtomicU64,
-    /// Every sequence number below this is in the file and fsynced.
-    synced: AtomicU64,
-    /// The same two watermarks for async waiters (gRPC acknowledgements).
-    written_watch: watch::Sender<u64>,
-    synced_watch: watch::Sender<u64>,
     stop: AtomicBool,
     /// Set by SIGHUP: close `_main.log` and open the file now at that name
     /// before the next write (logrotate's `create` + `postrotate kill -HUP`).
-    reopen: AtomicBool,
+    pub(super) reopen: AtomicBool,
     /// When the shutdown must be over, set once when it is requested (the
     /// signal), before the producers drain: the whole shutdown shares one
     /// deadline. Past it a failing write is given up on.
@@ -166,12 +170,8 @@ pub struct WriterShared {
 }
 
 impl WriterShared {
-    fn new(first_seq: u64) -> Self {
+    fn new() -> Self {
         WriterShared {
-            written: AtomicU64::new(first_seq),
-            synced: AtomicU64::new(first_seq),
-            written_watch: watch::Sender::new(first_seq),
-            synced_watch: watch::Sender::new(first_seq),
             stop: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
             deadline: OnceLock::new(),
@@ -187,41 +187,6 @@ impl WriterShared {
     pub fn request_reopen(&self) {
         self.reopen.store(true, Ordering::Release);
     }
-
-    fn set_written(&self, w: u64) {
-        self.written.store(w, Ordering::Release);
-        self.written_watch.send_replace(w);
-    }
-
-    fn set_synced(&self, w: u64) {
-        self.synced.store(w, Ordering::Release);
-        self.synced_watch.send_replace(w);
-    }
-
-    /// Waits until every sequence number below `end` is written.
-    pub async fn wait_written(&self, end: u64) {
-        let mut rx = self.written_watch.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|w| *w >= end).await;
-    }
-
-    /// Waits until every sequence number below `end` is written and fsynced.
-    pub async fn wait_synced(&self, end: u64) {
-        let mut rx = self.synced_watch.subscribe();
-        let _ = rx.wait_for(|w| *w >= end).await;
-    }
-
-    /// Every sequence number below the returned one has been written.
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Acquire)
-    }
-
-    /// Every sequence number below the returned one has been written and
-    /// made durable.
-    pub fn synced(&self) -> u64 {
-        self.synced.load(Ordering::Acquire)
-    }
-
     /// Sequence numbers given up on so far (gaps skipped); their lines are
     /// not in the file.
     pub fn skipped(&self) -> u64 {
@@ -271,13 +236,19 @@ impl WriterReport {
 pub struct WriterHandle {
     thread: Option<JoinHandle<()>>,
     shared: Arc<WriterShared>,
+    progress: Arc<Progress>,
     queue: Arc<RecordQueue>,
 }
 
 impl WriterHandle {
-    /// Watermarks and counters, shareable with other threads.
+    /// Counters and the shutdown state, shareable with other threads.
     pub fn shared(&self) -> &Arc<WriterShared> {
         &self.shared
+    }
+
+    /// The watermarks this writer advances (the one it was started with).
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Starts the shutdown clock: from `deadline` on, a failing write is
@@ -363,11 +334,14 @@ impl Drop for WriterHandle {
 /// Starts a writer on a real directory. The directory is created, checked
 /// and locked and the active file opened before this returns, so an
 /// unwritable, shared or already used directory is a startup error.
+///
+/// The writer advances `progress` (and only it does); it starts at the
+/// first sequence number `progress` does not count as written.
 pub fn spawn(
     dir: impl AsRef<std::path::Path>,
     config: WriterConfig,
     queue: Arc<RecordQueue>,
-    first_seq: u64,
+    progress: Arc<Progress>,
 ) -> Result<WriterHandle, WriterError> {
     let dir = dir.as_ref();
     let real = RealDir::open(dir, config.dir).map_err(|e| match e {
@@ -377,7 +351,7 @@ pub fn spawn(
         },
         other => WriterError::Dir(other),
     })?;
-    spawn_with(real, config, queue, first_seq)
+    spawn_with(real, config, queue, progress)
 }
 
 /// Starts a writer on any [`LogDir`] (tests inject faults this way).
@@ -385,8 +359,10 @@ pub fn spawn_with<D: LogDir>(
     dir: D,
     config: WriterConfig,
     queue: Arc<RecordQueue>,
-    first_seq: u64,
+    progress: Arc<Progress>,
 ) -> Result<WriterHandle, WriterError> {
+    // The first line to write is the first one not written yet.
+    let first_seq = progress.written();
     if config.max_files == 0 {
         return Err(WriterError::Config("max_files must be at least 1".into()));
     }
@@ -396,7 +372,7 @@ pub fn spawn_with<D: LogDir>(
         )));
     }
     let files = Files::open(dir, config.max_files).map_err(open_error)?;
-    let shared = Arc::new(WriterShared::new(first_seq));
+    let shared = Arc::new(WriterShared::new());
     let writer = Writer {
         batch: Batch::new(config.max_batch_bytes),
         reorder: ReorderBuffer::new(first_seq),
@@ -404,6 +380,7 @@ pub fn spawn_with<D: LogDir>(
         config,
         queue: queue.clone(),
         shared: shared.clone(),
+        progress: progress.clone(),
         gap_since: None,
         stop_at: None,
         last_replaced_check: Instant::now(),
@@ -431,6 +408,7 @@ pub fn spawn_with<D: LogDir>(
     Ok(WriterHandle {
         thread: Some(thread),
         shared,
+        progress,
         queue,
     })
 }
@@ -455,380 +433,6 @@ fn open_error(source: io::Error) -> WriterError {
             source: io::Error::other("the log directory refused the file"),
         },
     }
-}
-
-struct Writer<D: LogDir> {
-    files: Files<D>,
-    config: WriterConfig,
-    queue: Arc<RecordQueue>,
-    shared: Arc<WriterShared>,
-    reorder: ReorderBuffer,
-    batch: Batch,
-    /// Since when the reorder buffer has held records behind a gap.
-    gap_since: Option<Instant>,
-    /// When shutdown was first seen.
-    stop_at: Option<Instant>,
-    /// When `_main.log` was last checked for being replaced.
-    last_replaced_check: Instant,
-    /// Hands rotated files to the syncer thread (unless `--fsync none`).
-    syncer: Option<std::sync::mpsc::Sender<D::File>>,
-    syncer_thread: Option<JoinHandle<()>>,
-}
-
-/// How often the writer looks whether `_main.log` was removed or renamed
-/// under it. Under continuous load, lines written in that window after a
-/// removal go to the removed file.
-const REPLACED_CHECK: Duration = Duration::from_millis(100);
-
-/// How long the writer parks on an empty queue before looking at its
-/// timers again (a push wakes it at once).
-const IDLE_PARK: Duration = Duration::from_millis(100);
-
-impl<D: LogDir> Writer<D> {
-    fn run(mut self) {
-        self.queue.register_consumer();
-        loop {
-            self.reopen_if_asked();
-            self.fill_batch();
-            if !self.batch.is_empty() {
-                self.gap_since = None;
-                self.write_batch();
-                continue;
-            }
-            let stopping = self.shared.stop.load(Ordering::SeqCst);
-            if stopping && self.stop_at.is_none() {
-                self.stop_at = Some(Instant::now());
-            }
-            if !self.queue.is_empty() {
-                continue;
-            }
-            if self.reorder.is_empty() {
-                if stopping {
-                    break;
-                }
-                self.queue.wait_for_records(IDLE_PARK);
-                continue;
-            }
-            // Records wait behind a gap. At shutdown no producer is left to
-            // fill it; otherwise give it the gap timeout.
-            let since = *self.gap_since.get_or_insert_with(Instant::now);
-            if stopping || since.elapsed() >= self.config.gap_timeout {
-                self.skip_gap();
-            } else {
-                self.queue
-                    .wait_for_records(self.config.gap_timeout.min(IDLE_PARK) / 10);
-            }
-        }
-        self.finish();
-    }
-
-    /// SIGHUP: the open file is closed (fsynced first on the syncer thread,
-    /// as a rotated file is, unless `--fsync none`) and the next write opens
-    /// `_main.log` by name, creating it if logrotate did not.
-    fn reopen_if_asked(&mut self) {
-        if !self.shared.reopen.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        if let (Some(old), Some(syncer)) = (self.files.detach(), &self.syncer) {
-            let _ = syncer.send(old);
-        }
-        tracing::info!(
-            "Reopened the log file on SIGHUP: the next line goes to the file now named _main.log."
-        );
-    }
-
-    /// Moves every record that is ready, in order, into the batch.
-    fn fill_batch(&mut self) {
-        while !self.batch.is_full() {
-            if let Some(r) = self.reorder.pop_ready() {
-                let _ = self.batch.push(r);
-                continue;
-            }
-            let Some(r) = self.queue.pop() else { break };
-            if r.seq < self.reorder.next_seq() {
-                // Its numbers were skipped: writing it now would put it after
-                // later numbers, breaking the one global order. It is counted
-                // as lost (its numbers already are, in `skipped`).
-                WriterStats::add(&self.shared.stats.late_records, 1);
-                self.shared
-                    .late_lines
-                    .fetch_add(u64::from(r.count), Ordering::Relaxed);
-                tracing::error!(
-                    seq = r.seq,
-                    lines = r.count,
-                    "A record arrived after its sequence gap was given up on; it is dropped, not written out of order."
-                );
-                continue;
-            }
-            if let Some(r) = self.reorder.offer(r) {
-                let _ = self.batch.push(r);
-            }
-        }
-        // What waits behind a gap counts against the queue's byte cap.
-        self.queue
-            .set_reorder_state(self.reorder.waiting_bytes(), self.reorder.awaited());
-    }
-
-    fn skip_gap(&mut self) {
-        if let Some(missing) = self.reorder.skip_gap() {
-            WriterStats::add(&self.shared.stats.gap_skips, 1);
-            self.shared
-                .skipped
-                .fetch_add(missing.end - missing.start, Ordering::Relaxed);
-            tracing::error!(
-                from = missing.start,
-                to = missing.end,
-                "Sequence numbers were taken but never delivered; writing the records after the gap."
-            );
-        }
-        self.gap_since = None;
-        self.queue
-            .set_reorder_state(self.reorder.waiting_bytes(), self.reorder.awaited());
-    }
-
-    /// At most every [`REPLACED_CHECK`], before a write: if `_main.log` was
-    /// removed or renamed under the server, start a new one.
-    fn check_replaced(&mut self) {
-        if self.last_replaced_check.elapsed() < REPLACED_CHECK {
-            return;
-        }
-        self.last_replaced_check = Instant::now();
-        match self.files.reopen_if_replaced() {
-            Ok(true) => tracing::warn!(
-                "The log file was removed or renamed under the server; writing to a new _main.log."
-            ),
-            Ok(false) => {}
-            // The write that follows meets the same trouble and retries.
-            Err(e) => tracing::debug!(error = %e, "Cannot tell whether the log file was replaced."),
-        }
-    }
-
-    /// Writes the whole batch (retrying as long as it takes), then accounts
-    /// for it and moves the watermarks.
-    fn write_batch(&mut self) {
-        self.check_replaced();
-        let mut failures = 0usize;
-        while self.batch.remaining() > 0 {
-            match self.write_step() {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    WriterStats::add(&self.shared.stats.errors, 1);
-                    if !self.wait_before_retry(failures, &e) {
-                        break;
-                    }
-                    WriterStats::add(&self.shared.stats.retries, 1);
-                }
-            }
-        }
-        self.account_batch();
-        self.shared
-            .stats
-            .reorder_waiting
-            .store(self.reorder.waiting_lines(), Ordering::Relaxed);
-        if self.config.fsync == FsyncPolicy::Batch {
-            self.retry_until_done("sync the log file", |files| files.sync());
-        }
-        let released = self.reorder.next_seq();
-        self.shared.set_written(released);
-        if self.config.fsync == FsyncPolicy::Batch {
-            self.shared.set_synced(released);
-        }
-        self.batch.clear();
-    }
-
-    /// One step of progress on the batch: a rotation or one `writev`.
-    fn write_step(&mut self) -> io::Result<()> {
-        self.files.ensure_open()?;
-        let room = self.config.max_file_size.saturating_sub(self.files.len());
-        let mut len = self.batch.fit(usize::try_from(room).unwrap_or(usize::MAX));
-        if len == 0 {
-            if !self.files.is_empty() {
-                let old = self.files.rotate()?;
-                WriterStats::add(&self.shared.stats.rotations, 1);
-                if let (Some(old), Some(syncer)) = (old, &self.syncer) {
-                    // fsync of a finished file off the writer thread: it
-                    // took tens of milliseconds inline, a latency spike for
-                    // every line queued behind it.
-                    let _ = syncer.send(old);
-                }
-                return Ok(());
-            }
-            // A line longer than a whole file. The formatter bounds lines by
-            // the file size, so this is a bug; write the line alone rather
-            // than lose it or loop.
-            len = self.batch.fit(usize::MAX).min(self.first_line_len());
-            tracing::error!(
-                bytes = len,
-                "A line is longer than the maximum file size; writing it alone."
-            );
-        }
-        let slices = self.batch.slices(len);
-        let n = self.files.write_vectored(&slices)?;
-        drop(slices);
-        self.batch.advance(n);
-        WriterStats::add(&self.shared.stats.writes, 1);
-        Ok(())
-    }
-
-    /// Length of the next unwritten line of the batch.
-    fn first_line_len(&self) -> usize {
-        let mut len = 1;
-        while self.batch.fit(len) == 0 {
-            len *= 2;
-        }
-        // `fit` returned the first line end at most `len`: shrink to it.
-        self.batch.fit(len)
-    }
-
-    /// After the `failures`-th consecutive failure: log, wait, and say
-    /// whether to try again (false only when shutting down and the shutdown
-    /// timeout has passed).
-    fn wait_before_retry(&mut self, failures: usize, e: &io::Error) -> bool {
-        if self.shared.past_deadline() {
-            return false;
-        }
-        if let Some(stop_at) = self.stop_at {
-            if stop_at.elapsed() >= self.config.shutdown_timeout {
-                return false;
-            }
-        }
-        match self.config.retry_delays.get(failures - 1) {
-            Some(&delay) => {
-                tracing::warn!(
-                    attempt = failures,
-                    error = %e,
-                    "Writing the log file failed; retrying in {delay:?}."
-                );
-                self.pause(delay);
-            }
-            None => {
-                tracing::error!(
-                    error = %e,
-                    unwritten_bytes = self.batch.remaining(),
-                    queued_records = self.queue.len(),
-                    "Writing the log file keeps failing; keeping the data, reopening the file and retrying every {:?}.",
-                    self.config.steady_retry
-                );
-                self.files.close();
-                self.pause(self.config.steady_retry);
-            }
-        }
-        if self.shared.stop.load(Ordering::SeqCst) && self.stop_at.is_none() {
-            self.stop_at = Some(Instant::now());
-        }
-        true
-    }
-
-    /// Sleeps `delay` before a retry, but not past the shutdown deadline.
-    fn pause(&self, delay: Duration) {
-        let delay = match self.shared.deadline.get() {
-            Some(d) => delay.min(d.saturating_duration_since(Instant::now())),
-            None => delay,
-        };
-        thread::sleep(delay);
-    }
-
-    /// Runs a file operation until it succeeds, with the same retry policy
-    /// as writes.
-    fn retry_until_done(
-        &mut self,
-        what: &str,
-        mut op: impl FnMut(&mut Files<D>) -> io::Result<()>,
-    ) {
-        let mut failures = 0;
-        while let Err(e) = op(&mut self.files) {
-            failures += 1;
-            WriterStats::add(&self.shared.stats.errors, 1);
-            tracing::warn!(error = %e, "Could not {what}.");
-            if !self.wait_before_retry(failures, &e) {
-                return;
-            }
-            WriterStats::add(&self.shared.stats.retries, 1);
-        }
-    }
-
-    /// Counts the batch's lines and bytes and records their latency. A batch
-    /// cut short by the shutdown timeout counts its unwritten lines as
-    /// abandoned.
-    fn account_batch(&mut self) {
-        let stats = &self.shared.stats;
-        let now = Instant::now();
-        let mut lines = 0;
-        let mut bytes = 0;
-        let unwritten = self.batch.remaining();
-        stats.record_latencies(self.batch.records().iter().map(|r| {
-            lines += u64::from(r.count);
-            bytes += r.lines.len() as u64;
-            (
-                now.saturating_duration_since(r.received),
-                u64::from(r.count),
-            )
-        }));
-        if unwritten > 0 {
-            // Which lines are not in the file: those after the last newline
-            // written. Count them from the end of the batch.
-            let abandoned = count_lines_in_last(self.batch.records(), unwritten);
-            WriterStats::add(&stats.abandoned_lines, abandoned);
-            tracing::error!(
-                lines = abandoned,
-                "Shutdown timeout reached while the file system kept failing; these lines were not written."
-            );
-            lines -= abandoned;
-            bytes -= unwritten as u64;
-        }
-        WriterStats::add(&stats.lines, lines);
-        WriterStats::add(&stats.bytes, bytes);
-        WriterStats::add(&stats.batches, 1);
-    }
-
-    /// The queue and the reorder buffer are empty and no producer is left:
-    /// make everything durable.
-    fn finish(&mut self) {
-        // Rotated files first: the syncer finishes its queue and ends.
-        drop(self.syncer.take());
-        if let Some(t) = self.syncer_thread.take() {
-            let _ = t.join();
-        }
-        if self.config.fsync != FsyncPolicy::None {
-            self.retry_until_done("fsync the log file at shutdown", |files| files.sync());
-            self.shared
-                .synced
-                .store(self.reorder.next_seq(), Ordering::Release);
-        }
-    }
-}
-
-/// The syncer thread: makes each rotated file durable, retrying a failed
-/// fsync a few times (the data is in the page cache either way; a file that
-/// cannot be synced is reported).
-fn sync_rotated<F: file::LogFile>(rx: std::sync::mpsc::Receiver<F>) {
-    for mut file in rx {
-        let mut attempt = 0;
-        while let Err(e) = file.sync() {
-            attempt += 1;
-            if attempt == 3 {
-                tracing::error!(error = %e, "Could not fsync a rotated log file; its data may not survive a power loss.");
-                break;
-            }
-            thread::sleep(Duration::from_millis(100 * attempt));
-        }
-    }
-}
-
-/// Lines that end within the last `tail` bytes of `records` (each record is
-/// whole lines).
-fn count_lines_in_last(records: &[crate::record::Record], mut tail: usize) -> u64 {
-    let mut lines = 0;
-    for r in records.iter().rev() {
-        if tail == 0 {
-            break;
-        }
-        let take = tail.min(r.lines.len());
-        lines += memchr::memchr_iter(b'\n', &r.lines[r.lines.len() - take..]).count() as u64;
-        tail -= take;
-    }
-    lines
 }
 
 #[cfg(test)]

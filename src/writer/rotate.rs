@@ -1,4 +1,4 @@
-//! The files of the log directory and their rotation (PROTOCOL.md):
+//! The files of the log directory and their rotation (docs/PROTOCOL.md):
 //! `_main.log` is written; `_main.log.0` is the newest rotated file and
 //! `_main.log.N` the oldest; at most `max_files` files counting the active
 //! one.
@@ -19,13 +19,8 @@ use std::{
 
 use super::file::{EntryKind, LogDir, LogFile};
 
-/// The file being written.
-pub const ACTIVE: &str = "_main.log";
-
-/// Name of the `i`-th rotated file, `0` being the newest.
-pub fn rotated_name(i: usize) -> String {
-    format!("{ACTIVE}.{i}")
-}
+// The names are part of the contract with the readers of the directory.
+pub use log_server_wire::output::{rotated_name, ACTIVE};
 
 /// The active file of a log directory, opened lazily and reopened after
 /// errors, and the rotation of the older ones.

@@ -14,7 +14,7 @@ use super::{
     rotate::{rotated_name, ACTIVE},
     *,
 };
-use crate::{queue::Sequencer, record::Record};
+use crate::{progress::Progress, queue::Sequencer, record::Record};
 
 /// Faults to inject, shared by a [`FaultyDir`] and its files.
 #[derive(Debug, Default)]
@@ -140,6 +140,11 @@ fn fast_retries() -> WriterConfig {
     }
 }
 
+/// Watermarks for a writer whose first line is `first_seq`.
+fn progress_from(first_seq: u64) -> Arc<Progress> {
+    Arc::new(Progress::new(first_seq))
+}
+
 /// A record of `count` lines `seq=<n> <tag>` starting at `seq`.
 fn record(seq: u64, count: u32, tag: &str) -> Record {
     let mut lines = Vec::new();
@@ -229,7 +234,13 @@ fn concurrent_producers_every_line_once_in_sequence_order() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
     let seq = Arc::new(Sequencer::starting_at(0));
-    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 0).unwrap();
+    let writer = spawn(
+        dir.path(),
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(0),
+    )
+    .unwrap();
     let lines = produce(&queue, &seq, 4, 5_000);
     let report = writer.shutdown();
     assert_eq!(report.lines, lines);
@@ -248,7 +259,7 @@ fn rotation_keeps_files_under_the_limit_and_lines_whole() {
         max_files: 4,
         ..WriterConfig::default()
     };
-    let writer = spawn(dir.path(), config, queue.clone(), 0).unwrap();
+    let writer = spawn(dir.path(), config, queue.clone(), progress_from(0)).unwrap();
     let lines = produce(&queue, &seq, 2, 2_000);
     let report = writer.shutdown();
     assert_eq!(report.lines, lines);
@@ -290,7 +301,7 @@ fn short_writes_resume_at_the_exact_byte() {
     };
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
     let seq = Arc::new(Sequencer::starting_at(0));
-    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), 0).unwrap();
+    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), progress_from(0)).unwrap();
     let lines = produce(&queue, &seq, 2, 200);
     let report = writer.shutdown();
     assert_eq!(report.lines, lines);
@@ -307,7 +318,7 @@ fn run_with_failing_writes(n: usize) -> (WriterReport, usize, Vec<u64>, u64) {
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
     let seq = Arc::new(Sequencer::starting_at(0));
-    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), 0).unwrap();
+    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), progress_from(0)).unwrap();
     let mut lines = produce(&queue, &seq, 1, 100);
     faults.lock().unwrap().fail_writes = n;
     lines += produce(&queue, &seq, 2, 300);
@@ -349,7 +360,7 @@ fn failed_renames_and_opens_during_rotation_lose_nothing() {
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
     let seq = Arc::new(Sequencer::starting_at(0));
-    let writer = spawn_with(fs_dir, config, queue.clone(), 0).unwrap();
+    let writer = spawn_with(fs_dir, config, queue.clone(), progress_from(0)).unwrap();
     let mut lines = produce(&queue, &seq, 1, 100);
     {
         let mut f = faults.lock().unwrap();
@@ -378,7 +389,13 @@ fn shutdown_drains_the_queue_and_reorder_buffer() {
     for s in (0..500u64).rev() {
         queue.try_push(record(s, 1, "x")).unwrap();
     }
-    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 0).unwrap();
+    let writer = spawn(
+        dir.path(),
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(0),
+    )
+    .unwrap();
     let report = writer.shutdown();
     assert_eq!(report.lines, 500);
     assert!(queue.is_empty());
@@ -389,8 +406,14 @@ fn shutdown_drains_the_queue_and_reorder_buffer() {
 fn the_written_watermark_covers_what_is_in_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
-    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 100).unwrap();
-    let shared = writer.shared().clone();
+    let writer = spawn(
+        dir.path(),
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(100),
+    )
+    .unwrap();
+    let shared = writer.progress().clone();
     assert_eq!(shared.written(), 100);
     queue.push(record(100, 5, "a"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -415,6 +438,43 @@ fn the_written_watermark_covers_what_is_in_the_file() {
     assert_eq!(shared.synced(), 111);
 }
 
+/// With `--fsync rotate` the watermark `synced` moves only at shutdown,
+/// after the final fsync: a task waiting on it (a gRPC call with
+/// `--grpc_ack synced`) must be woken then, not left waiting forever.
+#[test]
+fn the_final_sync_wakes_whoever_waits_for_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(64, 1 << 20));
+    let config = WriterConfig {
+        fsync: FsyncPolicy::Rotate,
+        ..WriterConfig::default()
+    };
+    let progress = progress_from(0);
+    let writer = spawn(dir.path(), config, queue.clone(), progress.clone()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let waiter = {
+        let progress = progress.clone();
+        thread::spawn(move || {
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), progress.wait_synced(3))
+                    .await
+                    .is_ok()
+            })
+        })
+    };
+    queue.push(record(0, 3, "a"));
+    let report = writer.shutdown();
+    assert_eq!(report.lines, 3);
+    assert_eq!(progress.synced(), 3);
+    assert!(
+        waiter.join().unwrap(),
+        "the waiter for synced was not woken by the final fsync"
+    );
+}
+
 /// A gap given up on is counted, and a record that turns up after its gap
 /// was skipped is dropped and counted, not written out of order: the file
 /// keeps one global order and the report says what is missing.
@@ -426,12 +486,13 @@ fn a_gap_that_never_closes_is_skipped_counted_and_a_late_record_not_written_out_
         gap_timeout: Duration::from_millis(50),
         ..WriterConfig::default()
     };
-    let writer = spawn(dir.path(), config, queue.clone(), 0).unwrap();
+    let writer = spawn(dir.path(), config, queue.clone(), progress_from(0)).unwrap();
     let shared = writer.shared().clone();
+    let progress = writer.progress().clone();
     queue.push(record(0, 1, "a"));
     queue.push(record(3, 1, "d")); // 1 and 2 are pushed only after the skip
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.written() < 4 {
+    while progress.written() < 4 {
         assert!(Instant::now() < deadline, "gap never skipped");
         thread::sleep(Duration::from_millis(5));
     }
@@ -461,7 +522,13 @@ fn a_writer_thread_that_dies_is_reported() {
         faults,
     };
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
-    let writer = spawn_with(faulty, WriterConfig::default(), queue.clone(), 0).unwrap();
+    let writer = spawn_with(
+        faulty,
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(0),
+    )
+    .unwrap();
     assert!(!writer.is_finished());
     queue.push(record(0, 3, "a"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -481,7 +548,13 @@ fn a_writer_thread_that_dies_is_reported() {
 fn a_clean_run_reports_complete() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
-    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 0).unwrap();
+    let writer = spawn(
+        dir.path(),
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(0),
+    )
+    .unwrap();
     queue.push(record(1, 1, "b"));
     queue.push(record(0, 1, "a"));
     let report = writer.shutdown();
@@ -494,7 +567,13 @@ fn an_existing_file_is_appended_to_and_a_torn_line_terminated() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(ACTIVE), b"seq=0000000000 old\nseq=00000000").unwrap();
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
-    let writer = spawn(dir.path(), WriterConfig::default(), queue.clone(), 1).unwrap();
+    let writer = spawn(
+        dir.path(),
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(1),
+    )
+    .unwrap();
     queue.push(record(1, 2, "new"));
     writer.shutdown();
     let text = fs::read_to_string(dir.path().join(ACTIVE)).unwrap();
@@ -510,7 +589,13 @@ fn an_unwritable_directory_is_a_startup_error() {
     let file = dir.path().join("not-a-dir");
     fs::write(&file, b"").unwrap();
     let queue = Arc::new(RecordQueue::new(4, 1024));
-    let err = spawn(file.join("logs"), WriterConfig::default(), queue, 0).unwrap_err();
+    let err = spawn(
+        file.join("logs"),
+        WriterConfig::default(),
+        queue,
+        progress_from(0),
+    )
+    .unwrap_err();
     assert!(matches!(err, WriterError::Open { .. }), "{err}");
 }
 
@@ -523,7 +608,7 @@ fn limits_out_of_range_are_refused() {
         ..WriterConfig::default()
     };
     assert!(matches!(
-        spawn(dir.path(), zero_files, queue.clone(), 0),
+        spawn(dir.path(), zero_files, queue.clone(), progress_from(0)),
         Err(WriterError::Config(_))
     ));
     let tiny = WriterConfig {
@@ -531,7 +616,7 @@ fn limits_out_of_range_are_refused() {
         ..WriterConfig::default()
     };
     assert!(matches!(
-        spawn(dir.path(), tiny, queue, 0),
+        spawn(dir.path(), tiny, queue, progress_from(0)),
         Err(WriterError::Config(_))
     ));
 }
@@ -551,11 +636,11 @@ fn a_reopen_in_the_middle_of_a_line_completes_it() {
         faults: faults.clone(),
     };
     let queue = Arc::new(RecordQueue::new(16, 1 << 20));
-    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), 0).unwrap();
+    let writer = spawn_with(fs_dir, fast_retries(), queue.clone(), progress_from(0)).unwrap();
     queue.push(record(0, 1, "first"));
-    let shared = writer.shared().clone();
+    let progress = writer.progress().clone();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.written() < 1 {
+    while progress.written() < 1 {
         assert!(Instant::now() < deadline);
         thread::sleep(Duration::from_millis(1));
     }
@@ -600,7 +685,7 @@ fn a_directory_in_a_rotated_slot_is_skipped_and_never_blocks_writes() {
     // Room for everything, so producers never wait on a stuck writer.
     let queue = Arc::new(RecordQueue::new(1 << 16, 64 << 20));
     let seq = Arc::new(Sequencer::starting_at(0));
-    let writer = spawn(&logs, config, queue.clone(), 0).unwrap();
+    let writer = spawn(&logs, config, queue.clone(), progress_from(0)).unwrap();
     let lines = produce(&queue, &seq, 2, 1_000);
     let report = writer.shutdown();
     assert_eq!(report.abandoned_lines, 0, "writes were blocked");
@@ -649,7 +734,13 @@ fn a_hard_link_at_the_active_name_is_refused_at_startup() {
     fs::write(&outside, b"precious").unwrap();
     fs::hard_link(&outside, logs.join(ACTIVE)).unwrap();
     let queue = Arc::new(RecordQueue::new(4, 1024));
-    let err = spawn(&logs, WriterConfig::default(), queue.clone(), 0).unwrap_err();
+    let err = spawn(
+        &logs,
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(0),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(err, WriterError::Dir(DirError::NotAFile { .. })),
@@ -670,7 +761,13 @@ fn a_symlinked_log_directory_is_followed() {
     let link = dir.path().join("logs");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let queue = Arc::new(RecordQueue::new(64, 1 << 20));
-    let writer = spawn(&link, WriterConfig::default(), queue.clone(), 0).unwrap();
+    let writer = spawn(
+        &link,
+        WriterConfig::default(),
+        queue.clone(),
+        progress_from(0),
+    )
+    .unwrap();
     queue.push(record(0, 3, "x"));
     writer.shutdown();
     assert_exactly_once_in_order(&sequences(&real, 10), 0, 3);

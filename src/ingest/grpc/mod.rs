@@ -12,11 +12,14 @@
 //! line is in the file (default), or it is in the file and fsynced. Waiting
 //! for that is asynchronous. A request that finds the queue full waits a
 //! bounded time for room *before* taking a sequence number, then answers
-//! UNAVAILABLE: the client knows it was not accepted.
+//! UNAVAILABLE: the client knows it was not accepted. What a client sees
+//! (methods, acknowledgements, trailers, status codes, limits) is specified
+//! in `docs/PROTOCOL.md`, "Added by log-server".
 
 pub mod budget;
 pub mod codec;
 pub mod incoming;
+pub mod service;
 
 use std::{
     future::Future,
@@ -42,18 +45,22 @@ use self::{
     budget::{Budget, BudgetConfig, BudgetLayer, Charge},
     incoming::AcceptLimits,
 };
-use super::{batch::Ingress, decode::fields_from_request};
+use log_server_wire::{
+    decode::fields_from_request,
+    proto::{LogRequest, LogResponse, LogSummary, FILE_DESCRIPTOR_SET},
+};
+
+use self::service::{
+    log_bridge_server::{LogBridge, LogBridgeServer},
+    log_service_server::{LogService, LogServiceServer},
+};
+use super::ingress::Ingress;
 use crate::{
     format::ClientText,
     metrics::{IngestStats, RateLimiter},
+    progress::Progress,
     prometheus::{self, Exporter},
     record::Record,
-    wire::proto::{
-        log_bridge_server::{LogBridge, LogBridgeServer},
-        log_service_server::{LogService, LogServiceServer},
-        LogRequest, LogResponse, LogSummary, FILE_DESCRIPTOR_SET,
-    },
-    writer::WriterShared,
 };
 
 /// When a gRPC response is sent (`--grpc_ack`).
@@ -184,7 +191,8 @@ impl Drop for GrpcIngest {
 #[derive(Debug, Clone)]
 struct Handler {
     ingress: Arc<Ingress>,
-    writer: Arc<WriterShared>,
+    /// The writer's watermarks, for `--grpc_ack written` and `synced`.
+    progress: Arc<Progress>,
     stats: Arc<IngestStats>,
     ack: AckMode,
     queue_wait: Duration,
@@ -289,8 +297,8 @@ impl Handler {
     async fn acknowledge(&self, end: u64) {
         match self.ack {
             AckMode::Queued => {}
-            AckMode::Written => self.writer.wait_written(end).await,
-            AckMode::Synced => self.writer.wait_synced(end).await,
+            AckMode::Written => self.progress.wait_written(end).await,
+            AckMode::Synced => self.progress.wait_synced(end).await,
         }
     }
 
@@ -358,7 +366,7 @@ impl Handler {
 /// Trailer of a failed `LogStream`: how many of its first messages were
 /// accepted. A client resends only the messages after them, so a stream
 /// that fails half way (a bad message, a full queue, a cancel) is neither
-/// lost nor written twice.
+/// lost nor written twice (`docs/PROTOCOL.md`, `LogBridge/LogStream`).
 pub const ACCEPTED_TRAILER: &str = "log-server-accepted";
 
 impl Handler {
@@ -434,7 +442,7 @@ impl LogService for Handler {
 pub fn start(
     config: GrpcConfig,
     ingress: Arc<Ingress>,
-    writer: Arc<WriterShared>,
+    progress: Arc<Progress>,
     stats: Arc<IngestStats>,
     exporter: Arc<Exporter>,
 ) -> Result<GrpcIngest, GrpcError> {
@@ -455,7 +463,7 @@ pub fn start(
     let pushes = Arc::new(Pushes::default());
     let handler = Handler {
         ingress,
-        writer,
+        progress,
         stats,
         ack: config.ack,
         queue_wait: config.queue_wait,

@@ -6,7 +6,12 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio::{io::AsyncReadExt, net::TcpStream, task::LocalSet};
 
-use super::{after_read, open_buffer, serve_thread, Registry, Role, Slot, ThreadCtx};
+use super::{
+    buffer::open_buffer,
+    read::{after_read, AfterRead},
+    registry::{Registry, Slot},
+    thread::{serve_thread, Role, ThreadCtx},
+};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
@@ -37,7 +42,7 @@ pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "Cannot register a connection with epoll; closing it.");
-                super::release(ctx);
+                super::accept::release(ctx);
             }
         }
     });
@@ -67,7 +72,9 @@ async fn connection(
             r = stream.read_buf(&mut buf) => r,
             _ = registry.wait_hard_stop() => break buf.len(),
         };
-        if let Err(leftover) = after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await {
+        if let AfterRead::Done { leftover } =
+            after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await
+        {
             break leftover;
         }
     };

@@ -10,7 +10,12 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc};
 
 use tokio_uring::{buf::BoundedBuf, net::TcpStream};
 
-use super::{after_read, open_buffer, serve_thread, Registry, Role, Slot, ThreadCtx};
+use super::{
+    buffer::open_buffer,
+    read::{after_read, AfterRead},
+    registry::{Registry, Slot},
+    thread::{serve_thread, Role, ThreadCtx},
+};
 use crate::ingest::conn::Connection;
 
 pub(super) fn run_thread(role: Role, ctx: ThreadCtx) {
@@ -51,7 +56,9 @@ async fn connection(
             _ = registry.wait_hard_stop() => break filled,
         };
         buf = slice.into_inner();
-        if let Err(leftover) = after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await {
+        if let AfterRead::Done { leftover } =
+            after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await
+        {
             break leftover;
         }
     };

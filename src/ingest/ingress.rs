@@ -11,12 +11,13 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use super::decode::DecodedBatch;
+use log_server_wire::{decode::DecodedBatch, fields::Fields};
+
 use crate::{
     format::{LineFormat, LineFormatter, ReceivedAt},
     metrics::RateLimiter,
     queue::{RecordQueue, Sequencer},
-    record::{Fields, Record},
+    record::Record,
 };
 
 /// Messages a connection decoded from one read, waiting to be published.

@@ -2,14 +2,10 @@
 //! payload or frame, and hello frames.
 //!
 //! Not part of the server's data flow. `loadgen`, the benches and the tests
-//! use it to speak exactly what loggers speak (PROTOCOL.md), and Rust
+//! use it to speak exactly what loggers speak (docs/PROTOCOL.md), and Rust
 //! programs can use it as a client library.
 
-use crate::{
-    ingest::frame::write_frame,
-    record::Fields,
-    wire::{hello_capnp::hello_msg, logger_capnp},
-};
+use crate::{fields::Fields, frame::write_frame, hello_capnp::hello_msg, logger_capnp};
 
 /// How a payload is serialized. Loggers send packed; unpacked is accepted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +142,7 @@ pub struct RawLoggerMsg {
     /// Per text field in wire order: `None` for a null pointer, or the
     /// index in `texts` of the text it points at (several fields may name
     /// the same one).
-    pub fields: [Option<usize>; crate::record::TEXT_FIELDS],
+    pub fields: [Option<usize>; crate::fields::TEXT_FIELDS],
 }
 
 /// Texts shown by length and first bytes: a generated message can hold
@@ -181,13 +177,13 @@ impl RawLoggerMsg {
         RawLoggerMsg {
             level: 3,
             texts: vec![(vec![0; len], false)],
-            fields: [Some(0); crate::record::TEXT_FIELDS],
+            fields: [Some(0); crate::fields::TEXT_FIELDS],
         }
     }
 
     /// The payload: segment table and segments, packed or not.
     pub fn payload(&self, packing: Packing) -> Vec<u8> {
-        const FIELDS: usize = crate::record::TEXT_FIELDS;
+        const FIELDS: usize = crate::fields::TEXT_FIELDS;
         let words_of = |t: &[u8]| (t.len() + 1).div_ceil(8);
         let list_pointer = |from: usize, to: usize, count: usize| -> u64 {
             let offset = (to as i64 - from as i64 - 1) as u64 & 0x3fff_ffff;

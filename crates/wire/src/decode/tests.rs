@@ -6,8 +6,11 @@ use super::*;
 
 use crate::{
     encode::{hello_payload, logger_payload, Packing},
-    record::{Fields, Level, TEXT_FIELDS},
-    wire::{hello_capnp::hello_msg, logger_capnp, proto::LogRequest},
+    fields::{Fields, Level, TEXT_FIELDS},
+    hello_capnp::hello_msg,
+    logger_capnp,
+    proto::LogRequest,
+    unpack::{expand_portable, unpack_with, TAG_BYTE_MASKS},
 };
 
 const MAX: usize = 4 * 1024 * 1024;
@@ -233,7 +236,7 @@ fn packed_far_pointer_root_decodes() {
 }
 
 /// An unpacked message of more than one segment starts with the segment
-/// count minus one (not zero): PROTOCOL.md says unpacked payloads are
+/// count minus one (not zero): docs/PROTOCOL.md says unpacked payloads are
 /// accepted, and Cap'n Proto writers start a new segment once the first
 /// one is full (8 KiB by default in capnp-rust, so any message field over
 /// ~8 KB does this).
@@ -793,7 +796,7 @@ proptest::proptest! {
         if let Some((texts, level)) = super::logger_fields_fast(segment, usize::MAX) {
             let segments = [segment];
             let message = capnp::message::Reader::new(capnp::message::SegmentArray::new(&segments), Default::default());
-            let root: crate::wire::logger_capnp::logger_msg::Reader<'_> = message.get_root().unwrap();
+            let root: crate::logger_capnp::logger_msg::Reader<'_> = message.get_root().unwrap();
             let raw_level = match root.get_level() { Ok(l) => l as i32, Err(capnp::NotInSchema(n)) => i32::from(n) };
             proptest::prop_assert_eq!(level, Level(raw_level));
             let generic = [
@@ -831,17 +834,17 @@ fn every_tag_expands_the_same_with_and_without_bmi2() {
             (1u64 << (8 * n)) - 1
         };
         assert_eq!(
-            super::expand_portable(tag, literal & low).to_le_bytes(),
+            expand_portable(tag, literal & low).to_le_bytes(),
             want,
             "tag {tag:#04x}"
         );
-        assert_eq!(super::TAG_BYTE_MASKS[usize::from(tag)].count_ones(), 8 * n);
+        assert_eq!(TAG_BYTE_MASKS[usize::from(tag)].count_ones(), 8 * n);
     }
     // Whichever path `unpack` takes here, it agrees with the portable one.
     let payload = logger_payload(&fields(&texts("bmi"), Level(3)), Packing::Packed);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let len = super::unpack(&payload, &mut a, 1 << 20).unwrap();
-    let len2 = super::unpack_with(&payload, &mut b, 1 << 20, super::expand_portable).unwrap();
+    let len2 = unpack_with(&payload, &mut b, 1 << 20, expand_portable).unwrap();
     assert_eq!(a[..len], b[..len2]);
 }
 
@@ -980,112 +983,5 @@ fn fast_reader_charges_aliased_texts_like_capnp() {
         let generic = capnp_texts(segment, limit);
         assert_eq!(fast.is_some(), generic.is_some(), "{text_words} words");
         assert_eq!(fast.is_some(), text_words <= 10, "{text_words} words");
-    }
-}
-
-/// Texts for the generated messages: a few random bytes, then a run of
-/// zeros (long enough, now and then, to be a few MiB unpacked from a few
-/// KiB packed).
-fn text_strategy() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, bool)> {
-    use proptest::prelude::*;
-    let zeros = prop_oneof![
-        8 => 0usize..300,
-        2 => 300usize..70_000,
-        1 => 500_000usize..3_000_000,
-    ];
-    (
-        proptest::collection::vec(any::<u8>(), 0..40),
-        zeros,
-        any::<bool>(),
-    )
-        .prop_map(|(mut head, zeros, far)| {
-            head.resize(head.len() + zeros, 0);
-            (head, far)
-        })
-}
-
-fn raw_message_strategy() -> impl proptest::strategy::Strategy<Value = RawLoggerMsg> {
-    use proptest::prelude::*;
-    (
-        proptest::collection::vec(text_strategy(), 1..4),
-        proptest::collection::vec(proptest::option::weighted(0.8, 0usize..4), TEXT_FIELDS),
-        0u16..20,
-    )
-        .prop_map(|(texts, fields, level)| {
-            let n = texts.len();
-            RawLoggerMsg {
-                level,
-                texts,
-                fields: std::array::from_fn(|i| fields[i].map(|t| t % n)),
-            }
-        })
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-    /// Structurally valid messages with aliased and far pointers and long
-    /// zero runs, packed or not, through the whole decoder and the
-    /// formatter: a message is accepted exactly when what its fields
-    /// reference (aliasing counted each time) fits the traversal limit,
-    /// which is the configured one or the message's own size if smaller;
-    /// an accepted one comes out field for field; the work is bounded by
-    /// the unpacked size; no line is longer than the maximum, nor than 4
-    /// bytes per unpacked byte.
-    #[test]
-    fn aliased_far_and_zero_run_messages_are_charged_in_full(
-        msg in raw_message_strategy(),
-        packed in proptest::prelude::any::<bool>(),
-    ) {
-        const LIMIT: usize = 1 << 20;
-        const MAX_LINE: usize = 64 * 1024;
-        let payload = msg.payload(if packed { Packing::Packed } else { Packing::Unpacked });
-        let unpacked_len = msg.payload(Packing::Unpacked).len();
-        // What capnp charges, far pointers aside (one more word each).
-        let referenced: usize = 17 + msg
-            .fields
-            .iter()
-            .flatten()
-            .map(|&t| (msg.texts[t].0.len() + 1).div_ceil(8))
-            .sum::<usize>();
-        let far_fields = msg.fields.iter().flatten().filter(|&&t| msg.texts[t].1).count();
-        let table = if msg.texts.iter().any(|t| t.1) { 16 } else { 8 };
-        let segment_words = (unpacked_len - table) / 8;
-        let segments_fit = unpacked_len <= LIMIT;
-        let mut decoder = Decoder::new(LIMIT);
-        let formatter = crate::format::LineFormatter::new(crate::format::LineFormat::Text, MAX_LINE);
-        let mut line = Vec::new();
-        let mut got = None;
-        let result = decoder.decode_with(&payload, |raw| {
-            got = Some(raw.text_len());
-            formatter.write_raw(&raw, 0, &crate::format::ReceivedAt::new(std::time::UNIX_EPOCH), &mut line);
-        });
-        if referenced > (LIMIT / 8).min(unpacked_len / 8) {
-            proptest::prop_assert!(result.is_err(), "{} words referenced, accepted", referenced);
-        } else if segments_fit && referenced + far_fields <= (LIMIT / 8).min(segment_words) {
-            proptest::prop_assert_eq!(result.as_ref().ok(), Some(&Decoded::Log));
-        }
-        if result.is_ok() {
-            let mut batch = DecodedBatch::default();
-            decoder.decode(&payload, &mut batch).unwrap();
-            let f = batch.get(0);
-            let texts = [
-                f.timestamp, f.hostname, f.logger_name, f.module, f.filename,
-                f.function_name, f.line_number, f.message, f.path_name, f.process_id,
-                f.process_name, f.thread_id, f.thread_name, f.service_name, f.stack_trace,
-            ];
-            for (i, field) in msg.fields.iter().enumerate() {
-                let want = field.map(|t| String::from_utf8_lossy(&msg.texts[t].0).into_owned()).unwrap_or_default();
-                proptest::prop_assert_eq!(texts[i], want.as_str(), "field {}", i);
-            }
-            proptest::prop_assert!(got.unwrap() <= unpacked_len);
-        }
-        proptest::prop_assert!(line.len() <= MAX_LINE, "a line of {} bytes", line.len());
-        proptest::prop_assert!(line.len() <= 4 * unpacked_len + crate::format::LINE_OVERHEAD);
-        // Both decodes together. Packed: each unpacks the message and hands
-        // on at most its size in text. Unpacked with two segments, the
-        // decoder first tries the bytes as packed (the segment count is not
-        // zero), which may unpack to anything up to the size limit.
-        let per_decode = if packed { 2 * unpacked_len } else { LIMIT + 4096 + unpacked_len };
-        proptest::prop_assert!(decoder.bytes_touched() <= 2 * per_decode as u64);
     }
 }

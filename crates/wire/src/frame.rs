@@ -1,4 +1,4 @@
-//! TCP framing (PROTOCOL.md): every frame is a big-endian `u32` payload
+//! TCP framing (docs/PROTOCOL.md): every frame is a big-endian `u32` payload
 //! length followed by that many payload bytes; a length of zero is a
 //! heartbeat.
 //!

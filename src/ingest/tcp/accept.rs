@@ -1,0 +1,224 @@
+//! Accepting TCP connections and handing them out: admission
+//! (`--max_connections`, the descriptor reserve), keepalive, the dispatch
+//! to the thread with the fewest open connections, the backoff after a
+//! failed accept, and the backlog taken at shutdown. Runs on the acceptor
+//! thread (thread 0), before a connection reaches its engine.
+
+use std::{
+    io,
+    net::{SocketAddr, TcpListener},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use super::thread::{Handoff, ThreadCtx};
+use crate::metrics::IngestStats;
+
+/// Hands each accepted connection to the thread with the fewest open ones.
+/// The kernel's `SO_REUSEPORT` spreading hashes connections to threads, and
+/// two connections land on the same thread half the time: measured, two
+/// busy clients then ran no faster than one.
+pub(super) struct Dispatcher {
+    pub(super) senders: Vec<mpsc::UnboundedSender<Handoff>>,
+    pub(super) loads: Arc<[AtomicUsize]>,
+}
+
+impl Dispatcher {
+    pub(super) fn dispatch(&self, stream: std::net::TcpStream, peer: SocketAddr) {
+        let target = (0..self.loads.len())
+            .min_by_key(|&i| self.loads[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.loads[target].fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError((stream, _))) = self.senders[target].send((stream, peer))
+        {
+            // That thread is gone (it panicked): the connection is closed.
+            self.loads[target].fetch_sub(1, Ordering::Relaxed);
+            drop(stream);
+            tracing::error!(%peer, thread = target, "An ingest thread is gone; closing a connection handed to it.");
+        }
+    }
+}
+
+/// The acceptor's loop: accept until shutdown, then take what is left in
+/// the backlog, handing everything out. Returns when no more will come.
+pub(super) async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, ctx: &ThreadCtx) {
+    let backlog = listener.try_clone();
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot register the listener; TCP is not served.");
+            return;
+        }
+    };
+    let handoff = |stream: std::net::TcpStream, peer: SocketAddr| {
+        if fds_left(ctx, &stream, peer) && admit(ctx, peer) {
+            set_keepalive(&stream, peer);
+            dispatcher.dispatch(stream, peer);
+        }
+    };
+    let mut stop = ctx.stop.clone();
+    // Accepts failed in a row, for the backoff.
+    let mut failures = 0u32;
+    loop {
+        // tokio's accept is cancel-safe: stopping loses no connection.
+        tokio::select! {
+            _ = stop.wait_for(Option::is_some) => break,
+            accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
+                Ok((stream, peer)) => {
+                    failures = 0;
+                    handoff(stream, peer);
+                }
+                Err(e) => {
+                    accept_failed(ctx, e, failures).await;
+                    failures = failures.saturating_add(1);
+                }
+            },
+        }
+    }
+    match backlog {
+        Ok(backlog) => accept_backlog(&backlog, handoff),
+        Err(e) => tracing::warn!(error = %e, "Cannot accept the backlog at shutdown."),
+    }
+}
+
+/// Whether a new connection may be served; counts it if so.
+pub(super) fn admit(ctx: &ThreadCtx, peer: SocketAddr) -> bool {
+    let max = ctx.config.max_connections;
+    let stats = &ctx.conn.stats;
+    if ctx.open.fetch_add(1, Ordering::AcqRel) >= max {
+        ctx.open.fetch_sub(1, Ordering::AcqRel);
+        IngestStats::add(&stats.connections_refused, 1);
+        if let Some(held) = ctx.conn.diag.check() {
+            tracing::warn!(%peer, max_connections = max, suppressed = held, "Refusing a connection: the server is at --max_connections.");
+        }
+        return false;
+    }
+    IngestStats::add(&stats.connections_accepted, 1);
+    IngestStats::add(&stats.connections_open, 1);
+    tracing::debug!(%peer, "Connection opened.");
+    true
+}
+
+/// Accepts every connection still waiting in the listener's backlog at
+/// shutdown: their clients connected and may have sent data before the
+/// signal, so they are served (and drained) like the others.
+pub(super) fn accept_backlog(
+    listener: &TcpListener,
+    mut serve: impl FnMut(std::net::TcpStream, SocketAddr),
+) {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => serve(stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "Accepting the connections left in the backlog at shutdown failed.");
+                return;
+            }
+        }
+    }
+}
+
+/// Undoes [`admit`] when a connection ends.
+pub(super) fn release(ctx: &ThreadCtx) {
+    ctx.open.fetch_sub(1, Ordering::AcqRel);
+    ctx.loads[ctx.index].fetch_sub(1, Ordering::Relaxed);
+    ctx.conn
+        .stats
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// An accept failed: say so (rate limited) and pause. Out of file
+/// descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) the pause doubles
+/// with every failure in a row, from 10 ms up to 1 s: the listener stays
+/// readable while the backlog waits, so retrying at once would spin, and
+/// nothing frees descriptors faster for being asked often. A connection
+/// that failed on its own (reset before it was accepted) is no reason to
+/// wait.
+pub(super) async fn accept_failed(ctx: &ThreadCtx, e: io::Error, failures_before: u32) {
+    let pause = accept_backoff(&e, failures_before);
+    if let Some(held) = ctx.conn.diag.check() {
+        tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, suppressed = held, "Accepting a connection failed; retrying after a pause.");
+    }
+    tokio::time::sleep(pause).await;
+}
+
+/// The pause after a failed accept, given how many failed just before.
+pub(super) fn accept_backoff(e: &io::Error, failures_before: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            FIRST.saturating_mul(1 << failures_before.min(7)).min(MAX)
+        }
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM) => Duration::ZERO,
+        _ => FIRST,
+    }
+}
+
+/// Default [`TcpConfig::fd_reserve`](super::TcpConfig::fd_reserve): descriptors kept free for the writer
+/// (the next `_main.log`, a rotated file waiting for its fsync, the log
+/// directory) and for gRPC and the process itself.
+pub const DEFAULT_FD_RESERVE: u64 = 64;
+
+/// Whether a just-accepted connection leaves enough descriptors below the
+/// open-files limit; closes it (with a rate-limited warning) if not.
+///
+/// The kernel hands out the lowest free descriptor, so an accepted socket
+/// numbered `n` means descriptors 0..n are all in use: its number tells how
+/// full the table is without counting. The limit is read each time, since
+/// it can be raised while the server runs.
+pub(super) fn fds_left(ctx: &ThreadCtx, stream: &std::net::TcpStream, peer: SocketAddr) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = u64::try_from(stream.as_raw_fd()).unwrap_or(0);
+    let limit = open_files_limit();
+    if fd.saturating_add(ctx.config.fd_reserve) < limit {
+        return true;
+    }
+    IngestStats::add(&ctx.conn.stats.connections_refused, 1);
+    IngestStats::add(&ctx.conn.stats.connections_refused_fds, 1);
+    if let Some(held) = ctx.conn.diag.check() {
+        tracing::warn!(
+            %peer,
+            open_files_limit = limit,
+            reserve = ctx.config.fd_reserve,
+            suppressed = held,
+            "Refusing a connection: the server is near its open-files limit, and the last descriptors are kept for the log files."
+        );
+    }
+    false
+}
+
+/// The soft `RLIMIT_NOFILE`; unlimited if it cannot be read.
+pub(super) fn open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct passed, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        u64::MAX
+    }
+}
+
+/// TCP keepalive on an accepted connection: a client host that vanished
+/// (power off, cable pulled, NAT state dropped) never sends a FIN, and
+/// without probes its connection, slot and buffers would stay forever.
+/// First probe after 60 s of silence, then every 10 s, dead after 5 unanswered.
+pub(super) fn set_keepalive(stream: &std::net::TcpStream, peer: SocketAddr) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(5);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%peer, error = %e, "Cannot turn on TCP keepalive for a connection.");
+    }
+}

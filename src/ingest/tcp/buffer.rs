@@ -1,0 +1,153 @@
+//! A connection's read buffer against the memory budget
+//! (`--ingest_memory`): the first buffer, waiting for memory, and the
+//! size after each read (grow for a large frame or a busy client, give
+//! back after it).
+
+use super::{registry::Registry, thread::ThreadCtx, TcpConfig};
+use crate::{ingest::conn::Connection, metrics::IngestStats};
+
+/// The read buffer a connection starts with and returns to after a large
+/// frame (or `read_buffer` if that is smaller). Small, so that many mostly
+/// idle connections cost little of `--ingest_memory`; busy ones double up
+/// to `read_buffer`.
+pub const BASE_READ_BUFFER: usize = 16 * 1024;
+
+/// Gives a new connection its read buffer, once the memory budget allows
+/// it. `None` if it never did (the connection is then closed).
+pub(super) async fn open_buffer(
+    conn: &mut Connection,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+) -> Option<Vec<u8>> {
+    let base = base_buffer(&ctx.config);
+    if !wait_for_memory(conn, ctx, registry, id, base).await {
+        return None;
+    }
+    let buf = Vec::with_capacity(base);
+    conn.account(buf.capacity());
+    Some(buf)
+}
+
+pub(super) fn base_buffer(config: &TcpConfig) -> usize {
+    config
+        .read_buffer
+        .clamp(2 * log_server_wire::frame::PREFIX_LEN, BASE_READ_BUFFER)
+}
+
+/// Gets `capacity` bytes of read buffer from the budget for this
+/// connection, waiting (not reading: TCP flow control holds the client
+/// back) for at most `--frame_timeout` or until the drain timeout. False,
+/// said once (rate limited), if the budget stayed spent.
+pub(super) async fn wait_for_memory(
+    conn: &mut Connection,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+    capacity: usize,
+) -> bool {
+    if conn.try_reserve(capacity) {
+        return true;
+    }
+    registry.set_waiting(id, true);
+    let got = tokio::select! {
+        got = conn.reserve(capacity, ctx.config.frame_timeout) => got,
+        () = registry.wait_hard_stop() => false,
+    };
+    registry.set_waiting(id, false);
+    if !got && !registry.hard_stop.get() {
+        let stats = &ctx.conn.stats;
+        IngestStats::add(&stats.connections_memory_closed, 1);
+        if let Some(held) = ctx.conn.diag.check() {
+            tracing::warn!(
+                peer = %conn.peer(),
+                bytes = capacity,
+                ingest_memory = ctx.conn.budget.limit(),
+                suppressed = held,
+                "Closing a connection that waited --frame_timeout for memory for its frame: --ingest_memory is spent."
+            );
+        }
+    }
+    got
+}
+
+/// What a connection's read buffer should hold next: the frame it is in the
+/// middle of, if that is larger than the buffer (it must have that); twice
+/// the buffer, up to `busy`, after a read that filled it (welcome, not
+/// needed); back to `base` after a large frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resize {
+    /// Grow to this capacity; the frame cannot be read otherwise.
+    Need(usize),
+    /// Grow to this capacity if the budget allows.
+    Want(usize),
+    /// Give memory back down to this capacity.
+    Shrink(usize),
+    Keep,
+}
+
+fn next_size(
+    capacity: usize,
+    len: usize,
+    need: Option<usize>,
+    filled: bool,
+    base: usize,
+    busy: usize,
+) -> Resize {
+    let need = need.unwrap_or(0);
+    if need > capacity {
+        return Resize::Need(need);
+    }
+    if capacity > busy {
+        // Larger than any busy connection's buffer: what is left of a large
+        // frame. Down to what is buffered (or still needed) but at least
+        // the base.
+        let to = need.max(len).max(base);
+        if to < capacity {
+            return Resize::Shrink(to);
+        }
+        return Resize::Keep;
+    }
+    if filled && capacity < busy {
+        return Resize::Want((capacity * 2).min(busy));
+    }
+    if len == capacity {
+        // A full buffer with no complete frame and no known length cannot
+        // happen (a prefix is 4 bytes); grow anyway rather than spin.
+        return Resize::Need(capacity + base);
+    }
+    Resize::Keep
+}
+
+/// Applies [`next_size`] to the buffer, charging the budget. False when a
+/// frame needs more memory than the budget gave within `--frame_timeout`
+/// (the connection is then done).
+pub(super) async fn resize(
+    conn: &mut Connection,
+    ctx: &ThreadCtx,
+    registry: &Registry,
+    id: u64,
+    buf: &mut Vec<u8>,
+    need: Option<usize>,
+    filled: bool,
+) -> bool {
+    let base = base_buffer(&ctx.config);
+    let busy = ctx.config.read_buffer.max(base);
+    match next_size(buf.capacity(), buf.len(), need, filled, base, busy) {
+        Resize::Need(to) => {
+            if !wait_for_memory(conn, ctx, registry, id, to).await {
+                return false;
+            }
+            buf.reserve_exact(to - buf.len());
+        }
+        Resize::Want(to) => {
+            if conn.try_reserve(to) {
+                buf.reserve_exact(to - buf.len());
+            }
+        }
+        Resize::Shrink(to) => buf.shrink_to(to),
+        Resize::Keep => {}
+    }
+    conn.account(buf.capacity());
+    true
+}
