@@ -28,6 +28,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use log_server::systemd::Notifier;
+use log_server::writer::compress::Compression;
 use log_server::{
     format::LineFormat,
     ingest::{
@@ -90,6 +91,9 @@ struct Args {
     /// When to fsync: never, each file as it is rotated out and at shutdown, or after every batch too.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Rotate)]
     fsync: FsyncPolicy,
+    /// Compress each rotated file on a helper thread into _main.log.N.gz or .zst (the writer never waits for it).
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compress: Compression,
     /// TCP ingest threads; each new connection goes to the one with the fewest open [default: number of cores].
     #[arg(long = "tcp_threads", alias = "tcp-threads")]
     tcp_threads: Option<usize>,
@@ -185,6 +189,7 @@ impl Args {
             format: self.format,
             queue_capacity: self.queue_capacity,
             fsync: self.fsync,
+            compress: self.compress,
             tcp_threads: self.tcp_threads.unwrap_or_else(server::default_tcp_threads),
             io_engine: self.io_engine,
             max_connections: self.max_connections,

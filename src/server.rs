@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 
+use crate::writer::compress::Compression;
 use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
     ingest::{
@@ -84,6 +85,8 @@ pub struct ServerConfig {
     pub queue_capacity: usize,
     pub queue_max_bytes: usize,
     pub fsync: FsyncPolicy,
+    /// What rotated files become: plain, gzip or zstd.
+    pub compress: Compression,
     pub tcp_threads: usize,
     pub io_engine: IoEngine,
     pub max_connections: usize,
@@ -139,6 +142,7 @@ impl Default for ServerConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             fsync: FsyncPolicy::Rotate,
+            compress: Compression::None,
             tcp_threads: default_tcp_threads(),
             io_engine: IoEngine::Auto,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -352,6 +356,7 @@ impl Server {
             max_file_size: config.max_file_size,
             max_files: config.max_files,
             fsync: config.fsync,
+            compress: config.compress,
             dir: DirOptions {
                 file_mode: config.file_mode,
                 dir_mode: config.dir_mode,

@@ -72,20 +72,13 @@ fn check(dir: &Path, sent: &[u64], max_files: usize) -> anyhow::Result<Verdict> 
         .collect();
     names.push(ACTIVE.to_string());
     // Rotation removes a file only once the chain is full: without the
-    // oldest slot there, a missing prefix is a loss, not rotation's doing.
-    let chain_full = max_files >= 2 && dir.join(&names[0]).exists();
+    // oldest slot there (plain or compressed), a missing prefix is a loss,
+    // not rotation's doing.
+    let chain_full = max_files >= 2 && slot_exists(dir, &names[0]);
     for name in names {
-        let path = dir.join(&name);
-        let Ok(file) = File::open(&path) else {
+        let Some(map) = read_slot(dir, &name)? else {
             continue;
         };
-        if file.metadata()?.len() == 0 {
-            continue;
-        }
-        // SAFETY: the file is only read; a concurrent append by the server
-        // does not change the mapped prefix.
-        let map =
-            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
         for at in memchr::memmem::find_iter(&map, b"lg c=") {
             let Some((stream, n)) = parse(&map[at..]) else {
                 continue;
@@ -121,6 +114,59 @@ fn check(dir: &Path, sent: &[u64], max_files: usize) -> anyhow::Result<Verdict> 
     }
     v.missing = sent.iter().sum::<u64>() - v.found - v.rotated_out;
     Ok(v)
+}
+
+/// The bytes of a slot: the plain file memory-mapped, or a rotated file
+/// compressed by `--compress` (`.gz`, `.zst`) decompressed in memory.
+/// `None` if the slot is empty.
+fn read_slot(dir: &Path, name: &str) -> anyhow::Result<Option<Bytes>> {
+    let path = dir.join(name);
+    if let Ok(file) = File::open(&path) {
+        if file.metadata()?.len() == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the file is only read; a concurrent append by the server
+        // does not change the mapped prefix.
+        let map =
+            unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+        return Ok(Some(Bytes::Mapped(map)));
+    }
+    let gz = dir.join(format!("{name}.gz"));
+    if let Ok(file) = File::open(&gz) {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file), &mut bytes)
+            .with_context(|| format!("decompressing {}", gz.display()))?;
+        return Ok(Some(Bytes::Owned(bytes)));
+    }
+    let zst = dir.join(format!("{name}.zst"));
+    if let Ok(file) = File::open(&zst) {
+        let bytes =
+            zstd::decode_all(file).with_context(|| format!("decompressing {}", zst.display()))?;
+        return Ok(Some(Bytes::Owned(bytes)));
+    }
+    Ok(None)
+}
+
+fn slot_exists(dir: &Path, name: &str) -> bool {
+    ["", ".gz", ".zst"]
+        .iter()
+        .any(|s| dir.join(format!("{name}{s}")).exists())
+}
+
+/// A slot's bytes, mapped or decompressed.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 /// `lg c=SSSS n=DDDDDDDDDD` -> (stream, counter).
@@ -174,6 +220,23 @@ mod tests {
         let v = check(dir.path(), &[4], 2).unwrap();
         assert_eq!((v.found, v.rotated_out, v.missing), (2, 2, 0));
         assert!(v.is_clean());
+    }
+
+    #[test]
+    fn compressed_rotated_files_are_read_too() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"lg c=0000 n=0000000000\n").unwrap();
+        std::fs::write(dir.path().join("_main.log.1.gz"), z.finish().unwrap()).unwrap();
+        let zst = zstd::encode_all(&b"lg c=0000 n=0000000001\n"[..], 3).unwrap();
+        std::fs::write(dir.path().join("_main.log.0.zst"), zst).unwrap();
+        std::fs::write(dir.path().join("_main.log"), "lg c=0000 n=0000000002\n").unwrap();
+        let v = check(dir.path(), &[3], 3).unwrap();
+        assert_eq!(
+            (v.found, v.missing, v.duplicate, v.out_of_order),
+            (3, 0, 0, 0)
+        );
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub trait LogFile: Send + 'static {
     fn sync(&mut self) -> io::Result<()>;
     /// Which file this is.
     fn id(&self) -> io::Result<FileId>;
+    /// Reads at `offset` without moving any position (`pread`): the
+    /// compressor reads a rotated file through the handle the writer used.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
 }
 
 /// A file as opened for appending.
@@ -109,6 +112,11 @@ pub trait LogDir: Send + 'static {
     fn id(&mut self, name: &str) -> io::Result<Option<FileId>>;
     /// What `name` is, not following a link.
     fn kind(&mut self, name: &str) -> io::Result<EntryKind>;
+    /// Another handle on the same directory, for a helper thread (the
+    /// compressor of rotated files).
+    fn try_clone(&self) -> io::Result<Self>
+    where
+        Self: Sized;
 }
 
 /// Modes and trust of the log directory (`--file_mode`, `--dir_mode`,
@@ -572,10 +580,26 @@ impl LogFile for File {
         let m = self.metadata()?;
         Ok((m.dev(), m.ino()))
     }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
 }
 
 impl LogDir for RealDir {
     type File = File;
+
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(RealDir {
+            path: self.path.clone(),
+            fd: self.fd.try_clone()?,
+            id: self.id,
+            opts: self.opts,
+            // A helper never opens the active file.
+            started: true,
+            replaced_warning: Throttle::default(),
+        })
+    }
 
     fn open_append(&mut self, name: &str) -> io::Result<Opened<File>> {
         // Recreates the directory too if it was removed under us.

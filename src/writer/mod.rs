@@ -23,6 +23,7 @@
 //! it advances are a [`Progress`] it is handed.
 
 pub mod batch;
+pub mod compress;
 pub mod file;
 pub mod reorder;
 mod retry;
@@ -45,10 +46,11 @@ use thiserror::Error;
 
 use self::{
     batch::Batch,
+    compress::Compression,
     file::{DirError, DirOptions, LogDir, RealDir},
     reorder::ReorderBuffer,
     rotate::Files,
-    syncer::sync_rotated,
+    syncer::Finisher,
     worker::Writer,
 };
 use crate::{
@@ -103,6 +105,8 @@ pub struct WriterConfig {
     /// Modes of new files and directories, and whether a log directory
     /// others can write is accepted.
     pub dir: DirOptions,
+    /// What rotated files become (`--compress`).
+    pub compress: Compression,
 }
 
 impl Default for WriterConfig {
@@ -121,6 +125,7 @@ impl Default for WriterConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_batch_bytes: 4 * 1024 * 1024,
             dir: DirOptions::default(),
+            compress: Compression::None,
         }
     }
 }
@@ -371,7 +376,23 @@ pub fn spawn_with<D: LogDir>(
             "max_file_size must be at least {MIN_MAX_FILE_SIZE} bytes"
         )));
     }
+    // A helper's handle on the directory, taken before the writer owns it.
+    let compressor_dir = match config.compress {
+        Compression::None => None,
+        _ => {
+            let mut d = dir.try_clone().map_err(open_error)?;
+            compress::clean_up(&mut d, config.max_files).map_err(open_error)?;
+            Some(d)
+        }
+    };
     let files = Files::open(dir, config.max_files).map_err(open_error)?;
+    let finisher = Finisher {
+        sync: config.fsync != FsyncPolicy::None,
+        compress: config.compress,
+        dir: compressor_dir,
+        chain: files.chain(),
+        max_files: config.max_files,
+    };
     let shared = Arc::new(WriterShared::new());
     let writer = Writer {
         batch: Batch::new(config.max_batch_bytes),
@@ -387,13 +408,13 @@ pub fn spawn_with<D: LogDir>(
         syncer: None,
         syncer_thread: None,
     };
-    let writer = if writer.config.fsync == FsyncPolicy::None {
+    let writer = if !finisher.sync && finisher.dir.is_none() {
         writer
     } else {
         let (tx, rx) = std::sync::mpsc::channel::<D::File>();
         let syncer = thread::Builder::new()
-            .name("log-syncer".into())
-            .spawn(move || sync_rotated(rx))
+            .name("log-finisher".into())
+            .spawn(move || finisher.run(rx))
             .map_err(WriterError::Spawn)?;
         Writer {
             syncer: Some(tx),

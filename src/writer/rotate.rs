@@ -15,9 +15,13 @@
 use std::{
     collections::BTreeSet,
     io::{self, IoSlice},
+    sync::{Arc, Mutex},
 };
 
-use super::file::{EntryKind, LogDir, LogFile};
+use super::{
+    compress::SUFFIXES,
+    file::{EntryKind, LogDir, LogFile},
+};
 
 // The names are part of the contract with the readers of the directory.
 pub use log_server_wire::output::{rotated_name, ACTIVE};
@@ -41,6 +45,16 @@ pub struct Files<D: LogDir> {
     /// Rotated slots found occupied by a directory and already reported, so
     /// each is reported once (again only if it is cleared and comes back).
     blocked: BTreeSet<usize>,
+    /// Held while the chain of rotated files is renamed, and by the
+    /// compressor while it puts a compressed file in place (never while it
+    /// compresses), so that neither moves a file under the other.
+    chain: Arc<Mutex<()>>,
+}
+
+/// The names slot `i`'s file may have: plain, then each compressed form.
+fn variants(i: usize) -> impl Iterator<Item = String> {
+    let plain = rotated_name(i);
+    std::iter::once(plain.clone()).chain(SUFFIXES.iter().map(move |s| format!("{plain}{s}")))
 }
 
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
@@ -61,6 +75,7 @@ impl<D: LogDir> Files<D> {
             torn: false,
             opened_before: false,
             blocked: BTreeSet::new(),
+            chain: Arc::new(Mutex::new(())),
         };
         files.ensure_open()?;
         Ok(files)
@@ -165,16 +180,21 @@ impl<D: LogDir> Files<D> {
     pub fn rotate(&mut self) -> io::Result<Option<D::File>> {
         let old = self.file.take();
         let slots = self.usable_slots()?;
+        let chain = self.chain.clone();
+        let _chain = chain.lock().unwrap_or_else(|e| e.into_inner());
         match slots.split_last() {
             // No rotated files are kept: the active file starts over.
             None => ignore_missing(self.dir.remove(ACTIVE))?,
             Some((&oldest, _)) => {
-                ignore_missing(self.dir.remove(&rotated_name(oldest)))?;
+                // A slot's file is plain or compressed (`.gz`, `.zst`):
+                // each moves along the chain under whichever name it has.
+                for name in variants(oldest) {
+                    ignore_missing(self.dir.remove(&name))?;
+                }
                 for pair in slots.windows(2).rev() {
-                    ignore_missing(
-                        self.dir
-                            .rename(&rotated_name(pair[0]), &rotated_name(pair[1])),
-                    )?;
+                    for (from, to) in variants(pair[0]).zip(variants(pair[1])) {
+                        ignore_missing(self.dir.rename(&from, &to))?;
+                    }
                 }
                 ignore_missing(self.dir.rename(ACTIVE, &rotated_name(slots[0])))?;
             }
@@ -183,6 +203,11 @@ impl<D: LogDir> Files<D> {
         self.torn = false;
         self.ensure_open()?;
         Ok(old)
+    }
+
+    /// The lock the compressor takes to put a file in place.
+    pub fn chain(&self) -> Arc<Mutex<()>> {
+        self.chain.clone()
     }
 
     /// The rotated slots, newest first, that can take a file: all of

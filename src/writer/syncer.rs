@@ -1,24 +1,73 @@
-//! The syncer thread (unless `--fsync none`): the writer hands it each
-//! rotated file, so the fsync of a full file never holds up the writes to
-//! the next one.
+//! The finisher thread: the writer hands it each rotated file, so that
+//! neither the fsync of a full file (`--fsync rotate|batch`) nor its
+//! compression (`--compress`, see `compress.rs`) ever holds up the writes
+//! to the next one.
 
-use std::{thread, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    thread,
+    time::Duration,
+};
 
-use super::file;
+use super::{
+    compress::{self, Compression, Placed},
+    file::{LogDir, LogFile},
+};
 
-/// The syncer thread: makes each rotated file durable, retrying a failed
-/// fsync a few times (the data is in the page cache either way; a file that
-/// cannot be synced is reported).
-pub(super) fn sync_rotated<F: file::LogFile>(rx: std::sync::mpsc::Receiver<F>) {
-    for mut file in rx {
-        let mut attempt = 0;
-        while let Err(e) = file.sync() {
-            attempt += 1;
-            if attempt == 3 {
-                tracing::error!(error = %e, "Could not fsync a rotated log file; its data may not survive a power loss.");
-                break;
+/// What the finisher does with each rotated file.
+#[derive(Debug)]
+pub(super) struct Finisher<D: LogDir> {
+    /// fsync it (unless `--fsync none`).
+    pub sync: bool,
+    pub compress: Compression,
+    /// Its own handle on the log directory, for compressing.
+    pub dir: Option<D>,
+    /// The rotation chain's lock (see `rotate.rs`).
+    pub chain: Arc<Mutex<()>>,
+    pub max_files: usize,
+}
+
+impl<D: LogDir> Finisher<D> {
+    /// Runs until the writer drops its end of the channel (at shutdown,
+    /// after its last rotation): every file handed over is finished.
+    pub(super) fn run(mut self, rx: std::sync::mpsc::Receiver<D::File>) {
+        for mut file in rx {
+            if self.sync {
+                sync(&mut file);
             }
-            thread::sleep(Duration::from_millis(100 * attempt));
+            if let Some(dir) = self.dir.as_mut() {
+                match compress::compress_rotated(
+                    dir,
+                    &self.chain,
+                    &file,
+                    self.compress,
+                    self.max_files,
+                ) {
+                    Ok(Placed::At(slot)) => tracing::debug!(slot, "Compressed a rotated log file."),
+                    Ok(Placed::Gone) => tracing::warn!(
+                        "A rotated log file was rotated out before it could be compressed."
+                    ),
+                    // The plain file stays where it is: nothing is lost.
+                    Err(e) => {
+                        tracing::error!(error = %e, "Could not compress a rotated log file; it stays uncompressed.")
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Makes a rotated file durable, retrying a failed fsync a few times (the
+/// data is in the page cache either way; a file that cannot be synced is
+/// reported).
+fn sync<F: LogFile>(file: &mut F) {
+    let mut attempt = 0;
+    while let Err(e) = file.sync() {
+        attempt += 1;
+        if attempt == 3 {
+            tracing::error!(error = %e, "Could not fsync a rotated log file; its data may not survive a power loss.");
+            break;
+        }
+        thread::sleep(Duration::from_millis(100 * attempt));
     }
 }

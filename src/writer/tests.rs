@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{
+    compress::{self, Compression},
     file::{DirError, DirOptions, EntryKind, LogDir, LogFile, Opened, RealDir},
     rotate::{rotated_name, ACTIVE},
     *,
@@ -81,6 +82,10 @@ impl LogFile for FaultyFile {
     fn id(&self) -> io::Result<super::file::FileId> {
         LogFile::id(&self.real)
     }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.real, buf, offset)
+    }
 }
 
 impl LogDir for FaultyDir {
@@ -125,6 +130,13 @@ impl LogDir for FaultyDir {
 
     fn kind(&mut self, name: &str) -> io::Result<EntryKind> {
         self.real.kind(name)
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(FaultyDir {
+            real: self.real.try_clone()?,
+            faults: self.faults.clone(),
+        })
     }
 }
 
@@ -186,14 +198,31 @@ fn produce(
     handles.into_iter().map(|h| h.join().unwrap()).sum()
 }
 
-/// All files of `dir`, oldest first.
+/// All files of `dir`, oldest first; a compressed rotated file
+/// (`.gz`, `.zst`) decompressed. A slot holds one file under one name.
 fn files_oldest_first(dir: &Path, max_files: usize) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for i in (0..max_files.saturating_sub(1)).rev() {
         let name = rotated_name(i);
+        let mut found: Vec<(String, Vec<u8>)> = Vec::new();
         if let Ok(bytes) = fs::read(dir.join(&name)) {
-            out.push((name, bytes));
+            found.push((name.clone(), bytes));
         }
+        if let Ok(z) = fs::read(dir.join(format!("{name}.gz"))) {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&z[..]), &mut bytes)
+                .unwrap();
+            found.push((format!("{name}.gz"), bytes));
+        }
+        if let Ok(z) = fs::read(dir.join(format!("{name}.zst"))) {
+            found.push((format!("{name}.zst"), zstd::decode_all(&z[..]).unwrap()));
+        }
+        assert!(
+            found.len() <= 1,
+            "slot {i} under two names: {:?}",
+            found.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        out.extend(found);
     }
     if let Ok(bytes) = fs::read(dir.join(ACTIVE)) {
         out.push((ACTIVE.to_string(), bytes));
@@ -771,4 +800,90 @@ fn a_symlinked_log_directory_is_followed() {
     queue.push(record(0, 3, "x"));
     writer.shutdown();
     assert_exactly_once_in_order(&sequences(&real, 10), 0, 3);
+}
+
+/// `--compress gzip|zstd`: every rotated file ends up compressed in its
+/// slot, no plain rotated file and no temporary file is left, the chain
+/// keeps at most `max_files` files, and every line is in them once, in
+/// order, once decompressed.
+#[test]
+fn compressed_rotation_keeps_every_line_once_and_the_chain_bounded() {
+    for how in [Compression::Gzip, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(RecordQueue::new(256, 1 << 20));
+        let seq = Arc::new(Sequencer::starting_at(0));
+        let config = WriterConfig {
+            max_file_size: MIN_MAX_FILE_SIZE,
+            max_files: 6,
+            compress: how,
+            ..WriterConfig::default()
+        };
+        let writer = spawn(dir.path(), config, queue.clone(), progress_from(0)).unwrap();
+        let lines = produce(&queue, &seq, 2, 1_000);
+        let report = writer.shutdown();
+        assert_eq!(report.lines, lines);
+        assert!(
+            report.rotations > 5,
+            "rotated only {} times",
+            report.rotations
+        );
+        let suffix = how.suffix().unwrap();
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.len() <= 6, "{names:?}");
+        for name in &names {
+            assert!(
+                name == ACTIVE || name.ends_with(suffix),
+                "{how:?}: {name} is neither the active file nor compressed ({names:?})"
+            );
+        }
+        let seqs = sequences(dir.path(), 6);
+        let first = seqs[0];
+        assert!(first > 0, "the oldest files were rotated out");
+        assert_exactly_once_in_order(&seqs, first, lines - first);
+    }
+}
+
+/// A crash in the middle of compressing leaves the temporary file, or a
+/// plain rotated file beside its whole compressed copy: at startup both
+/// are cleaned up, and no final name ever held a partial file.
+#[test]
+fn a_crash_while_compressing_is_cleaned_up_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = |text: &str| {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut z, text.as_bytes()).unwrap();
+        z.finish().unwrap()
+    };
+    fs::write(dir.path().join(compress::TEMP), b"half a gzip stream").unwrap();
+    fs::write(dir.path().join(rotated_name(0)), "seq=0000000001 b\n").unwrap();
+    fs::write(
+        dir.path().join(format!("{}.gz", rotated_name(0))),
+        gz("seq=0000000001 b\n"),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join(format!("{}.gz", rotated_name(1))),
+        gz("seq=0000000000 a\n"),
+    )
+    .unwrap();
+    let config = WriterConfig {
+        max_files: 4,
+        compress: Compression::Gzip,
+        ..WriterConfig::default()
+    };
+    let queue = Arc::new(RecordQueue::new(16, 1 << 20));
+    let writer = spawn(dir.path(), config, queue, progress_from(2)).unwrap();
+    writer.shutdown();
+    assert!(
+        !dir.path().join(compress::TEMP).exists(),
+        "the temporary file is removed"
+    );
+    assert!(
+        !dir.path().join(rotated_name(0)).exists(),
+        "the plain copy is removed"
+    );
+    assert_eq!(sequences(dir.path(), 4), vec![0, 1]);
 }
