@@ -13,6 +13,7 @@
 // CRITICAL, notice -> INFO; other names -> INFO. `message` is the message,
 // `stack` (winston.format.errors({ stack: true })) the stack trace, the
 // transport's `loggerName` option (or the entry's `logger_name`) the logger.
+// `logger.end()` then the logger's 'finish' event: everything is sent.
 
 const Transport = require('winston-transport');
 const { createClient } = require('./client');
@@ -55,7 +56,16 @@ class LogServerTransport extends Transport {
     callback();
   }
 
-  /** Resolves true once every entry so far is accepted by the server. */
+  /** Called when the logger ends (`logger.end()`), after every entry
+   * reached log(): sends what is pending within the client's timeout, so
+   * that the logger's 'finish' means sent. */
+  _final(callback) {
+    this.client.close().then(() => callback(), callback);
+  }
+
+  /** Resolves true once every entry that reached this transport is
+   * accepted by the server (winston hands entries over asynchronously:
+   * to wait for all of them, end the logger and wait for its 'finish'). */
   flush(timeoutMs) {
     return this.client.flush(timeoutMs);
   }
