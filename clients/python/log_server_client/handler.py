@@ -83,6 +83,7 @@ class LogServerHandler(logging.Handler):
         backoff_max=5.0,
         client_name=None,
         hostname=None,
+        max_frame_size=4194304,
     ):
         super().__init__(level)
         if capacity < 1:
@@ -97,6 +98,10 @@ class LogServerHandler(logging.Handler):
         self.backoff_max = float(backoff_max)
         self.hostname = hostname or socket.gethostname()
         self.client_name = client_name or service_name or _program_name()
+        # The server's --max_frame_size: it closes a connection that sends a
+        # larger frame, losing what follows on it, so such records are
+        # dropped here and counted instead.
+        self.max_frame_size = int(max_frame_size)
         # Loaded here so that a broken install fails at configuration time,
         # not silently in the sender thread.
         wire.schemas()
@@ -107,11 +112,14 @@ class LogServerHandler(logging.Handler):
         # Records taken by the sender and not yet written: flush waits for
         # them too, and a failed write puts the rest back at the front.
         self._inflight = 0
-        # Records dropped since the last drop warning reached the server.
+        # Records dropped since the last drop warning reached the server:
+        # for a full buffer, and for being larger than max_frame_size.
         self._dropped = 0
+        self._rejected = 0
         # Counters for the application and the tests.
         self.sent = 0
         self.dropped_total = 0
+        self.rejected_total = 0
         self.connects = 0
         self._closing = False
         self._stop = False
@@ -145,7 +153,7 @@ class LogServerHandler(logging.Handler):
         everything was written."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         with self._cond:
-            while self._buffer or self._inflight or self._dropped:
+            while self._buffer or self._inflight or self._dropped or self._rejected:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     return False
@@ -245,48 +253,62 @@ class LogServerHandler(logging.Handler):
         while True:
             with self._cond:
                 ready = self._cond.wait_for(
-                    lambda: self._buffer or self._dropped or self._stop, self.heartbeat_interval
+                    lambda: self._buffer or self._dropped or self._rejected or self._stop,
+                    self.heartbeat_interval,
                 )
                 if self._stop:
                     return
                 batch = []
-                dropped = 0
+                dropped = (0, 0)
                 if ready:
                     while self._buffer and len(batch) < _BATCH:
                         batch.append(self._buffer.popleft())
                     self._inflight = len(batch)
-                    dropped, self._dropped = self._dropped, 0
+                    dropped = (self._dropped, self._rejected)
+                    self._dropped = self._rejected = 0
             # A server that shut down or restarted has closed this
             # connection: what is written to it now would be lost.
             if _peer_closed(sock):
-                self._give_back(batch, dropped, 0)
+                self._give_back(batch, dropped)
                 return
-            if not batch and not dropped:
+            if not batch and not any(dropped):
                 _send_all(sock, wire.HEARTBEAT)
                 continue
             frames = []
-            if dropped:
-                frames.append(wire.logger_frame(self._drop_warning(dropped)))
-            frames.extend(wire.logger_frame(f) for f in batch)
+            kept = []
+            for fields in batch:
+                f = wire.logger_frame(fields)
+                if len(f) - 4 > self.max_frame_size:
+                    dropped = (dropped[0], dropped[1] + 1)
+                    with self._cond:
+                        self.rejected_total += 1
+                else:
+                    frames.append(f)
+                    kept.append(fields)
+            batch = kept
+            warned = any(dropped)
+            if warned:
+                frames.insert(0, wire.logger_frame(self._drop_warning(*dropped)))
             written = _send_frames(sock, frames)
-            if dropped and written > 0:
+            if warned and written > 0:
                 written -= 1
-                dropped = 0
+                dropped = (0, 0)
             with self._cond:
                 self.sent += written
                 self._inflight = 0
-            if written < len(batch) or dropped:
-                self._give_back(batch[written:], dropped, written)
+            if written < len(batch) or any(dropped):
+                self._give_back(batch[written:], dropped)
                 return
             with self._cond:
                 self._cond.notify_all()
 
-    def _give_back(self, rest, dropped, written):
+    def _give_back(self, rest, dropped):
         """Puts records not written back at the front of the buffer, in
         order, dropping the oldest if that overflows it."""
         with self._cond:
             self._inflight = 0
-            self._dropped += dropped
+            self._dropped += dropped[0]
+            self._rejected += dropped[1]
             self._buffer.extendleft(reversed(rest))
             while len(self._buffer) > self.capacity:
                 self._buffer.popleft()
@@ -294,14 +316,24 @@ class LogServerHandler(logging.Handler):
                 self.dropped_total += 1
             self._cond.notify_all()
 
-    def _drop_warning(self, count):
+    def _drop_warning(self, full, rejected):
+        reasons = []
+        if full:
+            reasons.append(
+                "%d log records were dropped: the buffer of %d records was full while "
+                "log-server at %s:%d could not be reached" % (full, self.capacity, self.host, self.port)
+            )
+        if rejected:
+            reasons.append(
+                "%d log records were dropped: larger than max_frame_size (%d bytes)"
+                % (rejected, self.max_frame_size)
+            )
         return {
             "timestamp": wire.rfc3339(time.time()),
             "hostname": self.hostname,
             "loggerName": "log_server_client",
             "level": "warning",
-            "message": "%d log records were dropped: the buffer of %d records was full while "
-            "log-server at %s:%d could not be reached." % (count, self.capacity, self.host, self.port),
+            "message": "; ".join(reasons) + ".",
             "processId": str(os.getpid()),
             "serviceName": self.service_name,
         }

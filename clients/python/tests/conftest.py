@@ -24,9 +24,10 @@ class Server:
     """One log-server process; `restart()` starts it again on the same port
     and directory."""
 
-    def __init__(self, log_dir, port=0):
+    def __init__(self, log_dir, port=0, args=()):
         self.log_dir = str(log_dir)
         self.port = port
+        self.args = list(args)
         self.proc = None
         self.stderr = []
         self.start()
@@ -35,7 +36,7 @@ class Server:
         if not os.path.exists(BIN):
             pytest.fail("no server binary at %s: run `cargo build` or set LOG_SERVER_BIN" % BIN)
         self.proc = subprocess.Popen(
-            [BIN, "--only_tcp", "--port", str(self.port), "--log_dir", self.log_dir, "--format", "json"],
+            [BIN, "--only_tcp", "--port", str(self.port), "--log_dir", self.log_dir, "--format", "json", *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -164,6 +164,28 @@ def test_a_full_buffer_drops_the_oldest_counts_them_and_says_so(tmp_path, logger
         s.stop()
 
 
+def test_a_record_above_the_servers_frame_limit_is_dropped_not_sent(tmp_path, logger):
+    # The server closes a connection that sends a frame above its
+    # --max_frame_size, losing what follows on it; the handler keeps the
+    # records after it by never sending the large one.
+    s = Server(tmp_path / "logs", args=["--max_frame_size", "2048"])
+    try:
+        log, _ = logger
+        handler = attach(logger, port=s.port, max_frame_size=2048)
+        log.info("small 1")
+        log.info("large %s", "x" * 3000)
+        log.info("small 2")
+        assert handler.flush(WAIT)
+        records = s.wait_count(3)
+        assert [r["level"] for r in records] == ["WARNING", "INFO", "INFO"]
+        assert records[0]["message"] == "1 log records were dropped: larger than max_frame_size (2048 bytes)."
+        assert messages(records, "small") == ["small 1", "small 2"]
+        assert handler.rejected_total == 1
+        assert handler.connects == 1
+    finally:
+        s.stop()
+
+
 def test_emit_never_waits_for_a_server_that_does_not_read(logger):
     # A server that accepts connections into its backlog and never reads:
     # the sender thread blocks once the socket buffers are full, emit must
