@@ -120,6 +120,7 @@ class LogServerClient {
     this.timer = null;
     this.backoffMs = this.backoffInitialMs;
     this.closed = false;
+    this.shutDown = false;
     // Dropped since the last warning reached the server, by reason.
     this.droppedFull = 0;
     this.droppedRejected = 0;
@@ -172,7 +173,7 @@ class LogServerClient {
   }
 
   schedule(ms) {
-    if (this.timer || this.inflight) return;
+    if (this.timer || this.inflight || this.shutDown) return;
     if (ms === 0) {
       // After the current tick, so that records logged together go in one
       // stream.
@@ -202,7 +203,8 @@ class LogServerClient {
   }
 
   send() {
-    if (this.inflight) return;
+    // After close() the channel is shut down: a call now would throw.
+    if (this.inflight || this.shutDown) return;
     const waiting = this.queue.length - this.head;
     const warn = this.droppedFull + this.droppedRejected > 0;
     if (waiting === 0 && !warn) {
@@ -315,6 +317,7 @@ class LogServerClient {
     clearTimeout(this.timer);
     clearImmediate(this.timer);
     this.timer = null;
+    this.shutDown = true;
     this.client.close();
     return ok;
   }

@@ -125,3 +125,31 @@ test('log() returns at once while the server is away', async () => {
   assert.equal(client.stats.dropped, 19000);
   assert.equal(await client.close(), false);
 });
+
+test('a call still in flight when close() gives up does not throw on the shut channel', async () => {
+  // A server that accepts the connection and never answers: the call is
+  // in flight when close() times out, and ends later at its deadline.
+  const net = require('node:net');
+  const held = [];
+  const silent = net.createServer((socket) => held.push(socket));
+  await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+  const client = createClient({
+    address: `127.0.0.1:${silent.address().port}`, backoffInitialMs: 20, backoffMaxMs: 20, callTimeoutMs: 100,
+  });
+  const thrown = [];
+  const onError = (err) => thrown.push(err);
+  process.on('uncaughtException', onError);
+  try {
+    client.log('info', 'never sent');
+    assert.equal(await client.close(50), false);
+    // Past the call's deadline and several backoff periods: a retry on the
+    // shut channel would throw "Channel has been shut down".
+    await new Promise((r) => setTimeout(r, 500));
+  } finally {
+    process.off('uncaughtException', onError);
+    held.forEach((socket) => socket.destroy());
+    silent.close();
+  }
+  assert.deepEqual(thrown.map(String), []);
+  assert.equal(client.stats.failedCalls, 1);
+});

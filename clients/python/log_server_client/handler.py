@@ -240,6 +240,15 @@ class LogServerHandler(logging.Handler):
                 self._serve(sock)
             except OSError:
                 pass
+            except Exception as e:
+                # A bug must not end the thread: records would pile up with
+                # nothing to send them. The batch in flight is lost.
+                sys.stderr.write("log_server_client: the sender failed and reconnects: %r\n" % (e,))
+                with self._cond:
+                    self._inflight = 0
+                    self._cond.notify_all()
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, backoff)
             finally:
                 sock.close()
 
@@ -277,8 +286,14 @@ class LogServerHandler(logging.Handler):
             frames = []
             kept = []
             for fields in batch:
-                f = wire.logger_frame(fields)
-                if len(f) - 4 > self.max_frame_size:
+                try:
+                    f = wire.logger_frame(fields)
+                except Exception:
+                    # Never seen with the str fields _fields makes; if it
+                    # happens, one record is lost and counted, not the
+                    # sender thread.
+                    f = None
+                if f is None or len(f) - 4 > self.max_frame_size:
                     dropped = (dropped[0], dropped[1] + 1)
                     with self._cond:
                         self.rejected_total += 1
@@ -325,7 +340,7 @@ class LogServerHandler(logging.Handler):
             )
         if rejected:
             reasons.append(
-                "%d log records were dropped: larger than max_frame_size (%d bytes)"
+                "%d log records were dropped: larger than max_frame_size (%d bytes) or not encodable"
                 % (rejected, self.max_frame_size)
             )
         return {
@@ -349,10 +364,12 @@ def _program_name():
 
 def _peer_closed(sock):
     """Whether the server closed the connection. It never sends anything
-    but heartbeats, which are read and ignored here."""
+    but heartbeats, which are read and ignored here. poll, not select:
+    select fails on descriptors above 1023, common in busy applications."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
     while True:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        if not poller.poll(0):
             return False
         try:
             data = sock.recv(4096)

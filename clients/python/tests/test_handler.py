@@ -178,12 +178,40 @@ def test_a_record_above_the_servers_frame_limit_is_dropped_not_sent(tmp_path, lo
         assert handler.flush(WAIT)
         records = s.wait_count(3)
         assert [r["level"] for r in records] == ["WARNING", "INFO", "INFO"]
-        assert records[0]["message"] == "1 log records were dropped: larger than max_frame_size (2048 bytes)."
+        assert records[0]["message"] == "1 log records were dropped: larger than max_frame_size (2048 bytes) or not encodable."
         assert messages(records, "small") == ["small 1", "small 2"]
         assert handler.rejected_total == 1
         assert handler.connects == 1
     finally:
         s.stop()
+
+
+def test_the_connection_may_have_a_descriptor_above_1023(server, logger):
+    # Busy applications hold many descriptors; select() cannot watch one
+    # above 1023, so the sender must not use it.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1200
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip("the hard limit of open files (%d) is below %d" % (hard, want))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    held = []
+    try:
+        with open(os.devnull) as f:
+            while len(held) < 1100:
+                held.append(os.dup(f.fileno()))
+        log, _ = logger
+        handler = attach(logger, port=server.port)
+        for i in range(10):
+            log.info("high fd %d", i)
+        assert handler.flush(WAIT)
+        records = server.wait_count(10)
+        assert messages(records, "high fd ") == ["high fd %d" % i for i in range(10)]
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_emit_never_waits_for_a_server_that_does_not_read(logger):
