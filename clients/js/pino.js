@@ -33,7 +33,9 @@ function pinoLevel(level) {
 /** The LogRequest fields of one pino line (an object). */
 function pinoFields(obj) {
   const fields = {};
-  if (typeof obj.time === 'number') fields.timestamp = timestamp(obj.time);
+  // Epoch milliseconds by default; an ISO string with pino.stdTimeFunctions.isoTime.
+  const time = typeof obj.time === 'string' ? Date.parse(obj.time) : obj.time;
+  if (typeof time === 'number' && Number.isFinite(time)) fields.timestamp = timestamp(time);
   if (obj.hostname) fields.hostname = obj.hostname;
   if (obj.pid !== undefined) fields.process_id = obj.pid;
   if (obj.name) fields.logger_name = obj.name;

@@ -18,6 +18,13 @@ test('pino levels 10-60 map to the server levels', () => {
     ['DEBUG', 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', 'WARNING', 'ERROR', 'CRITICAL', 'DEBUG']);
 });
 
+test('pino time fields become the timestamp, epoch milliseconds or ISO', () => {
+  const { pinoFields } = require('log-server-client/pino');
+  assert.equal(pinoFields({ time: Date.UTC(2026, 0, 2, 15, 4, 5, 123) }).timestamp, '2026-01-02T15:04:05.123000000Z');
+  assert.equal(pinoFields({ time: '2026-01-02T15:04:05.123Z' }).timestamp, '2026-01-02T15:04:05.123000000Z');
+  assert.equal(pinoFields({ time: 'not a time' }).timestamp, undefined);
+});
+
 test('pino.transport sends every record once, levels mapped, err.stack as the stack trace', async () => {
   s = await startServer();
   const transport = pino.transport({
