@@ -75,6 +75,29 @@ def test_every_record_arrives_once_with_its_fields(server, logger):
     assert handler.dropped_total == 0
 
 
+def test_records_from_many_threads_arrive_once_each_thread_in_order(server, logger):
+    log, _ = logger
+    handler = attach(logger, port=server.port)
+    threads, per_thread = 4, 1000
+
+    def work(t):
+        for i in range(per_thread):
+            log.info("thread %d rec %d", t, i)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(WAIT)
+    assert handler.flush(WAIT)
+    records = server.wait_count(threads * per_thread)
+    assert len(records) == threads * per_thread
+    for t in range(threads):
+        mine = [r for r in records if r["message"].startswith("thread %d " % t)]
+        assert [r["message"] for r in mine] == ["thread %d rec %d" % (t, i) for i in range(per_thread)]
+        assert len({r["thread_id"] for r in mine}) == 1
+
+
 def test_levels_map_to_the_nearest_server_level(server, logger):
     log, _ = logger
     handler = attach(logger, port=server.port)
