@@ -247,7 +247,6 @@ class LogServerHandler(logging.Handler):
                 with self._cond:
                     self._inflight = 0
                     self._cond.notify_all()
-                with self._cond:
                     self._cond.wait_for(lambda: self._stop, backoff)
             finally:
                 sock.close()
