@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Creates .venv with pycapnp for the Python interop client and test
-# (clients/python). Idempotent; prints the interpreter to use.
+# Creates .venv for the Python clients (clients/python): pycapnp for the
+# interop example log_client.py, the log-server-client package installed as
+# a user installs it (`pip install ./clients/python`, a regular install, so
+# the tests see what a user gets, shipped schema files included) and pytest.
+# Idempotent; prints the interpreter to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
+pip=(.venv/bin/pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import capnp" 2>/dev/null; then
-    .venv/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.txt
+    "${pip[@]}" -r clients/python/requirements.txt
 fi
+if ! .venv/bin/python -c "import pytest" 2>/dev/null; then
+    "${pip[@]}" -r clients/python/requirements-test.txt
+fi
+# Every time: the package may have changed since the last run. Without
+# --force-reinstall pip keeps an installed copy of the same version.
+"${pip[@]}" --force-reinstall --no-deps ./clients/python >&2
 echo "$PWD/.venv/bin/python"

@@ -1,7 +1,8 @@
 'use strict';
 // A minimal Node.js logger for log-server over gRPC, as an example for
 // users: @grpc/grpc-js with @grpc/proto-loader reading the server's own
-// proto/log_service.proto.
+// proto/log_service.proto (the copy shipped in this package's proto/,
+// which test/package.test.js keeps equal to it).
 //
 //   const { Logger } = require('./logger');
 //   const log = new Logger({ address: '127.0.0.1:4021', loggerName: 'web' });
@@ -13,7 +14,7 @@ const os = require('node:os');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-const PROTO = path.join(__dirname, '..', '..', 'proto', 'log_service.proto');
+const PROTO = path.join(__dirname, 'proto', 'log_service.proto');
 
 const LEVELS = ['NOTSET', 'DEBUG', 'STREAM', 'INFO', 'LOGON', 'LOGOUT', 'TRADE',
   'SCHEDULE', 'REPORT', 'WARNING', 'ERROR', 'CRITICAL'];
