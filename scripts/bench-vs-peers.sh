@@ -31,7 +31,8 @@ connections, time until the last line is in the output file.
 
 Env: TIMEOUT (seconds per run to wait for all lines, default 120),
      SETTLE (seconds the output must stay unchanged after sending, default 1.5),
-     CONNECTIONS (default "1 2"), PEERS_DIR (config templates, default
+     CONNECTIONS (default "1 2"), LOG_SERVER_BIN (the log-server binary, default
+     target/release/log-server), PEERS_DIR (config templates, default
      scripts/peers), BENCH_CACHE (where the unpacked peer
      packages are kept, default ~/.cache/log-server-bench-peers),
      PEERS_PRIVATE=1 (unpack both peers there, install no package).
@@ -213,7 +214,7 @@ wants rsyslog && setup_rsyslog
 wants syslog-ng && setup_syslog_ng
 
 # ---------------------------------------------------------------- binaries
-LOG_SERVER="$ROOT/target/release/log-server"
+LOG_SERVER="${LOG_SERVER_BIN:-$ROOT/target/release/log-server}"
 LOADGEN="$ROOT/target/release/loadgen"
 if [ "$BUILD" = 1 ]; then
     say "cargo build --release -p log-server -p loadgen"
