@@ -4,7 +4,10 @@ use std::{net::SocketAddr, thread, time::Duration};
 
 use log_server::metrics::IngestStats;
 use log_server::{
-    format::LineFormat, ingest::grpc::AckMode, server::ServerConfig, writer::FsyncPolicy,
+    format::LineFormat,
+    ingest::grpc::AckMode,
+    server::ServerConfig,
+    writer::{FsyncPolicy, WriterConfig},
 };
 use log_server_wire::proto::{
     log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
@@ -102,7 +105,7 @@ fn every_ack_mode_answers_success() {
     ] {
         let mut s = grpc_server(|c| {
             c.grpc_ack = ack;
-            c.fsync = fsync;
+            c.writer.fsync = fsync;
         });
         let addr = s.server().grpc_addr().unwrap();
         let progress = s.server().progress().clone();
@@ -136,7 +139,10 @@ fn synced_acks_without_fsync_batch_are_refused_at_startup() {
         grpc_port: 0,
         log_dir: dir.path().into(),
         grpc_ack: AckMode::Synced,
-        fsync: FsyncPolicy::Rotate,
+        writer: WriterConfig {
+            fsync: FsyncPolicy::Rotate,
+            ..WriterConfig::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap_err();

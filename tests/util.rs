@@ -69,7 +69,7 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
-        read_lines(&self.config.log_dir, self.config.max_files)
+        read_lines(&self.config.log_dir, self.config.writer.max_files)
     }
 
     /// Waits until the writer has written `n` lines (or panics after 30 s).
