@@ -468,14 +468,12 @@ pub fn start(
         pushes: pushes.clone(),
     };
     let (stop, stop_rx) = watch::channel(false);
-    let max = config.max_message_bytes;
     let thread = thread::Builder::new()
         .name("grpc".into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.threads.max(1))
                 .thread_name("grpc-worker")
-                .on_thread_start(move || codec::set_max_message_bytes(max))
                 .enable_all()
                 .build();
             match rt {
@@ -565,6 +563,8 @@ async fn serve<R>(
         .initial_stream_window_size(h2.stream_window)
         .initial_connection_window_size(h2.connection_window)
         .layer(BudgetLayer(budget))
+        // The decoder's size limit, per call (see codec.rs).
+        .layer(codec::MessageLimitLayer(config.max_message_bytes))
         .add_service(health)
         .add_service(reflection)
         .add_service(bridge)
