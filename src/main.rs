@@ -309,7 +309,7 @@ mod diagnostics {
     /// The `MakeWriter` of the tracing subscriber: each event becomes one
     /// [`EventWriter`] that sends its bytes when dropped.
     #[derive(Debug, Clone)]
-    pub struct Sink {
+    pub(crate) struct Sink {
         /// `None` when the stderr thread could not be started: then the
         /// calling thread writes, still ignoring errors.
         tx: Option<SyncSender<Msg>>,
@@ -317,7 +317,7 @@ mod diagnostics {
 
     impl Sink {
         /// Starts the stderr thread.
-        pub fn start() -> Sink {
+        pub(crate) fn start() -> Sink {
             let (tx, rx) = mpsc::sync_channel::<Msg>(BACKLOG);
             let spawned = thread::Builder::new().name("stderr".into()).spawn(move || {
                 let mut stderr = io::stderr();
@@ -341,7 +341,7 @@ mod diagnostics {
 
         /// Waits (at most `timeout`) until every diagnostic logged so far has
         /// been written; false if it had to stop waiting.
-        pub fn flush(&self, timeout: Duration) -> bool {
+        pub(crate) fn flush(&self, timeout: Duration) -> bool {
             let Some(tx) = &self.tx else { return true };
             let (done_tx, done_rx) = mpsc::sync_channel(1);
             if tx.try_send(Msg::Flush(done_tx)).is_err() {
@@ -351,7 +351,7 @@ mod diagnostics {
         }
 
         /// Diagnostic lines dropped so far.
-        pub fn dropped() -> u64 {
+        pub(crate) fn dropped() -> u64 {
             DROPPED.load(Ordering::Relaxed)
         }
     }
@@ -369,7 +369,7 @@ mod diagnostics {
 
     /// One event's bytes, sent to the stderr thread when dropped.
     #[derive(Debug)]
-    pub struct EventWriter {
+    pub(crate) struct EventWriter {
         buf: Vec<u8>,
         tx: Option<SyncSender<Msg>>,
     }
@@ -494,6 +494,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let writer_shared = server.writer().clone();
+    let ingest = server.ingest_stats().clone();
     let report = server.shutdown_by(deadline);
     if let Some(t) = stats {
         t.thread().unpark();
@@ -511,6 +512,12 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         tcp_messages = report.tcp_messages,
         grpc_messages = report.grpc_messages,
         decode_errors = report.decode_errors,
+        tcp_bytes_in = IngestStats::get(&ingest.tcp_bytes),
+        connections_refused = IngestStats::get(&ingest.connections_refused),
+        refused_for_fds = IngestStats::get(&ingest.connections_refused_fds),
+        closed_for_memory = IngestStats::get(&ingest.connections_memory_closed),
+        batches = WriterStats::get(&writer_shared.stats.batches),
+        writes = WriterStats::get(&writer_shared.stats.writes),
         unwritten = report.unwritten(),
         skipped = report.writer.skipped,
         late_dropped = report.writer.late_lines,
@@ -573,7 +580,7 @@ mod signals {
 
     /// Registers the handlers (before this returns) and starts the thread.
     /// The receiver gets one message, at the first SIGINT or SIGTERM.
-    pub fn start(sink: Sink) -> std::io::Result<Receiver<()>> {
+    pub(crate) fn start(sink: Sink) -> std::io::Result<Receiver<()>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -348,9 +348,9 @@ mod raw_codec {
         Status,
     };
 
-    pub struct RawCodec;
-    pub struct RawEncoder;
-    pub struct ResponseDecoder;
+    pub(super) struct RawCodec;
+    pub(super) struct RawEncoder;
+    pub(super) struct ResponseDecoder;
 
     impl Codec for RawCodec {
         type Encode = Vec<u8>;

@@ -92,10 +92,9 @@ pub(super) fn admit(ctx: &ThreadCtx, peer: SocketAddr) -> bool {
     let stats = &ctx.conn.stats;
     if ctx.open.fetch_add(1, Ordering::AcqRel) >= max {
         ctx.open.fetch_sub(1, Ordering::AcqRel);
-        IngestStats::add(&stats.connections_refused, 1);
-        if let Some(held) = ctx.conn.diag.check() {
+        ctx.conn.diag.emit(&[&stats.connections_refused], 1, |held| {
             tracing::warn!(%peer, max_connections = max, suppressed = held, "Refusing a connection: the server is at --max_connections.");
-        }
+        });
         return false;
     }
     IngestStats::add(&stats.connections_accepted, 1);
@@ -143,9 +142,9 @@ pub(super) fn release(ctx: &ThreadCtx) {
 /// wait.
 pub(super) async fn accept_failed(ctx: &ThreadCtx, e: io::Error, failures_before: u32) {
     let pause = accept_backoff(&e, failures_before);
-    if let Some(held) = ctx.conn.diag.check() {
+    ctx.conn.diag.emit(&[], 1, |held| {
         tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, suppressed = held, "Accepting a connection failed; retrying after a pause.");
-    }
+    });
     tokio::time::sleep(pause).await;
 }
 
@@ -181,9 +180,9 @@ pub(super) fn fds_left(ctx: &ThreadCtx, stream: &std::net::TcpStream, peer: Sock
     if fd.saturating_add(ctx.config.fd_reserve) < limit {
         return true;
     }
-    IngestStats::add(&ctx.conn.stats.connections_refused, 1);
-    IngestStats::add(&ctx.conn.stats.connections_refused_fds, 1);
-    if let Some(held) = ctx.conn.diag.check() {
+    let stats = &ctx.conn.stats;
+    let counters = [&stats.connections_refused, &stats.connections_refused_fds];
+    ctx.conn.diag.emit(&counters, 1, |held| {
         tracing::warn!(
             %peer,
             open_files_limit = limit,
@@ -191,7 +190,7 @@ pub(super) fn fds_left(ctx: &ThreadCtx, stream: &std::net::TcpStream, peer: Sock
             suppressed = held,
             "Refusing a connection: the server is near its open-files limit, and the last descriptors are kept for the log files."
         );
-    }
+    });
     false
 }
 
