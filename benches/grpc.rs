@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
     metrics::{new_latency_histogram, record_latency, LatencySummary},
     server::{Server, ServerConfig},
+    writer::WriterConfig,
 };
 use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
 use tonic::transport::Channel;
@@ -43,7 +44,10 @@ fn start(dir: &std::path::Path) -> Server {
         port: 0,
         grpc_port: 0,
         log_dir: dir.to_path_buf(),
-        max_file_size: 1 << 30,
+        writer: WriterConfig {
+            max_file_size: 1 << 30,
+            ..WriterConfig::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap()

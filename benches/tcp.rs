@@ -16,6 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
     ingest::tcp::{uring_available, IoEngine},
     server::{Server, ServerConfig},
+    writer::WriterConfig,
 };
 use log_server_wire::{
     encode::{push_logger_frame, Packing},
@@ -88,7 +89,10 @@ fn run_once(engine: IoEngine, streams: &[Arc<Vec<u8>>]) -> Duration {
         only_tcp: true,
         io_engine: engine,
         log_dir: dir.path().to_path_buf(),
-        max_file_size: 1 << 30,
+        writer: WriterConfig {
+            max_file_size: 1 << 30,
+            ..WriterConfig::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap();

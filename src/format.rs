@@ -35,13 +35,13 @@ pub const TRUNCATED_MARK: &str = "[truncated]";
 
 /// Column widths of the text format, in characters (docs/PROTOCOL.md).
 mod width {
-    pub const TIMESTAMP: usize = 33;
-    pub const HOSTNAME: usize = 12;
-    pub const LOGGER: usize = 22;
-    pub const LEVEL: usize = 10;
-    pub const FILENAME: usize = 20;
-    pub const FUNCTION: usize = 25;
-    pub const LINE_NUMBER: usize = 6;
+    pub(super) const TIMESTAMP: usize = 33;
+    pub(super) const HOSTNAME: usize = 12;
+    pub(super) const LOGGER: usize = 22;
+    pub(super) const LEVEL: usize = 10;
+    pub(super) const FILENAME: usize = 20;
+    pub(super) const FUNCTION: usize = 25;
+    pub(super) const LINE_NUMBER: usize = 6;
 }
 
 /// Bytes of a line that are not field text (column padding, metadata keys,

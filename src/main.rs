@@ -39,7 +39,11 @@ use log_server::{
     metrics::{IngestStats, WriterStats},
     queue::DEFAULT_QUEUE_CAPACITY,
     server::{self, Server, ServerConfig},
-    writer::{self, FsyncPolicy, WriterConfig},
+    writer::{
+        self,
+        file::{DirOptions, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE},
+        FsyncPolicy, WriterConfig,
+    },
 };
 use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 use tracing_subscriber::EnvFilter;
@@ -50,7 +54,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "log-server", version, about, long_about = None)]
 struct Args {
     /// Address to listen on. Loopback by default: on any other address, every host that can reach it can write logs.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value_t = server::DEFAULT_HOST)]
     host: IpAddr,
     /// TCP port for length-prefixed Cap'n Proto frames.
     #[arg(long, default_value_t = server::DEFAULT_PORT)]
@@ -62,14 +66,14 @@ struct Args {
     #[arg(long = "only_tcp", alias = "only-tcp")]
     only_tcp: bool,
     /// Directory of the log files (created if missing).
-    #[arg(long = "log_dir", alias = "log-dir", default_value = "./logs")]
+    #[arg(long = "log_dir", alias = "log-dir", default_value = server::DEFAULT_LOG_DIR)]
     log_dir: PathBuf,
     /// Mode of the log files the server creates, octal; set exactly, whatever the umask (existing files keep theirs).
-    #[arg(long = "file_mode", alias = "file-mode", value_parser = parse_mode, default_value = "0640")]
-    file_mode: u32,
+    #[arg(long = "file_mode", alias = "file-mode", value_parser = parse_mode, default_value_t = Mode(DEFAULT_FILE_MODE))]
+    file_mode: Mode,
     /// Mode of the log directory (and parents) when the server creates it, octal; set exactly, whatever the umask.
-    #[arg(long = "dir_mode", alias = "dir-mode", value_parser = parse_mode, default_value = "0750")]
-    dir_mode: u32,
+    #[arg(long = "dir_mode", alias = "dir-mode", value_parser = parse_mode, default_value_t = Mode(DEFAULT_DIR_MODE))]
+    dir_mode: Mode,
     /// Accept a log directory that its group or others can write (or that another user owns); refused by default, since they could plant links or files in it.
     #[arg(long = "allow_shared_log_dir", alias = "allow-shared-log-dir")]
     allow_shared_log_dir: bool,
@@ -83,13 +87,13 @@ struct Args {
     #[arg(long = "max_frame_size", alias = "max-frame-size", default_value_t = DEFAULT_MAX_FRAME_SIZE)]
     max_frame_size: usize,
     /// Line format: fixed-width text columns, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = LineFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LineFormat::default())]
     format: LineFormat,
     /// Records the queue between ingest and writer holds before producers wait.
     #[arg(long = "queue_capacity", alias = "queue-capacity", default_value_t = DEFAULT_QUEUE_CAPACITY)]
     queue_capacity: usize,
     /// When to fsync: never, each file as it is rotated out and at shutdown, or after every batch too.
-    #[arg(long, value_enum, default_value_t = FsyncPolicy::Rotate)]
+    #[arg(long, value_enum, default_value_t = FsyncPolicy::default())]
     fsync: FsyncPolicy,
     /// Compress each rotated file on a helper thread into _main.log.N.gz or .zst (the writer never waits for it).
     #[arg(long, value_enum, default_value_t = Compression::None)]
@@ -98,7 +102,7 @@ struct Args {
     #[arg(long = "tcp_threads", alias = "tcp-threads")]
     tcp_threads: Option<usize>,
     /// TCP I/O engine: io_uring if available else epoll, io_uring only, or epoll only.
-    #[arg(long = "io_engine", alias = "io-engine", value_enum, default_value_t = IoEngine::Auto)]
+    #[arg(long = "io_engine", alias = "io-engine", value_enum, default_value_t = IoEngine::default())]
     io_engine: IoEngine,
     /// Most TCP connections open at once; more are closed at once.
     #[arg(long = "max_connections", alias = "max-connections", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
@@ -113,7 +117,7 @@ struct Args {
     #[arg(long = "ingest_memory", alias = "ingest-memory", default_value_t = DEFAULT_INGEST_MEMORY)]
     ingest_memory: usize,
     /// Worker threads of the gRPC runtime.
-    #[arg(long = "grpc_threads", alias = "grpc-threads", default_value_t = 2)]
+    #[arg(long = "grpc_threads", alias = "grpc-threads", default_value_t = server::DEFAULT_GRPC_THREADS)]
     grpc_threads: usize,
     /// Most gRPC connections open at once; more are closed as soon as they are accepted.
     #[arg(long = "grpc_max_connections", alias = "grpc-max-connections", default_value_t = server::DEFAULT_GRPC_MAX_CONNECTIONS)]
@@ -131,7 +135,7 @@ struct Args {
     #[arg(
         long = "grpc_message_timeout",
         alias = "grpc-message-timeout",
-        default_value_t = 30
+        default_value_t = server::DEFAULT_GRPC_MESSAGE_TIMEOUT.as_secs()
     )]
     grpc_message_timeout: u64,
     /// Seconds between HTTP/2 keepalive PINGs on a gRPC connection.
@@ -141,13 +145,13 @@ struct Args {
     #[arg(long = "grpc_keepalive_timeout", alias = "grpc-keepalive-timeout", default_value_t = Http2Limits::default().keepalive_timeout.as_secs())]
     grpc_keepalive_timeout: u64,
     /// When a gRPC call is answered: message queued, its line written to the file, or written and fsynced (needs --fsync batch).
-    #[arg(long = "grpc_ack", alias = "grpc-ack", value_enum, default_value_t = AckMode::Written)]
+    #[arg(long = "grpc_ack", alias = "grpc-ack", value_enum, default_value_t = AckMode::default())]
     grpc_ack: AckMode,
     /// Seconds from SIGINT/SIGTERM until the shutdown gives up on a stuck file system and exits non-zero, counting what it could not write.
     #[arg(
         long = "shutdown_timeout",
         alias = "shutdown-timeout",
-        default_value_t = 30,
+        default_value_t = writer::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     shutdown_timeout: u64,
@@ -180,16 +184,9 @@ impl Args {
             grpc_port: self.grpc_port,
             only_tcp: self.only_tcp,
             log_dir: self.log_dir.clone(),
-            file_mode: self.file_mode,
-            dir_mode: self.dir_mode,
-            allow_shared_log_dir: self.allow_shared_log_dir,
-            max_files: self.max_files,
-            max_file_size: self.max_file_size,
             max_frame_size: self.max_frame_size,
             format: self.format,
             queue_capacity: self.queue_capacity,
-            fsync: self.fsync,
-            compress: self.compress,
             tcp_threads: self.tcp_threads.unwrap_or_else(server::default_tcp_threads),
             io_engine: self.io_engine,
             max_connections: self.max_connections,
@@ -211,6 +208,15 @@ impl Args {
                 ..Http2Limits::default()
             },
             writer: WriterConfig {
+                max_files: self.max_files,
+                max_file_size: self.max_file_size,
+                fsync: self.fsync,
+                compress: self.compress,
+                dir: DirOptions {
+                    file_mode: self.file_mode.0,
+                    dir_mode: self.dir_mode.0,
+                    allow_shared: self.allow_shared_log_dir,
+                },
                 shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
                 ..WriterConfig::default()
             },
@@ -219,8 +225,19 @@ impl Args {
     }
 }
 
+/// A permission mode as `--file_mode` and `--dir_mode` take and show it:
+/// octal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mode(u32);
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
 /// A file mode in octal: `640`, `0640` or `0o640`, permission bits only.
-fn parse_mode(s: &str) -> Result<u32, String> {
+fn parse_mode(s: &str) -> Result<Mode, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     let mode = u32::from_str_radix(digits, 8)
         .map_err(|_| format!("{s:?} is not an octal mode such as 0640"))?;
@@ -229,7 +246,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
             "{s:?} has bits beyond the permissions (at most 0777)"
         ));
     }
-    Ok(mode)
+    Ok(Mode(mode))
 }
 
 fn main() -> ExitCode {
@@ -322,7 +339,7 @@ mod diagnostics {
     /// The `MakeWriter` of the tracing subscriber: each event becomes one
     /// [`EventWriter`] that sends its bytes when dropped.
     #[derive(Debug, Clone)]
-    pub struct Sink {
+    pub(crate) struct Sink {
         /// `None` when the stderr thread could not be started: then the
         /// calling thread writes, still ignoring errors.
         tx: Option<SyncSender<Msg>>,
@@ -330,7 +347,7 @@ mod diagnostics {
 
     impl Sink {
         /// Starts the stderr thread.
-        pub fn start() -> Sink {
+        pub(crate) fn start() -> Sink {
             let (tx, rx) = mpsc::sync_channel::<Msg>(BACKLOG);
             let spawned = thread::Builder::new().name("stderr".into()).spawn(move || {
                 let mut stderr = io::stderr();
@@ -354,7 +371,7 @@ mod diagnostics {
 
         /// Waits (at most `timeout`) until every diagnostic logged so far has
         /// been written; false if it had to stop waiting.
-        pub fn flush(&self, timeout: Duration) -> bool {
+        pub(crate) fn flush(&self, timeout: Duration) -> bool {
             let Some(tx) = &self.tx else { return true };
             let (done_tx, done_rx) = mpsc::sync_channel(1);
             if tx.try_send(Msg::Flush(done_tx)).is_err() {
@@ -364,7 +381,7 @@ mod diagnostics {
         }
 
         /// Diagnostic lines dropped so far.
-        pub fn dropped() -> u64 {
+        pub(crate) fn dropped() -> u64 {
             DROPPED.load(Ordering::Relaxed)
         }
     }
@@ -382,7 +399,7 @@ mod diagnostics {
 
     /// One event's bytes, sent to the stderr thread when dropped.
     #[derive(Debug)]
-    pub struct EventWriter {
+    pub(crate) struct EventWriter {
         buf: Vec<u8>,
         tx: Option<SyncSender<Msg>>,
     }
@@ -438,10 +455,10 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         engine = %server.io_engine(),
         tcp_threads = config.tcp_threads,
         log_dir = %config.log_dir.display(),
-        max_files = config.max_files,
-        max_file_size = config.max_file_size,
+        max_files = config.writer.max_files,
+        max_file_size = config.writer.max_file_size,
         format = ?config.format,
-        fsync = ?config.fsync,
+        fsync = ?config.writer.fsync,
         "log-server is listening."
     );
     // Under systemd (Type=notify): ready now that the ports are bound and
@@ -519,6 +536,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let writer_shared = server.writer().clone();
+    let ingest = server.ingest_stats().clone();
     let report = server.shutdown_by(deadline);
     if let Some(t) = stats {
         t.thread().unpark();
@@ -536,6 +554,12 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         tcp_messages = report.tcp_messages,
         grpc_messages = report.grpc_messages,
         decode_errors = report.decode_errors,
+        tcp_bytes_in = IngestStats::get(&ingest.tcp_bytes),
+        connections_refused = IngestStats::get(&ingest.connections_refused),
+        refused_for_fds = IngestStats::get(&ingest.connections_refused_fds),
+        closed_for_memory = IngestStats::get(&ingest.connections_memory_closed),
+        batches = WriterStats::get(&writer_shared.stats.batches),
+        writes = WriterStats::get(&writer_shared.stats.writes),
         unwritten = report.unwritten(),
         skipped = report.writer.skipped,
         late_dropped = report.writer.late_lines,
@@ -606,7 +630,7 @@ mod signals {
 
     /// What a signal asks of the main thread.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Ask {
+    pub(crate) enum Ask {
         /// The first SIGINT or SIGTERM: shut down.
         Stop,
         /// SIGHUP: reopen `_main.log`.
@@ -616,7 +640,7 @@ mod signals {
     /// Registers the handlers (before this returns) and starts the thread.
     /// The receiver gets [`Ask::Stop`] once, at the first SIGINT or SIGTERM,
     /// and [`Ask::Reopen`] at each SIGHUP.
-    pub fn start(sink: Sink) -> std::io::Result<Receiver<Ask>> {
+    pub(crate) fn start(sink: Sink) -> std::io::Result<Receiver<Ask>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -730,15 +754,15 @@ mod tests {
 
     #[test]
     fn modes_are_octal_and_permission_bits_only() {
-        assert_eq!(parse_mode("0640"), Ok(0o640));
-        assert_eq!(parse_mode("750"), Ok(0o750));
-        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert_eq!(parse_mode("0640"), Ok(Mode(0o640)));
+        assert_eq!(parse_mode("750"), Ok(Mode(0o750)));
+        assert_eq!(parse_mode("0o600"), Ok(Mode(0o600)));
         assert!(parse_mode("0948").is_err());
         assert!(parse_mode("4755").is_err());
         assert!(parse_mode("").is_err());
         assert!(parse_mode("rw-r-----").is_err());
         let args = Args::try_parse_from(["log-server"]).unwrap();
-        assert_eq!((args.file_mode, args.dir_mode), (0o640, 0o750));
+        assert_eq!((args.file_mode, args.dir_mode), (Mode(0o640), Mode(0o750)));
         assert!(!args.allow_shared_log_dir);
         let args = Args::try_parse_from([
             "log-server",
@@ -750,7 +774,22 @@ mod tests {
         ])
         .unwrap();
         let config = args.config();
-        assert_eq!((config.file_mode, config.dir_mode), (0o600, 0o700));
-        assert!(config.allow_shared_log_dir);
+        assert_eq!(
+            (config.writer.dir.file_mode, config.writer.dir.dir_mode),
+            (0o600, 0o700)
+        );
+        assert!(config.writer.dir.allow_shared);
+    }
+
+    /// The flags' defaults are the library's: every default is written
+    /// once (in `server`, `writer` and the ingest modules), and the binary
+    /// run without flags is configured exactly like `ServerConfig::default()`.
+    #[test]
+    fn the_flags_default_to_server_config_default() {
+        let config = Args::try_parse_from(["log-server"]).unwrap().config();
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{:?}", ServerConfig::default())
+        );
     }
 }

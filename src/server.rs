@@ -17,7 +17,6 @@ use thiserror::Error;
 
 use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 
-use crate::writer::compress::Compression;
 use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
     ingest::{
@@ -35,12 +34,14 @@ use crate::{
     prometheus::{Exporter, MetricsError, MetricsServer, Sources},
     queue::{RecordQueue, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
     writer::{
-        self,
-        file::{DirOptions, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE},
-        FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared,
+        self, FsyncPolicy, WriterConfig, WriterError, WriterHandle, WriterReport, WriterShared,
     },
 };
 
+/// Default `--host`: loopback, since loggers run on the same machine.
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Default `--log_dir`.
+pub const DEFAULT_LOG_DIR: &str = "./logs";
 /// Default `--port`.
 pub const DEFAULT_PORT: u16 = 4020;
 /// Default `--grpc_port`.
@@ -58,6 +59,10 @@ pub const DEFAULT_GRPC_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Default `--frame_timeout`.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `--grpc_threads`.
+pub const DEFAULT_GRPC_THREADS: usize = 2;
+/// Default `--grpc_message_timeout`.
+pub const DEFAULT_GRPC_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Diagnostics about bad input let through per second, server-wide.
 const DIAGNOSTICS_PER_SECOND: u64 = 20;
 
@@ -69,24 +74,10 @@ pub struct ServerConfig {
     pub grpc_port: u16,
     pub only_tcp: bool,
     pub log_dir: PathBuf,
-    /// Mode of the log files the server creates (`--file_mode`), set
-    /// exactly whatever the umask.
-    pub file_mode: u32,
-    /// Mode of the directories the server creates (`--dir_mode`).
-    pub dir_mode: u32,
-    /// Accept a log directory that others can write
-    /// (`--allow_shared_log_dir`); refused by default, since they could
-    /// plant links or files in it.
-    pub allow_shared_log_dir: bool,
-    pub max_files: usize,
-    pub max_file_size: u64,
     pub max_frame_size: usize,
     pub format: LineFormat,
     pub queue_capacity: usize,
     pub queue_max_bytes: usize,
-    pub fsync: FsyncPolicy,
-    /// What rotated files become: plain, gzip or zstd.
-    pub compress: Compression,
     pub tcp_threads: usize,
     pub io_engine: IoEngine,
     pub max_connections: usize,
@@ -120,31 +111,27 @@ pub struct ServerConfig {
     pub grpc_message_timeout: Duration,
     /// Port of its own for `GET /metrics` (besides the gRPC port), on `host`.
     pub metrics_port: Option<u16>,
-    /// Writer settings beyond the file limits and fsync (retries, timeouts).
+    /// Everything about the files, in one place: `--max_files`,
+    /// `--max_file_size`, `--fsync`, `--file_mode`, `--dir_mode`,
+    /// `--allow_shared_log_dir` (in `dir`) and `--shutdown_timeout`, plus
+    /// retries and the gap timeout.
     pub writer: WriterConfig,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host: DEFAULT_HOST,
             port: DEFAULT_PORT,
             grpc_port: DEFAULT_GRPC_PORT,
             only_tcp: false,
-            log_dir: PathBuf::from("./logs"),
-            file_mode: DEFAULT_FILE_MODE,
-            dir_mode: DEFAULT_DIR_MODE,
-            allow_shared_log_dir: false,
-            max_files: writer::DEFAULT_MAX_FILES,
-            max_file_size: writer::DEFAULT_MAX_FILE_SIZE,
+            log_dir: PathBuf::from(DEFAULT_LOG_DIR),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            format: LineFormat::Text,
+            format: LineFormat::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
-            fsync: FsyncPolicy::Rotate,
-            compress: Compression::None,
             tcp_threads: default_tcp_threads(),
-            io_engine: IoEngine::Auto,
+            io_engine: IoEngine::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
@@ -152,14 +139,14 @@ impl Default for ServerConfig {
             fd_reserve: tcp::DEFAULT_FD_RESERVE,
             drain_timeout: Duration::from_secs(2),
             read_buffer: 64 * 1024,
-            grpc_threads: 2,
-            grpc_ack: AckMode::Written,
+            grpc_threads: DEFAULT_GRPC_THREADS,
+            grpc_ack: AckMode::default(),
             grpc_queue_wait: Duration::from_secs(5),
             grpc_max_connections: DEFAULT_GRPC_MAX_CONNECTIONS,
             grpc_http2: Http2Limits::default(),
             grpc_max_inflight_bytes: DEFAULT_GRPC_MAX_INFLIGHT_BYTES,
             metrics_port: None,
-            grpc_message_timeout: Duration::from_secs(30),
+            grpc_message_timeout: DEFAULT_GRPC_MESSAGE_TIMEOUT,
             writer: WriterConfig::default(),
         }
     }
@@ -191,7 +178,7 @@ impl ServerConfig {
     /// Checks the limits against each other.
     pub fn validate(&self) -> Result<(), ServerError> {
         let bad = |msg: String| Err(ServerError::Config(msg));
-        if self.max_files == 0 {
+        if self.writer.max_files == 0 {
             return bad("--max_files must be at least 1".into());
         }
         if self.max_frame_size == 0 {
@@ -204,11 +191,11 @@ impl ServerConfig {
             ));
         }
         let needed = self.max_frame_size as u64 + 2 * LINE_OVERHEAD as u64;
-        if self.max_file_size < needed.max(writer::MIN_MAX_FILE_SIZE) {
+        if self.writer.max_file_size < needed.max(writer::MIN_MAX_FILE_SIZE) {
             return bad(format!(
                 "--max_file_size {} cannot hold a line of the largest frame allowed by --max_frame_size {}: \
                  it must be at least {} bytes (or lower --max_frame_size)",
-                self.max_file_size,
+                self.writer.max_file_size,
                 self.max_frame_size,
                 needed.max(writer::MIN_MAX_FILE_SIZE)
             ));
@@ -219,7 +206,7 @@ impl ServerConfig {
         if self.tcp_threads == 0 {
             return bad("--tcp_threads must be at least 1".into());
         }
-        if self.grpc_ack == AckMode::Synced && self.fsync != FsyncPolicy::Batch {
+        if self.grpc_ack == AckMode::Synced && self.writer.fsync != FsyncPolicy::Batch {
             return bad("--grpc_ack synced needs --fsync batch (otherwise nothing is fsynced until rotation)".into());
         }
         if self.grpc_threads == 0 {
@@ -274,8 +261,8 @@ impl ServerConfig {
     fn validate_modes(&self) -> Result<(), ServerError> {
         let bad = |msg: String| Err(ServerError::Config(msg));
         for (flag, mode, needed) in [
-            ("--file_mode", self.file_mode, 0o600),
-            ("--dir_mode", self.dir_mode, 0o700),
+            ("--file_mode", self.writer.dir.file_mode, 0o600),
+            ("--dir_mode", self.writer.dir.dir_mode, 0o700),
         ] {
             if mode & !0o777 != 0 {
                 return bad(format!(
@@ -287,7 +274,7 @@ impl ServerConfig {
                     "{flag} {mode:04o} must give the owner at least {needed:04o}, or the server cannot use what it creates"
                 ));
             }
-            if mode & 0o022 != 0 && !self.allow_shared_log_dir {
+            if mode & 0o022 != 0 && !self.writer.dir.allow_shared {
                 return bad(format!(
                     "{flag} {mode:04o} lets others write the logs; pass --allow_shared_log_dir if that is intended"
                 ));
@@ -352,29 +339,18 @@ impl Server {
             config.queue_capacity,
             config.queue_max_bytes,
         ));
-        let writer_config = WriterConfig {
-            max_file_size: config.max_file_size,
-            max_files: config.max_files,
-            fsync: config.fsync,
-            compress: config.compress,
-            dir: DirOptions {
-                file_mode: config.file_mode,
-                dir_mode: config.dir_mode,
-                allow_shared: config.allow_shared_log_dir,
-            },
-            ..config.writer.clone()
-        };
+
         // Beside the queue: the writer advances it, gRPC waits on it.
         let progress = Arc::new(Progress::new(0));
         let writer = writer::spawn(
             &config.log_dir,
-            writer_config,
+            config.writer.clone(),
             queue.clone(),
             progress.clone(),
         )?;
         let formatter = LineFormatter::new(
             config.format,
-            config.max_file_size.try_into().unwrap_or(usize::MAX),
+            config.writer.max_file_size.try_into().unwrap_or(usize::MAX),
         );
         let ingress = Arc::new(Ingress::new(queue, formatter, 0));
         let ingest_stats = Arc::new(IngestStats::default());

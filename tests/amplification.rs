@@ -43,7 +43,7 @@ fn bomb_stream(max_frame_size: usize) -> (Vec<u8>, usize) {
 fn bombs_next_to_a_good_client(engine: IoEngine) {
     const GOOD: usize = 2_000;
     let mut s = TestServer::start_with(|c| c.io_engine = engine);
-    let max_line = s.config.max_file_size as usize;
+    let max_line = s.config.writer.max_file_size as usize;
     let addr = s.addr();
     let (stream, unpacked) = bomb_stream(s.config.max_frame_size);
     let sent = stream.len();

@@ -14,7 +14,7 @@ use std::{
 
 use log_server::{
     server::{Server, ServerConfig},
-    writer::WriterConfig,
+    writer::{file::DirOptions, WriterConfig},
 };
 
 use crate::util::*;
@@ -88,10 +88,10 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
         port: 0,
         only_tcp: true,
         log_dir: logs.clone(),
-        max_file_size: 64 * 1024,
         max_frame_size: 16 * 1024,
-        max_files: 40,
         writer: WriterConfig {
+            max_file_size: 64 * 1024,
+            max_files: 40,
             retry_delays: vec![
                 Duration::from_millis(1),
                 Duration::from_millis(5),
@@ -311,11 +311,9 @@ fn a_log_directory_others_can_write_is_refused_unless_allowed() {
         Err(e) => eprintln!("NOT CHECKED: another owner of the log directory ({e})"),
     }
     std::fs::set_permissions(&logs, Permissions::from_mode(0o770)).unwrap();
-    let server = Server::start(ServerConfig {
-        allow_shared_log_dir: true,
-        ..config_for(&logs)
-    })
-    .expect("--allow_shared_log_dir accepts it");
+    let mut shared = config_for(&logs);
+    shared.writer.dir.allow_shared = true;
+    let server = Server::start(shared).expect("--allow_shared_log_dir accepts it");
     send(server.tcp_addr(), &frames(0, 10, false, None));
     server.shutdown();
     assert_all_once_in_order(&read_lines(&logs, 10), &[10]);
@@ -332,13 +330,13 @@ fn a_log_directory_others_can_write_is_refused_unless_allowed() {
         ),
         (0o640, 0o4750, "--dir_mode 4750 has bits beyond"),
     ] {
-        let err = Server::start(ServerConfig {
+        let mut config = config_for(&dir.path().join("other"));
+        config.writer.dir = DirOptions {
             file_mode,
             dir_mode,
-            ..config_for(&dir.path().join("other"))
-        })
-        .unwrap_err()
-        .to_string();
+            allow_shared: false,
+        };
+        let err = Server::start(config).unwrap_err().to_string();
         assert!(err.contains(says), "{err}");
     }
 }
@@ -349,7 +347,7 @@ fn a_log_directory_others_can_write_is_refused_unless_allowed() {
 #[test]
 fn new_directories_and_files_get_exactly_the_configured_modes() {
     let mut s = TestServer::start_with(|c| {
-        c.max_file_size = 4 * 1024;
+        c.writer.max_file_size = 4 * 1024;
         c.max_frame_size = 1024;
     });
     let logs = s.log_dir();
@@ -363,13 +361,13 @@ fn new_directories_and_files_get_exactly_the_configured_modes() {
     // Modes a umask of 022 would narrow (so they are set with fchmod).
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("a/b/logs");
-    let server = Server::start(ServerConfig {
+    let mut config = config_for(&logs);
+    config.writer.dir = DirOptions {
         file_mode: 0o660,
         dir_mode: 0o770,
-        allow_shared_log_dir: true,
-        ..config_for(&logs)
-    })
-    .unwrap();
+        allow_shared: true,
+    };
+    let server = Server::start(config).unwrap();
     server.shutdown();
     assert_eq!(mode_of(&dir.path().join("a")), 0o770);
     assert_eq!(mode_of(&logs), 0o770);

@@ -4,7 +4,10 @@ use std::{net::SocketAddr, thread, time::Duration};
 
 use log_server::metrics::IngestStats;
 use log_server::{
-    format::LineFormat, ingest::grpc::AckMode, server::ServerConfig, writer::FsyncPolicy,
+    format::LineFormat,
+    ingest::grpc::AckMode,
+    server::ServerConfig,
+    writer::{FsyncPolicy, WriterConfig},
 };
 use log_server_wire::proto::{
     log_bridge_client::LogBridgeClient, log_service_client::LogServiceClient, LogRequest,
@@ -107,7 +110,7 @@ fn every_ack_mode_answers_success() {
     ] {
         let mut s = grpc_server(|c| {
             c.grpc_ack = ack;
-            c.fsync = fsync;
+            c.writer.fsync = fsync;
         });
         let addr = s.server().grpc_addr().unwrap();
         let progress = s.server().progress().clone();
@@ -134,7 +137,10 @@ fn synced_acks_without_fsync_batch_are_refused_at_startup() {
         grpc_port: 0,
         log_dir: dir.path().into(),
         grpc_ack: AckMode::Synced,
-        fsync: FsyncPolicy::Rotate,
+        writer: WriterConfig {
+            fsync: FsyncPolicy::Rotate,
+            ..WriterConfig::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap_err();
@@ -326,9 +332,9 @@ mod raw_codec {
         Status,
     };
 
-    pub struct RawCodec;
-    pub struct RawEncoder;
-    pub struct ResponseDecoder;
+    pub(super) struct RawCodec;
+    pub(super) struct RawEncoder;
+    pub(super) struct ResponseDecoder;
 
     impl Codec for RawCodec {
         type Encode = Vec<u8>;

@@ -67,9 +67,9 @@ fn hello_and_heartbeats_write_no_lines() {
 #[test]
 fn rotation_under_load_keeps_files_bounded_and_lines_whole() {
     let mut s = TestServer::start_with(|c| {
-        c.max_file_size = 64 * 1024;
+        c.writer.max_file_size = 64 * 1024;
         c.max_frame_size = 16 * 1024;
-        c.max_files = 50;
+        c.writer.max_files = 50;
     });
     let addr = s.addr();
     let clients: Vec<_> = (0..4)
@@ -92,6 +92,32 @@ fn rotation_under_load_keeps_files_bounded_and_lines_whole() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let len = entry.unwrap().metadata().unwrap().len();
         assert!(len <= 64 * 1024, "a file of {len} bytes");
+    }
+}
+
+/// The file limits given in `ServerConfig::writer` are the ones the
+/// writer uses: each setting has one place in the configuration, and none
+/// is silently replaced by another field's default.
+#[test]
+fn the_writer_settings_of_the_server_config_are_the_ones_used() {
+    let mut s = TestServer::start_with(|c| {
+        c.writer.max_file_size = 8 * 1024;
+        c.writer.max_files = 3;
+        c.max_frame_size = 1024;
+    });
+    send(s.addr(), &frames(0, 300, false, None));
+    s.wait_written(300);
+    let dir = s.log_dir();
+    s.stop();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["_main.log", "_main.log.0", "_main.log.1"]);
+    for name in &names {
+        let len = std::fs::metadata(dir.join(name)).unwrap().len();
+        assert!(len <= 8 * 1024, "{name} holds {len} bytes");
     }
 }
 

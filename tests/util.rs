@@ -20,19 +20,19 @@ use log_server_wire::{
 };
 
 /// A server on 127.0.0.1:0 writing into its own temp dir.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub server: Option<Server>,
     pub dir: tempfile::TempDir,
     pub config: ServerConfig,
 }
 
 impl TestServer {
-    pub fn start(engine: IoEngine) -> Self {
+    pub(crate) fn start(engine: IoEngine) -> Self {
         Self::start_with(|c| c.io_engine = engine)
     }
 
     /// Starts with the test defaults changed by `tweak`.
-    pub fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+    pub(crate) fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig {
             port: 0,
@@ -52,35 +52,35 @@ impl TestServer {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.server.as_ref().unwrap().tcp_addr()
     }
 
-    pub fn server(&self) -> &Server {
+    pub(crate) fn server(&self) -> &Server {
         self.server.as_ref().unwrap()
     }
 
-    pub fn log_dir(&self) -> PathBuf {
+    pub(crate) fn log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
     }
 
     /// Shuts the server down and returns every line written, oldest first.
-    pub fn stop(&mut self) -> Vec<String> {
+    pub(crate) fn stop(&mut self) -> Vec<String> {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
-        read_lines(&self.config.log_dir, self.config.max_files)
+        read_lines(&self.config.log_dir, self.config.writer.max_files)
     }
 
     /// Waits until the writer has written `n` lines (or panics after 30 s).
-    pub fn wait_written(&self, n: u64) {
+    pub(crate) fn wait_written(&self, n: u64) {
         wait_written(self.server(), n);
     }
 }
 
 /// Waits until `server`'s writer has written `n` lines (or panics after
 /// 30 s).
-pub fn wait_written(server: &Server, n: u64) {
+pub(crate) fn wait_written(server: &Server, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let progress = server.progress();
     while progress.written() < n {
@@ -94,11 +94,11 @@ pub fn wait_written(server: &Server, n: u64) {
 }
 
 /// A typical message whose text names its connection and its number.
-pub fn message(conn: usize, n: usize) -> String {
+pub(crate) fn message(conn: usize, n: usize) -> String {
     format!("conn={conn} n={n} payload=abcdefghijklmnopqrstuvwxyz0123456789")
 }
 
-pub fn fields(msg: &str) -> Fields<'_> {
+pub(crate) fn fields(msg: &str) -> Fields<'_> {
     Fields {
         timestamp: "2026-01-02T15:04:05.000000000Z",
         hostname: "testhost",
@@ -114,7 +114,12 @@ pub fn fields(msg: &str) -> Fields<'_> {
 
 /// The frames of `count` messages of connection `conn`, packed, with a hello
 /// first and a heartbeat every `heartbeat_every` messages when asked.
-pub fn frames(conn: usize, count: usize, hello: bool, heartbeat_every: Option<usize>) -> Vec<u8> {
+pub(crate) fn frames(
+    conn: usize,
+    count: usize,
+    hello: bool,
+    heartbeat_every: Option<usize>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     if hello {
         push_hello_frame(&mut out, &format!("client{conn}"), "testhost");
@@ -135,7 +140,7 @@ pub fn frames(conn: usize, count: usize, hello: bool, heartbeat_every: Option<us
 
 /// Connects and sends `bytes`, in pieces of varying size to exercise
 /// reassembly, then closes.
-pub fn send(addr: SocketAddr, bytes: &[u8]) {
+pub(crate) fn send(addr: SocketAddr, bytes: &[u8]) {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut at = 0;
     let mut step = 1;
@@ -150,7 +155,7 @@ pub fn send(addr: SocketAddr, bytes: &[u8]) {
 
 /// Reads until end of stream, expecting nothing but end of stream (or a
 /// reset) within 10 s: the server closed the connection.
-pub fn assert_closed_by_server(stream: &mut TcpStream) {
+pub(crate) fn assert_closed_by_server(stream: &mut TcpStream) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -169,7 +174,7 @@ pub fn assert_closed_by_server(stream: &mut TcpStream) {
 /// A log directory under `root` whose `_main.log` is a FIFO: the writer
 /// blocks on it until someone reads it, a stuck disk on demand. Returns
 /// the directory and the FIFO.
-pub fn fifo_log_dir(root: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn fifo_log_dir(root: &Path) -> (PathBuf, PathBuf) {
     let logs = root.join("logs");
     fs::create_dir_all(&logs).unwrap();
     let fifo = logs.join(ACTIVE);
@@ -183,14 +188,14 @@ pub fn fifo_log_dir(root: &Path) -> (PathBuf, PathBuf) {
 
 /// Every line of every log file, oldest file first; every file must end
 /// with a whole line (read it once the writer is done).
-pub fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
+pub(crate) fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {
     read_log_files(dir, max_files, true)
 }
 
 /// Like [`read_lines`] while the server may still be writing: a read can
 /// see a write half done, so a last line not yet complete is left out
 /// instead of failing.
-pub fn read_lines_so_far(dir: &Path, max_files: usize) -> Vec<String> {
+pub(crate) fn read_lines_so_far(dir: &Path, max_files: usize) -> Vec<String> {
     read_log_files(dir, max_files, false)
 }
 
@@ -220,7 +225,7 @@ fn read_log_files(dir: &Path, max_files: usize, whole: bool) -> Vec<String> {
 }
 
 /// `(conn, n)` of a line written from [`message`], or `None`.
-pub fn parse_message(line: &str) -> Option<(usize, usize)> {
+pub(crate) fn parse_message(line: &str) -> Option<(usize, usize)> {
     let at = line.find("conn=")?;
     let mut words = line[at..].split_whitespace();
     let conn = words.next()?.strip_prefix("conn=")?.parse().ok()?;
@@ -230,7 +235,7 @@ pub fn parse_message(line: &str) -> Option<(usize, usize)> {
 
 /// Asserts that `lines` hold exactly `per_conn[c]` messages of each
 /// connection `c`, each once, in the order each connection sent them.
-pub fn assert_all_once_in_order(lines: &[String], per_conn: &[usize]) {
+pub(crate) fn assert_all_once_in_order(lines: &[String], per_conn: &[usize]) {
     let mut next = vec![0usize; per_conn.len()];
     for line in lines {
         let (c, n) = parse_message(line).unwrap_or_else(|| panic!("unexpected line {line:?}"));
@@ -247,7 +252,7 @@ pub fn assert_all_once_in_order(lines: &[String], per_conn: &[usize]) {
 /// Says that a test, or part of one, did not run and why: on stderr, and
 /// in the file `LOG_SERVER_SKIPS` names (`.ci/run` sets it, then lists and
 /// counts the skips in the run's closing line), so no skip passes unseen.
-pub fn skipped(what: &str) {
+pub(crate) fn skipped(what: &str) {
     eprintln!("SKIPPED: {what}");
     if let Some(path) = std::env::var_os("LOG_SERVER_SKIPS") {
         let _ = fs::OpenOptions::new()

@@ -11,12 +11,12 @@ use hdrhistogram::Histogram;
 const MAX_TRACKED_MICROS: u64 = 3_600 * 1_000_000;
 
 /// A new latency histogram: microseconds, 1 us to 1 h, 3 significant digits.
-pub fn new_latency_histogram() -> Histogram<u64> {
+pub(crate) fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_TRACKED_MICROS, 3).expect("static histogram bounds are valid")
 }
 
 /// Records `count` samples of `latency` into `h`, clamped to the tracked range.
-pub fn record_latency(h: &mut Histogram<u64>, latency: Duration, count: u64) {
+pub(crate) fn record_latency(h: &mut Histogram<u64>, latency: Duration, count: u64) {
     let micros = u64::try_from(latency.as_micros())
         .unwrap_or(u64::MAX)
         .clamp(1, MAX_TRACKED_MICROS);

@@ -29,7 +29,7 @@ use crate::{
 const CHUNK: usize = 64 * 1024;
 
 /// Sends TCP frames (or syslog lines) on `connections` connections.
-pub fn tcp(
+pub(crate) fn tcp(
     addr: SocketAddr,
     connections: usize,
     plan: Plan,
@@ -126,7 +126,7 @@ fn request(stream: usize, n: u64, padding: usize) -> LogRequest {
 
 /// Sends over gRPC: `concurrency` unary callers per connection, each its own
 /// ordered stream of messages, or one LogStream call per connection.
-pub fn grpc(
+pub(crate) fn grpc(
     addr: SocketAddr,
     connections: usize,
     concurrency: usize,

@@ -11,16 +11,16 @@ use log_server_wire::{
 };
 
 /// Digits of the counter in every message.
-pub const COUNTER_DIGITS: usize = 10;
+pub(crate) const COUNTER_DIGITS: usize = 10;
 
 /// The text of a message: stream id and counter, then padding. `verify`
 /// parses exactly this.
-pub fn message_text(stream: usize, counter: &str, padding: usize) -> String {
+pub(crate) fn message_text(stream: usize, counter: &str, padding: usize) -> String {
     format!("lg c={stream:04} n={counter} {}", "x".repeat(padding))
 }
 
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     bytes: Vec<u8>,
     /// Where the counter's digits are, most significant first.
     digits: Vec<usize>,
@@ -29,7 +29,7 @@ pub struct Template {
 impl Template {
     /// Builds a template from an encoder of a message given its counter
     /// digits; the message is padded so that it is about `size` bytes.
-    pub fn new(size: usize, encode: impl Fn(&str, usize) -> Vec<u8>) -> Self {
+    pub(crate) fn new(size: usize, encode: impl Fn(&str, usize) -> Vec<u8>) -> Self {
         let ones = "1".repeat(COUNTER_DIGITS);
         let bare = encode(&ones, 0).len();
         let padding = size.saturating_sub(bare);
@@ -50,7 +50,7 @@ impl Template {
     }
 
     /// A TCP frame (length prefix + packed LoggerMsg) of stream `stream`.
-    pub fn tcp(stream: usize, size: usize) -> Self {
+    pub(crate) fn tcp(stream: usize, size: usize) -> Self {
         Template::new(size, |digits, padding| {
             let text = message_text(stream, digits, padding);
             let mut out = Vec::new();
@@ -60,7 +60,7 @@ impl Template {
     }
 
     /// An RFC 5424 syslog line of stream `stream`.
-    pub fn syslog(stream: usize, size: usize) -> Self {
+    pub(crate) fn syslog(stream: usize, size: usize) -> Self {
         Template::new(size, |digits, padding| {
             format!(
                 "<14>1 2026-01-02T15:04:05.000000Z loadgen-host loadgen {} - - {}\n",
@@ -71,12 +71,12 @@ impl Template {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bytes.len()
     }
 
     /// Appends the message with counter `n`.
-    pub fn push(&self, n: u64, out: &mut Vec<u8>) {
+    pub(crate) fn push(&self, n: u64, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&self.bytes);
         let mut v = n;
@@ -88,7 +88,7 @@ impl Template {
 }
 
 /// The fields of a loadgen message around its text.
-pub fn fields(text: &str) -> Fields<'_> {
+pub(crate) fn fields(text: &str) -> Fields<'_> {
     Fields {
         timestamp: "2026-01-02T15:04:05.000000000Z",
         hostname: "loadgen-host",

@@ -15,7 +15,7 @@ use memmap2::Mmap;
 use crate::template::COUNTER_DIGITS;
 
 #[derive(Debug, Default)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Messages of this run found.
     pub found: u64,
     pub missing: u64,
@@ -28,7 +28,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.missing == 0 && self.duplicate == 0 && self.out_of_order == 0
     }
 }
@@ -36,7 +36,7 @@ impl Verdict {
 /// Waits until the files account for every message sent (or nothing has
 /// changed for 2 s, or `timeout`), then checks them. `sent[s]` is the count
 /// sent on stream `s`; `max_files` is the server's `--max_files`.
-pub fn verify(
+pub(crate) fn verify(
     dir: &Path,
     sent: &[u64],
     max_files: usize,

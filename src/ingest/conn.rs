@@ -224,8 +224,7 @@ impl Connection {
                             self.identity = Some(id);
                         }
                         Err(e) => {
-                            IngestStats::add(&stats.decode_errors, 1);
-                            if let Some(held) = self.shared.diag.check() {
+                            self.shared.diag.emit(&[&stats.decode_errors], 1, |held| {
                                 tracing::warn!(
                                     peer = %Who(&self.peer, &self.identity),
                                     bytes = payload.len(),
@@ -235,19 +234,18 @@ impl Connection {
                                     // may quote what it read.
                                     ClientText(&e.to_string())
                                 );
-                            }
+                            });
                         }
                     }
                 }
                 Err(e @ FrameError::TooLarge { .. }) => {
-                    IngestStats::add(&stats.oversized_frames, 1);
-                    if let Some(held) = self.shared.diag.check() {
+                    self.shared.diag.emit(&[&stats.oversized_frames], 1, |held| {
                         tracing::warn!(
                             peer = %Who(&self.peer, &self.identity),
                             suppressed = held,
                             "Closing the connection: {e}; nothing after it can be trusted to be a frame."
                         );
-                    }
+                    });
                     result = Some(Feed::Close);
                 }
             }
@@ -276,15 +274,15 @@ impl Connection {
     /// bytes of an incomplete frame buffered: those are lost, and said so.
     pub fn finish(&self, leftover: usize) {
         if leftover > 0 {
-            IngestStats::add(&self.shared.stats.partial_frames, 1);
-            if let Some(held) = self.shared.diag.check() {
+            let partial = &self.shared.stats.partial_frames;
+            self.shared.diag.emit(&[partial], 1, |held| {
                 tracing::warn!(
                     peer = %Who(&self.peer, &self.identity),
                     bytes = leftover,
                     suppressed = held,
                     "The connection ended in the middle of a frame; its incomplete last frame is dropped."
                 );
-            }
+            });
         }
         tracing::debug!(
             peer = %Who(&self.peer, &self.identity),

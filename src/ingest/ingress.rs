@@ -217,15 +217,14 @@ impl Ingress {
 
     fn note_truncated(&self, truncated: usize) {
         if truncated > 0 {
-            self.truncated
-                .fetch_add(truncated as u64, Ordering::Relaxed);
-            if let Some(held) = self.truncation_warnings.check() {
-                tracing::warn!(
-                    lines = truncated,
-                    suppressed = held,
-                    "Lines longer than a log file allows were cut to fit."
-                );
-            }
+            self.truncation_warnings
+                .emit(&[&self.truncated], truncated as u64, |held| {
+                    tracing::warn!(
+                        lines = truncated,
+                        suppressed = held,
+                        "Lines longer than a log file allows were cut to fit."
+                    );
+                });
         }
     }
 }

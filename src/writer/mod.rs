@@ -64,6 +64,8 @@ use crate::{
 pub const DEFAULT_MAX_FILES: usize = 10;
 /// Default `--max_file_size`, bytes.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+/// Default `--shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Smallest `--max_file_size` accepted: room for one line of bounded size.
 pub const MIN_MAX_FILE_SIZE: u64 = 4 * LINE_OVERHEAD as u64;
 
@@ -122,7 +124,7 @@ impl Default for WriterConfig {
             ],
             steady_retry: Duration::from_secs(1),
             gap_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_batch_bytes: 4 * 1024 * 1024,
             dir: DirOptions::default(),
             compress: Compression::None,

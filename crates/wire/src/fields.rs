@@ -1,6 +1,7 @@
-//! The fields of one log message as the wire carries them: [`Level`],
-//! [`Fields`] (valid UTF-8, as a client builds it or gRPC delivers it) and
-//! [`RawFields`] (bytes exactly as a TCP frame held them).
+//! The fields of one log message as the wire carries them: [`Level`] and
+//! [`Fields`], whose text is `str` (valid UTF-8, as a client builds it or
+//! gRPC delivers it) or bytes ([`RawFields`], exactly as a TCP frame held
+//! them).
 //!
 //! Decoding produces these, encoding consumes them, and the server's
 //! formatter turns them into one line each.
@@ -39,41 +40,71 @@ impl fmt::Display for Level {
 }
 
 /// The sixteen fields of one log message, borrowed from wherever the ingest
-/// side decoded them (a [`crate::decode::DecodedBatch`] for TCP, a
-/// protobuf `LogRequest` for gRPC). All text is valid UTF-8 by the time it
-/// gets here; escaping of control characters is the formatter's job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fields<'a> {
-    pub timestamp: &'a str,
-    pub hostname: &'a str,
-    pub logger_name: &'a str,
-    pub module: &'a str,
+/// side decoded them (a [`crate::decode::DecodedBatch`] or a TCP frame, a
+/// protobuf `LogRequest` for gRPC). One type for both kinds of text, used
+/// through its two names: [`Fields`] (`T = str`, valid UTF-8) and
+/// [`RawFields`] (`T = [u8]`). Escaping of control characters is the
+/// formatter's job.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FieldsOf<'a, T: ?Sized> {
+    pub timestamp: &'a T,
+    pub hostname: &'a T,
+    pub logger_name: &'a T,
+    pub module: &'a T,
     pub level: Level,
-    pub filename: &'a str,
-    pub function_name: &'a str,
-    pub line_number: &'a str,
-    pub message: &'a str,
-    pub path_name: &'a str,
-    pub process_id: &'a str,
-    pub process_name: &'a str,
-    pub thread_id: &'a str,
-    pub thread_name: &'a str,
-    pub service_name: &'a str,
-    pub stack_trace: &'a str,
+    pub filename: &'a T,
+    pub function_name: &'a T,
+    pub line_number: &'a T,
+    pub message: &'a T,
+    pub path_name: &'a T,
+    pub process_id: &'a T,
+    pub process_name: &'a T,
+    pub thread_id: &'a T,
+    pub thread_name: &'a T,
+    pub service_name: &'a T,
+    pub stack_trace: &'a T,
 }
+
+/// The fields as valid UTF-8: what a client builds and gRPC delivers.
+pub type Fields<'a> = FieldsOf<'a, str>;
+
+/// The fields as bytes exactly as they came off the wire: text that may not
+/// be valid UTF-8. The formatter reads this, so the TCP path can format
+/// straight from a decoded frame (invalid UTF-8 becomes U+FFFD there)
+/// without validating and copying every field first.
+pub type RawFields<'a> = FieldsOf<'a, [u8]>;
 
 /// Number of text fields of a message (every field but `level`).
 pub const TEXT_FIELDS: usize = 15;
 
-impl<'a> Fields<'a> {
+// By hand: derived, these would require `T: Clone` and `T: Default`, which
+// `str` and `[u8]` are not (the references are).
+impl<T: ?Sized> Clone for FieldsOf<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized> Copy for FieldsOf<'_, T> {}
+
+impl<'a, T: ?Sized> Default for FieldsOf<'a, T>
+where
+    &'a T: Default,
+{
+    fn default() -> Self {
+        Self::from_texts([<&'a T>::default(); TEXT_FIELDS], Level::default())
+    }
+}
+
+impl<'a, T: ?Sized> FieldsOf<'a, T> {
     /// Builds the fields from the text fields in wire order (timestamp,
     /// hostname, loggerName, module, filename, functionName, lineNumber,
     /// message, pathName, processId, processName, threadId, threadName,
     /// serviceName, stackTrace) and the level.
-    pub fn from_texts(t: [&'a str; TEXT_FIELDS], level: Level) -> Self {
+    pub fn from_texts(t: [&'a T; TEXT_FIELDS], level: Level) -> Self {
         let [timestamp, hostname, logger_name, module, filename, function_name, line_number, message, path_name, process_id, process_name, thread_id, thread_name, service_name, stack_trace] =
             t;
-        Fields {
+        FieldsOf {
             timestamp,
             hostname,
             logger_name,
@@ -92,62 +123,9 @@ impl<'a> Fields<'a> {
             stack_trace,
         }
     }
-}
 
-/// The same sixteen fields as bytes exactly as they came off the wire:
-/// text that may not be valid UTF-8. The formatter reads this, so the TCP
-/// path can format straight from a decoded frame (invalid UTF-8 becomes
-/// U+FFFD there) without validating and copying every field first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RawFields<'a> {
-    pub timestamp: &'a [u8],
-    pub hostname: &'a [u8],
-    pub logger_name: &'a [u8],
-    pub module: &'a [u8],
-    pub level: Level,
-    pub filename: &'a [u8],
-    pub function_name: &'a [u8],
-    pub line_number: &'a [u8],
-    pub message: &'a [u8],
-    pub path_name: &'a [u8],
-    pub process_id: &'a [u8],
-    pub process_name: &'a [u8],
-    pub thread_id: &'a [u8],
-    pub thread_name: &'a [u8],
-    pub service_name: &'a [u8],
-    pub stack_trace: &'a [u8],
-}
-
-impl<'a> RawFields<'a> {
-    /// From the text fields in wire order (see [`Fields::from_texts`]).
-    pub fn from_texts(t: [&'a [u8]; TEXT_FIELDS], level: Level) -> Self {
-        let [timestamp, hostname, logger_name, module, filename, function_name, line_number, message, path_name, process_id, process_name, thread_id, thread_name, service_name, stack_trace] =
-            t;
-        RawFields {
-            timestamp,
-            hostname,
-            logger_name,
-            module,
-            level,
-            filename,
-            function_name,
-            line_number,
-            message,
-            path_name,
-            process_id,
-            process_name,
-            thread_id,
-            thread_name,
-            service_name,
-            stack_trace,
-        }
-    }
-}
-
-impl RawFields<'_> {
-    /// Bytes of text in all fields together (what a message costs to copy,
-    /// and the least a line of it takes once formatted).
-    pub fn text_len(&self) -> usize {
+    /// The text fields in wire order (see [`FieldsOf::from_texts`]).
+    pub fn texts(&self) -> [&'a T; TEXT_FIELDS] {
         [
             self.timestamp,
             self.hostname,
@@ -165,31 +143,19 @@ impl RawFields<'_> {
             self.service_name,
             self.stack_trace,
         ]
-        .iter()
-        .map(|t| t.len())
-        .sum()
+    }
+}
+
+impl<T: ?Sized + AsRef<[u8]>> FieldsOf<'_, T> {
+    /// Bytes of text in all fields together (what a message costs to copy,
+    /// and the least a line of it takes once formatted).
+    pub fn text_len(&self) -> usize {
+        self.texts().iter().map(|t| t.as_ref().len()).sum()
     }
 }
 
 impl<'a> From<&Fields<'a>> for RawFields<'a> {
     fn from(f: &Fields<'a>) -> Self {
-        RawFields {
-            timestamp: f.timestamp.as_bytes(),
-            hostname: f.hostname.as_bytes(),
-            logger_name: f.logger_name.as_bytes(),
-            module: f.module.as_bytes(),
-            level: f.level,
-            filename: f.filename.as_bytes(),
-            function_name: f.function_name.as_bytes(),
-            line_number: f.line_number.as_bytes(),
-            message: f.message.as_bytes(),
-            path_name: f.path_name.as_bytes(),
-            process_id: f.process_id.as_bytes(),
-            process_name: f.process_name.as_bytes(),
-            thread_id: f.thread_id.as_bytes(),
-            thread_name: f.thread_name.as_bytes(),
-            service_name: f.service_name.as_bytes(),
-            stack_trace: f.stack_trace.as_bytes(),
-        }
+        RawFields::from_texts(f.texts().map(str::as_bytes), f.level)
     }
 }

@@ -94,21 +94,20 @@ pub fn incoming(
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
                     let pause = backoff.next();
-                    if let Some(held) = diag.check() {
+                    diag.emit(&[], 1, |held| {
                         tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, suppressed = held,
                             "Accepting a gRPC connection failed; pausing before the next accept.");
-                    }
+                    });
                     tokio::time::sleep(pause).await;
                     continue;
                 }
             };
             backoff = Backoff::default();
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                IngestStats::add(&stats.grpc_connections_refused, 1);
-                if let Some(held) = diag.check() {
+                diag.emit(&[&stats.grpc_connections_refused], 1, |held| {
                     tracing::warn!(%peer, limit = limits.max_connections, suppressed = held,
                         "Too many gRPC connections; closing the new one.");
-                }
+                });
                 continue;
             };
             // Failing to set an option leaves a working, if slower,

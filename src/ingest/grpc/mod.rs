@@ -470,14 +470,12 @@ pub fn start(
         pushes: pushes.clone(),
     };
     let (stop, stop_rx) = watch::channel(false);
-    let max = config.max_message_bytes;
     let thread = thread::Builder::new()
         .name("grpc".into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.threads.max(1))
                 .thread_name("grpc-worker")
-                .on_thread_start(move || codec::set_max_message_bytes(max))
                 .enable_all()
                 .build();
             match rt {
@@ -578,6 +576,8 @@ async fn serve<R>(
         // HTTP/1.1 too, for `GET /metrics` (Prometheus scrapes over it).
         .accept_http1(true)
         .layer(BudgetLayer(budget))
+        // The decoder's size limit, per call (see codec.rs).
+        .layer(codec::MessageLimitLayer(config.max_message_bytes))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = graceful.wait_for(|s| *s).await;

@@ -28,18 +28,42 @@ pub(super) struct Dispatcher {
     pub(super) loads: Arc<[AtomicUsize]>,
 }
 
+/// The load a thread found dead is given, so that the least-loaded choice
+/// never picks it again (its own connections going away only lower it a
+/// little).
+const DEAD: usize = usize::MAX / 2;
+
 impl Dispatcher {
-    pub(super) fn dispatch(&self, stream: std::net::TcpStream, peer: SocketAddr) {
-        let target = (0..self.loads.len())
-            .min_by_key(|&i| self.loads[i].load(Ordering::Relaxed))
-            .unwrap_or(0);
-        self.loads[target].fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError((stream, _))) = self.senders[target].send((stream, peer))
-        {
-            // That thread is gone (it panicked): the connection is closed.
-            self.loads[target].fetch_sub(1, Ordering::Relaxed);
-            drop(stream);
-            tracing::error!(%peer, thread = target, "An ingest thread is gone; closing a connection handed to it.");
+    /// Hands the connection to the living thread with the fewest open
+    /// connections. A thread found gone (it panicked, or its runtime could
+    /// not start) is marked dead and the next one is tried; the connection
+    /// comes back only when no thread is left.
+    pub(super) fn dispatch(
+        &self,
+        mut stream: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), std::net::TcpStream> {
+        loop {
+            let target = (0..self.loads.len())
+                .min_by_key(|&i| self.loads[i].load(Ordering::Relaxed))
+                .unwrap_or(0);
+            // Half of DEAD: a dead thread's last connections going away
+            // lower its load a little, never that far.
+            if self.loads[target].load(Ordering::Relaxed) >= DEAD / 2 {
+                return Err(stream);
+            }
+            self.loads[target].fetch_add(1, Ordering::Relaxed);
+            match self.senders[target].send((stream, peer)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError((back, _))) => {
+                    self.loads[target].store(DEAD, Ordering::Relaxed);
+                    tracing::error!(
+                        thread = target,
+                        "A TCP ingest thread is gone; new connections go to the other threads."
+                    );
+                    stream = back;
+                }
+            }
         }
     }
 }
@@ -58,7 +82,12 @@ pub(super) async fn accept_loop(listener: TcpListener, dispatcher: Dispatcher, c
     let handoff = |stream: std::net::TcpStream, peer: SocketAddr| {
         if fds_left(ctx, &stream, peer) && admit(ctx, peer) {
             set_keepalive(&stream, peer);
-            dispatcher.dispatch(stream, peer);
+            if let Err(stream) = dispatcher.dispatch(stream, peer) {
+                // Counted by `admit` but served by nobody: give the slot back.
+                unadmit(ctx);
+                drop(stream);
+                tracing::error!(%peer, "No TCP ingest thread is left; closing the connection.");
+            }
         }
     };
     let mut stop = ctx.stop.clone();
@@ -92,10 +121,9 @@ pub(super) fn admit(ctx: &ThreadCtx, peer: SocketAddr) -> bool {
     let stats = &ctx.conn.stats;
     if ctx.open.fetch_add(1, Ordering::AcqRel) >= max {
         ctx.open.fetch_sub(1, Ordering::AcqRel);
-        IngestStats::add(&stats.connections_refused, 1);
-        if let Some(held) = ctx.conn.diag.check() {
+        ctx.conn.diag.emit(&[&stats.connections_refused], 1, |held| {
             tracing::warn!(%peer, max_connections = max, suppressed = held, "Refusing a connection: the server is at --max_connections.");
-        }
+        });
         return false;
     }
     IngestStats::add(&stats.connections_accepted, 1);
@@ -126,8 +154,13 @@ pub(super) fn accept_backlog(
 
 /// Undoes [`admit`] when a connection ends.
 pub(super) fn release(ctx: &ThreadCtx) {
-    ctx.open.fetch_sub(1, Ordering::AcqRel);
     ctx.loads[ctx.index].fetch_sub(1, Ordering::Relaxed);
+    unadmit(ctx);
+}
+
+/// Undoes the counts of [`admit`].
+fn unadmit(ctx: &ThreadCtx) {
+    ctx.open.fetch_sub(1, Ordering::AcqRel);
     ctx.conn
         .stats
         .connections_open
@@ -143,9 +176,9 @@ pub(super) fn release(ctx: &ThreadCtx) {
 /// wait.
 pub(super) async fn accept_failed(ctx: &ThreadCtx, e: io::Error, failures_before: u32) {
     let pause = accept_backoff(&e, failures_before);
-    if let Some(held) = ctx.conn.diag.check() {
+    ctx.conn.diag.emit(&[], 1, |held| {
         tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, suppressed = held, "Accepting a connection failed; retrying after a pause.");
-    }
+    });
     tokio::time::sleep(pause).await;
 }
 
@@ -181,9 +214,9 @@ pub(super) fn fds_left(ctx: &ThreadCtx, stream: &std::net::TcpStream, peer: Sock
     if fd.saturating_add(ctx.config.fd_reserve) < limit {
         return true;
     }
-    IngestStats::add(&ctx.conn.stats.connections_refused, 1);
-    IngestStats::add(&ctx.conn.stats.connections_refused_fds, 1);
-    if let Some(held) = ctx.conn.diag.check() {
+    let stats = &ctx.conn.stats;
+    let counters = [&stats.connections_refused, &stats.connections_refused_fds];
+    ctx.conn.diag.emit(&counters, 1, |held| {
         tracing::warn!(
             %peer,
             open_files_limit = limit,
@@ -191,7 +224,7 @@ pub(super) fn fds_left(ctx: &ThreadCtx, stream: &std::net::TcpStream, peer: Sock
             suppressed = held,
             "Refusing a connection: the server is near its open-files limit, and the last descriptors are kept for the log files."
         );
-    }
+    });
     false
 }
 
@@ -220,5 +253,51 @@ pub(super) fn set_keepalive(stream: &std::net::TcpStream, peer: SocketAddr) {
         .with_retries(5);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(%peer, error = %e, "Cannot turn on TCP keepalive for a connection.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> (std::net::TcpStream, SocketAddr, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let peer = stream.local_addr().unwrap();
+        (stream, peer, listener)
+    }
+
+    /// A dead ingest thread (its receiver gone) is never chosen again: the
+    /// connection handed to it goes to a live thread instead of being
+    /// closed, and so do all later ones, though the dead thread's load
+    /// would otherwise make it the least loaded forever.
+    #[test]
+    fn a_dead_thread_is_skipped_and_its_connections_go_to_the_living() {
+        let (tx0, rx0) = mpsc::unbounded_channel();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        drop(rx0);
+        let dispatcher = Dispatcher {
+            senders: vec![tx0, tx1],
+            loads: (0..2).map(|_| AtomicUsize::new(0)).collect(),
+        };
+        let mut keep = Vec::new();
+        for _ in 0..3 {
+            let (stream, peer, listener) = connection();
+            keep.push(listener);
+            let _ = dispatcher.dispatch(stream, peer);
+        }
+        for i in 0..3 {
+            assert!(
+                rx1.try_recv().is_ok(),
+                "connection {i} was not handed to the living thread"
+            );
+        }
+        assert_eq!(dispatcher.loads[1].load(Ordering::Relaxed), 3);
+
+        // With no thread left, the connection comes back to the caller,
+        // which gives back its slot and closes it.
+        drop(rx1);
+        let (stream, peer, _listener) = connection();
+        assert!(dispatcher.dispatch(stream, peer).is_err());
     }
 }

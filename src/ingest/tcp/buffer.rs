@@ -4,7 +4,7 @@
 //! back after it).
 
 use super::{registry::Registry, thread::ThreadCtx, TcpConfig};
-use crate::{ingest::conn::Connection, metrics::IngestStats};
+use crate::ingest::conn::Connection;
 
 /// The read buffer a connection starts with and returns to after a large
 /// frame (or `read_buffer` if that is smaller). Small, so that many mostly
@@ -57,8 +57,7 @@ pub(super) async fn wait_for_memory(
     registry.set_waiting(id, false);
     if !got && !registry.hard_stop.get() {
         let stats = &ctx.conn.stats;
-        IngestStats::add(&stats.connections_memory_closed, 1);
-        if let Some(held) = ctx.conn.diag.check() {
+        ctx.conn.diag.emit(&[&stats.connections_memory_closed], 1, |held| {
             tracing::warn!(
                 peer = %conn.peer(),
                 bytes = capacity,
@@ -66,7 +65,7 @@ pub(super) async fn wait_for_memory(
                 suppressed = held,
                 "Closing a connection that waited --frame_timeout for memory for its frame: --ingest_memory is spent."
             );
-        }
+        });
     }
     got
 }

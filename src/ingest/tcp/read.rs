@@ -71,9 +71,9 @@ pub(super) async fn after_read(
             };
             registry.set_waiting(id, false);
             if !queued {
-                if let Some(held) = ctx.conn.diag.check() {
+                ctx.conn.diag.emit(&[], 1, |held| {
                     tracing::error!(peer = %conn.peer(), messages, suppressed = held, "Shutdown deadline reached while the queue was full; these messages were not queued.");
-                }
+                });
                 return AfterRead::Done { leftover: 0 };
             }
         }
@@ -110,7 +110,9 @@ pub(super) async fn after_read(
 pub(super) fn read_failed(ctx: &ThreadCtx, conn: &Connection, e: &io::Error) {
     if e.kind() == io::ErrorKind::ConnectionReset {
         tracing::debug!(peer = %conn.peer(), "The client reset the connection.");
-    } else if let Some(held) = ctx.conn.diag.check() {
-        tracing::warn!(peer = %conn.peer(), error = %e, suppressed = held, "Reading from a connection failed; closing it.");
+    } else {
+        ctx.conn.diag.emit(&[], 1, |held| {
+            tracing::warn!(peer = %conn.peer(), error = %e, suppressed = held, "Reading from a connection failed; closing it.");
+        });
     }
 }
