@@ -1,5 +1,5 @@
 # Optional handshake: the first frame of a connection from newer loggers
-# (see PROTOCOL.md). Its root struct has no data section, which is how the
+# (see docs/PROTOCOL.md). Its root struct has no data section, which is how the
 # server tells it apart from a LoggerMsg.
 @0xcf4762d38e91a0b1;
 

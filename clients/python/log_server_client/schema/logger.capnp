@@ -1,4 +1,4 @@
-# Wire schema of one log message sent over TCP (see PROTOCOL.md).
+# Wire schema of one log message sent over TCP (see docs/PROTOCOL.md).
 # The field ordinals and types are the contract with existing loggers: never
 # renumber or retype a field.
 @0xfc867d59c4f2e15c;
