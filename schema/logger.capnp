@@ -35,4 +35,8 @@ struct LoggerMsg {
   threadName @13 :Text;
   serviceName @14 :Text;
   stackTrace @15 :Text;
+  # Added by log-server (docs/PROTOCOL.md, "Structured fields"): the
+  # message's other fields as one JSON object, e.g. {"user":"ada","ms":12}.
+  # Older loggers leave it out; older servers ignore it.
+  attributes @16 :Text;
 }

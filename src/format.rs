@@ -15,7 +15,10 @@
 //! in the rare case it would be (a huge message full of escapes), the
 //! unbounded fields are cut and end with [`TRUNCATED_MARK`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use log_server_wire::fields::{Fields, RawFields};
 
@@ -174,6 +177,7 @@ impl LineFormatter {
                 f.thread_name,
                 f.service_name,
                 f.stack_trace,
+                f.attributes,
             ]
             .iter()
             .map(|t| t.len())
@@ -191,9 +195,9 @@ impl LineFormatter {
                 return false;
             }
         }
-        // Each output character takes at most 4 bytes, and a line has 16
+        // Each output character takes at most 4 bytes, and a line has 17
         // fields plus the overhead: this cap fits every field at once.
-        let cap = (self.max_line - LINE_OVERHEAD) / (16 * 4) - TRUNCATED_MARK.len();
+        let cap = (self.max_line - LINE_OVERHEAD) / (17 * 4) - TRUNCATED_MARK.len();
         out.truncate(start);
         let mut line = Line {
             out,
@@ -304,6 +308,7 @@ fn write_text(f: &RawFields<'_>, cap: usize, line: &mut Line<'_>) -> Option<()> 
         ("tname", f.thread_name),
         ("svc", f.service_name),
         ("stack", f.stack_trace),
+        ("attrs", f.attributes),
     ];
     let mut first = true;
     for (key, value) in metadata {
@@ -488,7 +493,37 @@ fn write_json(
         escape_json(line, value, cap)?;
         line.push(b"\"")?;
     }
+    if !f.attributes.is_empty() {
+        line.push(b",\"attributes\":")?;
+        // A JSON object stays one, unless the line must be cut: then (in
+        // the capped pass) it is a string, cut like every other value.
+        match json_object(f.attributes).filter(|_| cap == usize::MAX) {
+            Some(object) => line.push(&object)?,
+            None => {
+                line.push(b"\"")?;
+                escape_json(line, f.attributes, cap)?;
+                line.push(b"\"")?;
+            }
+        }
+    }
     line.push(b"}\n")
+}
+
+/// `bytes` as one line of JSON if they are exactly one JSON object: as they
+/// are when they hold no control character (so no line break), else
+/// re-serialized compactly. `None` for anything else (not UTF-8, not JSON,
+/// not an object, text after it): the caller writes it as a string.
+fn json_object(bytes: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let raw: &serde_json::value::RawValue = serde_json::from_slice(bytes).ok()?;
+    let text = raw.get().as_bytes();
+    if text.first() != Some(&b'{') {
+        return None;
+    }
+    if !text.iter().any(|&b| b < 0x20) {
+        return Some(Cow::Borrowed(text));
+    }
+    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    serde_json::to_vec(&value).ok().map(Cow::Owned)
 }
 
 /// Appends `bytes` as the inside of a JSON string, at most `cap` characters

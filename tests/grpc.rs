@@ -787,3 +787,39 @@ fn queued_acks_are_not_lost_at_shutdown() {
         "every sequenced message is written"
     );
 }
+
+/// Structured fields reach the line over gRPC and over TCP: an object in
+/// JSON lines, `attrs=` in the text metadata (docs/PROTOCOL.md).
+#[test]
+fn structured_fields_reach_the_line_over_grpc_and_tcp() {
+    let mut s = grpc_server(|c| c.format = LineFormat::Json);
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let mut client = LogBridgeClient::new(channel(addr).await);
+        let mut r = request(0, 0);
+        r.attributes = r#"{"user":"ada","ms":12}"#.into();
+        log_ok(&mut client, r).await;
+    });
+    let attrs = r#"{"route":"/a"}"#;
+    let mut frame = Vec::new();
+    let msg = message(1, 0);
+    log_server_wire::encode::push_logger_frame(
+        &mut frame,
+        &log_server_wire::fields::Fields {
+            message: &msg,
+            attributes: attrs,
+            ..Default::default()
+        },
+        log_server_wire::encode::Packing::Packed,
+    );
+    send(s.addr(), &frame);
+    s.wait_written(2);
+    let lines = s.stop();
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects[0]["attributes"]["user"], "ada", "{}", lines[0]);
+    assert_eq!(objects[0]["attributes"]["ms"], 12, "{}", lines[0]);
+    assert_eq!(objects[1]["attributes"]["route"], "/a", "{}", lines[1]);
+}

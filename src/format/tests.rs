@@ -605,6 +605,7 @@ fn json_line_with_every_field_and_unknown_level() {
         thread_name: "tn",
         service_name: "s",
         stack_trace: "st",
+        attributes: "",
     };
     assert_eq!(
         json_line(&f, 0, &at(0, 0)),
@@ -1045,8 +1046,10 @@ proptest::proptest! {
         const MAX_LINE: usize = 64 * 1024;
         let payload = msg.payload(if packed { Packing::Packed } else { Packing::Unpacked });
         let unpacked_len = msg.payload(Packing::Unpacked).len();
-        // What capnp charges, far pointers aside (one more word each).
-        let referenced: usize = 17 + msg
+        // What capnp charges, far pointers aside (one more word each): the
+        // root pointer, the struct (one data word, a pointer per field),
+        // then every text each time it is referenced.
+        let referenced: usize = 2 + log_server_wire::fields::TEXT_FIELDS + msg
             .fields
             .iter()
             .flatten()
@@ -1073,11 +1076,7 @@ proptest::proptest! {
             let mut batch = DecodedBatch::default();
             decoder.decode(&payload, &mut batch).unwrap();
             let f = batch.get(0);
-            let texts = [
-                f.timestamp, f.hostname, f.logger_name, f.module, f.filename,
-                f.function_name, f.line_number, f.message, f.path_name, f.process_id,
-                f.process_name, f.thread_id, f.thread_name, f.service_name, f.stack_trace,
-            ];
+            let texts = f.texts();
             for (i, field) in msg.fields.iter().enumerate() {
                 let want = field.map(|t| String::from_utf8_lossy(&msg.texts[t].0).into_owned()).unwrap_or_default();
                 proptest::prop_assert_eq!(texts[i], want.as_str(), "field {}", i);
@@ -1093,4 +1092,44 @@ proptest::proptest! {
         let per_decode = if packed { 2 * unpacked_len } else { LIMIT + 4096 + unpacked_len };
         proptest::prop_assert!(decoder.bytes_touched() <= 2 * per_decode as u64);
     }
+}
+
+/// Structured fields (docs/PROTOCOL.md): a JSON object stays an object in
+/// JSON lines (on one line even when the client's JSON spans several), and
+/// goes in the text line's metadata as `attrs=`; anything that is not one
+/// JSON object is kept as a string; nothing vanishes.
+#[test]
+fn attributes_are_an_object_in_json_and_metadata_in_text() {
+    let with = |attributes| Fields {
+        message: "m",
+        attributes,
+        ..Fields::default()
+    };
+    let json = |a| json_line(&with(a), 0, &at(0, 0));
+    assert!(
+        json(r#"{"user":"ada","ms":12}"#)
+            .ends_with("\"stack_trace\":\"\",\"attributes\":{\"user\":\"ada\",\"ms\":12}}\n"),
+        "{}",
+        json(r#"{"user":"ada","ms":12}"#)
+    );
+    let spread = json("{\n  \"a\": [1,\n 2]\n}");
+    assert!(
+        spread.ends_with(",\"attributes\":{\"a\":[1,2]}}\n"),
+        "{spread}"
+    );
+    assert_eq!(spread.matches('\n').count(), 1, "{spread}");
+    for not_an_object in ["[1,2]", "\"s\"", "{\"a\":1} trailing", "{broken"] {
+        let line = json(not_an_object);
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["attributes"], not_an_object, "{line}");
+    }
+    assert!(
+        !json("").contains("attributes"),
+        "no key without attributes"
+    );
+    let text = text_line(&with("{\"user\":\"ada\",\n\"x\":1}"));
+    assert!(
+        text.ends_with("[metadata: attrs={\"user\":\"ada\", | \"x\":1}]\n"),
+        "{text}"
+    );
 }

@@ -140,6 +140,7 @@ impl DecodedBatch {
             raw.thread_name,
             raw.service_name,
             raw.stack_trace,
+            raw.attributes,
         ];
         let level = raw.level;
         let mut ends = [0; TEXT_FIELDS];
@@ -482,6 +483,7 @@ fn decode_message<S: ReaderSegments>(
         msg.get_thread_name()?.as_bytes(),
         msg.get_service_name()?.as_bytes(),
         msg.get_stack_trace()?.as_bytes(),
+        msg.get_attributes()?.as_bytes(),
     ];
     sink(RawFields::from_texts(texts, level));
     Ok(Decoded::Log)
@@ -530,6 +532,7 @@ pub fn fields_from_request(r: &LogRequest) -> Fields<'_> {
         thread_name: &r.thread_name,
         service_name: &r.service_name,
         stack_trace: &r.stack_trace,
+        attributes: &r.attributes,
     }
 }
 

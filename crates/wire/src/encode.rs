@@ -82,6 +82,11 @@ pub fn set_texts(m: &mut logger_capnp::logger_msg::Builder<'_>, f: &Fields<'_>) 
     m.set_thread_name(f.thread_name);
     m.set_service_name(f.service_name);
     m.set_stack_trace(f.stack_trace);
+    // Only when there are some: an empty text still takes a word, and most
+    // messages carry no structured fields.
+    if !f.attributes.is_empty() {
+        m.set_attributes(f.attributes);
+    }
 }
 
 /// Serializes a `HelloMsg` payload (always unpacked, as loggers send it).

@@ -63,6 +63,9 @@ pub struct FieldsOf<'a, T: ?Sized> {
     pub thread_name: &'a T,
     pub service_name: &'a T,
     pub stack_trace: &'a T,
+    /// Structured fields as one JSON object (docs/PROTOCOL.md); empty when
+    /// the client sent none.
+    pub attributes: &'a T,
 }
 
 /// The fields as valid UTF-8: what a client builds and gRPC delivers.
@@ -75,7 +78,7 @@ pub type Fields<'a> = FieldsOf<'a, str>;
 pub type RawFields<'a> = FieldsOf<'a, [u8]>;
 
 /// Number of text fields of a message (every field but `level`).
-pub const TEXT_FIELDS: usize = 15;
+pub const TEXT_FIELDS: usize = 16;
 
 // By hand: derived, these would require `T: Clone` and `T: Default`, which
 // `str` and `[u8]` are not (the references are).
@@ -100,9 +103,9 @@ impl<'a, T: ?Sized> FieldsOf<'a, T> {
     /// Builds the fields from the text fields in wire order (timestamp,
     /// hostname, loggerName, module, filename, functionName, lineNumber,
     /// message, pathName, processId, processName, threadId, threadName,
-    /// serviceName, stackTrace) and the level.
+    /// serviceName, stackTrace, attributes) and the level.
     pub fn from_texts(t: [&'a T; TEXT_FIELDS], level: Level) -> Self {
-        let [timestamp, hostname, logger_name, module, filename, function_name, line_number, message, path_name, process_id, process_name, thread_id, thread_name, service_name, stack_trace] =
+        let [timestamp, hostname, logger_name, module, filename, function_name, line_number, message, path_name, process_id, process_name, thread_id, thread_name, service_name, stack_trace, attributes] =
             t;
         FieldsOf {
             timestamp,
@@ -121,6 +124,7 @@ impl<'a, T: ?Sized> FieldsOf<'a, T> {
             thread_name,
             service_name,
             stack_trace,
+            attributes,
         }
     }
 
@@ -142,6 +146,7 @@ impl<'a, T: ?Sized> FieldsOf<'a, T> {
             self.thread_name,
             self.service_name,
             self.stack_trace,
+            self.attributes,
         ]
     }
 }

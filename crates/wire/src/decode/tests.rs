@@ -15,7 +15,7 @@ use crate::{
 
 const MAX: usize = 4 * 1024 * 1024;
 
-/// Fifteen distinct texts, one per text field, in wire order.
+/// Sixteen distinct texts, one per text field, in wire order.
 fn texts(tag: &str) -> [String; TEXT_FIELDS] {
     [
         "2026-01-02T15:04:05.000000000Z",
@@ -33,6 +33,7 @@ fn texts(tag: &str) -> [String; TEXT_FIELDS] {
         "thread",
         "service",
         "stack trace",
+        "{\"attr\":1}",
     ]
     .map(|s| format!("{s}-{tag}"))
 }
@@ -726,6 +727,7 @@ fn fields_from_request_maps_every_field() {
             thread_name: t[12].clone(),
             service_name: t[13].clone(),
             stack_trace: t[14].clone(),
+            attributes: t[15].clone(),
         };
         let f = fields_from_request(&r);
         assert_eq!(f, fields(&t, level));
@@ -807,7 +809,7 @@ proptest::proptest! {
                 root.get_path_name().unwrap().as_bytes(), root.get_process_id().unwrap().as_bytes(),
                 root.get_process_name().unwrap().as_bytes(), root.get_thread_id().unwrap().as_bytes(),
                 root.get_thread_name().unwrap().as_bytes(), root.get_service_name().unwrap().as_bytes(),
-                root.get_stack_trace().unwrap().as_bytes(),
+                root.get_stack_trace().unwrap().as_bytes(), root.get_attributes().unwrap().as_bytes(),
             ];
             proptest::prop_assert_eq!(texts, generic);
         }
@@ -907,6 +909,7 @@ fn capnp_texts(segment: &[u8], limit_words: usize) -> Option<Vec<Vec<u8>>> {
         |r| r.get_thread_name(),
         |r| r.get_service_name(),
         |r| r.get_stack_trace(),
+        |r| r.get_attributes(),
     ];
     getters
         .iter()
@@ -973,8 +976,9 @@ fn aliased_pointers_to_one_huge_list_are_refused() {
 /// capnp's generic reader accept and refuse the same aliased messages.
 #[test]
 fn fast_reader_charges_aliased_texts_like_capnp() {
-    // Root pointer + struct (1 data word, 15 pointers) = 17 words.
-    let limit = 17 + 15 * 10;
+    // Root pointer + struct (1 data word, one pointer per text field),
+    // then every field aliasing one text of 10 words.
+    let limit = 2 + TEXT_FIELDS + TEXT_FIELDS * 10;
     for text_words in 8..12 {
         let len = text_words * 8 - 1; // plus the NUL: exactly `text_words`
         let payload = RawLoggerMsg::aliased_zeros(len).payload(Packing::Unpacked);
