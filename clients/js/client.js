@@ -49,6 +49,30 @@ function loadService() {
   return service;
 }
 
+/**
+ * Structured fields as one compact JSON object ('' for none): an object is
+ * serialized (values JSON cannot hold, such as BigInt, as strings; cycles
+ * as "[Circular]"), a string passed as it is.
+ */
+function attributesJson(attributes) {
+  if (attributes === undefined || attributes === null) return '';
+  if (typeof attributes === 'string') return attributes;
+  if (typeof attributes !== 'object' || Object.keys(attributes).length === 0) return '';
+  const seen = new WeakSet();
+  try {
+    return JSON.stringify(attributes, (key, value) => {
+      if (typeof value === 'bigint') return value.toString();
+      if (typeof value === 'object' && value !== null) {
+        if (seen.has(value)) return '[Circular]';
+        seen.add(value);
+      }
+      return value;
+    });
+  } catch (e) {
+    return JSON.stringify({ attributes_error: String(e && e.message ? e.message : e) });
+  }
+}
+
 /** A level name or number as a server level name; unknown ones as INFO. */
 function levelName(level) {
   if (typeof level === 'number' && Number.isInteger(level) && level >= 0 && level < LEVELS.length) {
@@ -136,8 +160,10 @@ class LogServerClient {
 
   /**
    * Queues one record; never waits. `fields` may set any LogRequest string
-   * field by its protobuf name (logger_name, module, stack_trace, ...).
-   * Returns false once the client is closed.
+   * field by its protobuf name (logger_name, module, stack_trace, ...), and
+   * `attributes`: an object of structured fields, sent as one JSON object
+   * (docs/PROTOCOL.md, "Structured fields"). Returns false once the client
+   * is closed.
    */
   log(level, message, fields = {}) {
     if (this.closed) return false;
@@ -146,6 +172,8 @@ class LogServerClient {
       const value = fields[key];
       if (value !== undefined && value !== null && value !== '') req[key] = String(value);
     }
+    const attributes = attributesJson(fields.attributes);
+    if (attributes) req.attributes = attributes;
     req.level = levelName(level);
     req.message = message === undefined || message === null ? '' : String(message);
     if (encodedSizeBound(req) > this.maxMessageBytes) {

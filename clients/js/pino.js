@@ -42,8 +42,21 @@ function pinoFields(obj) {
   const err = obj.err || obj.error;
   if (err && typeof err === 'object' && err.stack) fields.stack_trace = err.stack;
   else if (typeof obj.stack === 'string') fields.stack_trace = obj.stack;
+  // Everything else pino merged into the line is a structured field.
+  const attributes = {};
+  for (const [key, value] of Object.entries(obj)) {
+    if (!PINO_OWN.has(key)) attributes[key] = value;
+  }
+  if (err && typeof err === 'object') {
+    const { stack, ...rest } = err;
+    if (Object.keys(rest).length > 0) attributes[obj.err ? 'err' : 'error'] = rest;
+  }
+  fields.attributes = attributes;
   return fields;
 }
+
+/** Keys of a pino line that map to columns (or are pino's own). */
+const PINO_OWN = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'name', 'err', 'error', 'stack', 'v']);
 
 module.exports = async function logServerTransport(options = {}) {
   const client = createClient(options);

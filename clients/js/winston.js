@@ -33,6 +33,9 @@ const WINSTON_LEVELS = {
   silly: 'DEBUG',
 };
 
+/** Keys of a winston `info` that map to columns. */
+const WINSTON_OWN = new Set(['level', 'message', 'stack', 'logger_name', 'timestamp']);
+
 /** A winston level name as a server level. */
 function winstonLevel(level) {
   return WINSTON_LEVELS[String(level)] || 'INFO';
@@ -51,6 +54,13 @@ class LogServerTransport extends Transport {
     const fields = {};
     if (typeof info.stack === 'string') fields.stack_trace = info.stack;
     if (info.logger_name) fields.logger_name = info.logger_name;
+    // The meta winston merged into `info` (its symbols aside) is the
+    // record's structured fields.
+    const attributes = {};
+    for (const [key, value] of Object.entries(info)) {
+      if (!WINSTON_OWN.has(key)) attributes[key] = value;
+    }
+    fields.attributes = attributes;
     this.client.log(winstonLevel(level), info.message, fields);
     setImmediate(() => this.emit('logged', info));
     callback();

@@ -20,6 +20,7 @@ the next connection (the server drops a frame cut by a closed connection).
 """
 
 import collections
+import json
 import logging
 import os
 import select
@@ -203,6 +204,9 @@ class LogServerHandler(logging.Handler):
         stack = self._stack_trace(record)
         if stack:
             fields["stackTrace"] = stack
+        attributes = _extra(record)
+        if attributes:
+            fields["attributes"] = attributes
         return fields
 
     def _stack_trace(self, record):
@@ -354,6 +358,25 @@ class LogServerHandler(logging.Handler):
 
 
 _DEFAULT_FORMATTER = logging.Formatter()
+
+# What every LogRecord has; anything else on a record came from `extra=`
+# (or a filter) and goes out as the message's structured fields.
+_STANDARD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+) | {"message", "asctime", "taskName"}
+
+
+def _extra(record):
+    """The record's `extra` fields as one compact JSON object ("" if none);
+    values JSON cannot hold are written as their str()."""
+    extra = {
+        k: v
+        for k, v in record.__dict__.items()
+        if k not in _STANDARD_ATTRIBUTES and not k.startswith("_")
+    }
+    if not extra:
+        return ""
+    return json.dumps(extra, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def _program_name():

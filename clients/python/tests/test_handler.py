@@ -75,6 +75,21 @@ def test_every_record_arrives_once_with_its_fields(server, logger):
     assert handler.dropped_total == 0
 
 
+def test_extra_fields_arrive_as_the_attributes_object(server, logger):
+    log, _ = logger
+    handler = attach(logger, port=server.port)
+    log.info("with extra", extra={"user": "ada", "ms": 12, "tags": ["a", "b"], "obj": object()})
+    log.info("without extra")
+    assert handler.flush(WAIT)
+    first, second = server.wait_count(2)
+    attributes = first["attributes"]
+    assert attributes["user"] == "ada"
+    assert attributes["ms"] == 12
+    assert attributes["tags"] == ["a", "b"]
+    assert attributes["obj"].startswith("<object object at ")
+    assert "attributes" not in second
+
+
 def test_records_from_many_threads_arrive_once_each_thread_in_order(server, logger):
     log, _ = logger
     handler = attach(logger, port=server.port)
