@@ -554,12 +554,12 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         tcp_messages = report.tcp_messages,
         grpc_messages = report.grpc_messages,
         decode_errors = report.decode_errors,
-        tcp_bytes_in = IngestStats::get(&ingest.tcp_bytes),
-        connections_refused = IngestStats::get(&ingest.connections_refused),
-        refused_for_fds = IngestStats::get(&ingest.connections_refused_fds),
-        closed_for_memory = IngestStats::get(&ingest.connections_memory_closed),
-        batches = WriterStats::get(&writer_shared.stats.batches),
-        writes = WriterStats::get(&writer_shared.stats.writes),
+        tcp_bytes_in = ingest.tcp_bytes.get(),
+        connections_refused = ingest.connections_refused.get(),
+        refused_for_fds = ingest.connections_refused_fds.get(),
+        closed_for_memory = ingest.connections_memory_closed.get(),
+        batches = writer_shared.stats.batches.get(),
+        writes = writer_shared.stats.writes.get(),
         unwritten = report.unwritten(),
         skipped = report.writer.skipped,
         late_dropped = report.writer.late_lines,
@@ -709,22 +709,22 @@ fn stats_loop(
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
         let per_s = |now: u64, before: u64| ((now - before) as f64 / secs) as u64;
-        let tcp = IngestStats::get(&ingest.tcp_messages);
-        let grpc = IngestStats::get(&ingest.grpc_messages);
-        let lines = WriterStats::get(&writer.lines);
-        let bytes = WriterStats::get(&writer.bytes);
+        let tcp = ingest.tcp_messages.get();
+        let grpc = ingest.grpc_messages.get();
+        let lines = writer.lines.get();
+        let bytes = writer.bytes.get();
         tracing::info!(
             tcp_in_per_s = per_s(tcp, last_tcp),
             grpc_in_per_s = per_s(grpc, last_grpc),
             written_per_s = per_s(lines, last_lines),
             mb_written_per_s = format!("{:.1}", (bytes - last_bytes) as f64 / secs / 1e6),
             queue = queue_len(),
-            reorder = WriterStats::get(&writer.reorder_waiting),
-            connections = IngestStats::get(&ingest.connections_open),
-            ingest_memory_mb = format!("{:.1}", IngestStats::get(&ingest.ingest_memory_bytes) as f64 / 1e6),
+            reorder = writer.reorder_waiting.get(),
+            connections = ingest.connections_open.get(),
+            ingest_memory_mb = format!("{:.1}", ingest.ingest_memory_bytes.get() as f64 / 1e6),
             latency = %writer.take_interval_latency(),
-            retries = WriterStats::get(&writer.retries),
-            rotations = WriterStats::get(&writer.rotations),
+            retries = writer.retries.get(),
+            rotations = writer.rotations.get(),
             "stats"
         );
         (last_tcp, last_grpc, last_lines, last_bytes) = (tcp, grpc, lines, bytes);

@@ -65,33 +65,70 @@ impl std::fmt::Display for LatencySummary {
     }
 }
 
+/// One count or level of the pipeline: a relaxed atomic, since stages add
+/// once per batch and readers (the stats line, `/metrics`, the summary)
+/// only need a recent value.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// For the gauges: what was added and is given back.
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// For the gauges: the level now.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// For peaks: raises the value to `v` if it is below.
+    pub fn raise_to(&self, v: u64) {
+        self.0.fetch_max(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The atomic itself, for a stage whose own arithmetic is on it (the
+    /// TCP memory budget's compare-and-swap).
+    pub fn as_atomic(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 /// What the writer thread has done so far.
 #[derive(Debug)]
 pub struct WriterStats {
     /// Lines (messages) written to files.
-    pub lines: AtomicU64,
+    pub lines: Counter,
     /// Bytes written to files.
-    pub bytes: AtomicU64,
+    pub bytes: Counter,
     /// Batches written.
-    pub batches: AtomicU64,
+    pub batches: Counter,
     /// `writev` calls that wrote something.
-    pub writes: AtomicU64,
+    pub writes: Counter,
     /// Failed file operations (write, open, rename, sync).
-    pub errors: AtomicU64,
+    pub errors: Counter,
     /// Attempts made again after a failure.
-    pub retries: AtomicU64,
+    pub retries: Counter,
     /// Rotations done.
-    pub rotations: AtomicU64,
+    pub rotations: Counter,
     /// Gaps in the sequence given up on after the gap timeout.
-    pub gap_skips: AtomicU64,
+    pub gap_skips: Counter,
     /// Records that arrived after their gap was given up on (written out
     /// of order rather than dropped).
-    pub late_records: AtomicU64,
+    pub late_records: Counter,
     /// Lines abandoned because the file system kept failing past the
     /// shutdown timeout. Zero unless the disk never came back.
-    pub abandoned_lines: AtomicU64,
+    pub abandoned_lines: Counter,
     /// Lines waiting in the reorder buffer behind a gap (after the last batch).
-    pub reorder_waiting: AtomicU64,
+    pub reorder_waiting: Counter,
     /// Receive-to-written latency of every line: since start, and since
     /// the last [`WriterStats::take_interval_latency`].
     latency: Mutex<Latencies>,
@@ -106,17 +143,17 @@ struct Latencies {
 impl Default for WriterStats {
     fn default() -> Self {
         WriterStats {
-            lines: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            rotations: AtomicU64::new(0),
-            gap_skips: AtomicU64::new(0),
-            late_records: AtomicU64::new(0),
-            abandoned_lines: AtomicU64::new(0),
-            reorder_waiting: AtomicU64::new(0),
+            lines: Counter::default(),
+            bytes: Counter::default(),
+            batches: Counter::default(),
+            writes: Counter::default(),
+            errors: Counter::default(),
+            retries: Counter::default(),
+            rotations: Counter::default(),
+            gap_skips: Counter::default(),
+            late_records: Counter::default(),
+            abandoned_lines: Counter::default(),
+            reorder_waiting: Counter::default(),
             latency: Mutex::new(Latencies {
                 total: new_latency_histogram(),
                 interval: new_latency_histogram(),
@@ -126,14 +163,6 @@ impl Default for WriterStats {
 }
 
 impl WriterStats {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
     /// Records `count` lines written `latency` after they were received
     /// (the writer calls this once per record; the lock is uncontended but
     /// for the stats reader).
@@ -172,60 +201,50 @@ impl WriterStats {
 #[derive(Debug, Default)]
 pub struct IngestStats {
     /// Log messages accepted over TCP (each becomes one line).
-    pub tcp_messages: AtomicU64,
+    pub tcp_messages: Counter,
     /// Bytes read from TCP connections.
-    pub tcp_bytes: AtomicU64,
+    pub tcp_bytes: Counter,
     /// Log messages accepted over gRPC.
-    pub grpc_messages: AtomicU64,
+    pub grpc_messages: Counter,
     /// Hello frames seen.
-    pub hellos: AtomicU64,
+    pub hellos: Counter,
     /// Heartbeat frames seen.
-    pub heartbeats: AtomicU64,
+    pub heartbeats: Counter,
     /// Frames whose payload did not decode (skipped).
-    pub decode_errors: AtomicU64,
+    pub decode_errors: Counter,
     /// Connections closed for announcing a frame above the maximum size.
-    pub oversized_frames: AtomicU64,
+    pub oversized_frames: Counter,
     /// Connections that ended in the middle of a frame.
-    pub partial_frames: AtomicU64,
+    pub partial_frames: Counter,
     /// Connections accepted since start.
-    pub connections_accepted: AtomicU64,
+    pub connections_accepted: Counter,
     /// Connections refused at `--max_connections`.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Counter,
     /// Connections closed by `--idle_timeout`.
-    pub connections_idle_closed: AtomicU64,
+    pub connections_idle_closed: Counter,
     /// Connections open now.
-    pub connections_open: AtomicU64,
+    pub connections_open: Counter,
     /// gRPC connections open now.
-    pub grpc_connections_open: AtomicU64,
+    pub grpc_connections_open: Counter,
     /// gRPC connections closed at once for passing `--grpc_max_connections`.
-    pub grpc_connections_refused: AtomicU64,
+    pub grpc_connections_refused: Counter,
     /// Request bytes gRPC calls hold in memory now (under
     /// `--grpc_max_inflight_bytes`).
-    pub grpc_inflight_bytes: AtomicU64,
+    pub grpc_inflight_bytes: Counter,
     /// Connections closed for staying silent in the middle of a frame for
     /// `--frame_timeout` (slowloris).
-    pub connections_frame_timeout: AtomicU64,
+    pub connections_frame_timeout: Counter,
     /// Connections closed because `--ingest_memory` stayed spent for
     /// `--frame_timeout` while they needed memory for a frame.
-    pub connections_memory_closed: AtomicU64,
+    pub connections_memory_closed: Counter,
     /// Connections refused because open file descriptors came within the
     /// reserve kept for the log files.
-    pub connections_refused_fds: AtomicU64,
+    pub connections_refused_fds: Counter,
     /// Bytes of buffers TCP connections hold now (read buffers, decoder
     /// scratch, lines not yet queued), as counted by `--ingest_memory`.
-    pub ingest_memory_bytes: AtomicU64,
+    pub ingest_memory_bytes: Counter,
     /// The highest `ingest_memory_bytes` so far.
-    pub ingest_memory_peak_bytes: AtomicU64,
-}
-
-impl IngestStats {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
+    pub ingest_memory_peak_bytes: Counter,
 }
 
 /// Lets through at most `per_second` diagnostics per second across the
@@ -274,9 +293,9 @@ impl RateLimiter {
     /// it, unless this line is held back too. Every diagnostic about
     /// clients, connections and input goes through here, so none is
     /// logged without being counted nor floods stderr.
-    pub fn emit(&self, counters: &[&AtomicU64], n: u64, log: impl FnOnce(u64)) {
+    pub fn emit(&self, counters: &[&Counter], n: u64, log: impl FnOnce(u64)) {
         for counter in counters {
-            counter.fetch_add(n, Ordering::Relaxed);
+            counter.add(n);
         }
         if let Some(suppressed) = self.check() {
             log(suppressed);
@@ -339,12 +358,12 @@ mod tests {
     #[test]
     fn events_are_all_counted_and_logged_within_the_rate() {
         let limiter = RateLimiter::new(3);
-        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (a, b) = (Counter::default(), Counter::default());
         let mut logged = Vec::new();
         for _ in 0..10 {
             limiter.emit(&[&a, &b], 2, |held| logged.push(held));
         }
-        assert_eq!((a.into_inner(), b.into_inner()), (20, 20));
+        assert_eq!((a.get(), b.get()), (20, 20));
         // Within one second only three get through (a second boundary in
         // the middle of the loop lets a few more through, never fewer).
         assert!(logged.len() >= 3 && logged.len() < 10, "{logged:?}");

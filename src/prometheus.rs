@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::{
     ingest::ingress::Ingress,
-    metrics::{IngestStats, WriterStats},
+    metrics::{Counter, IngestStats},
     writer::WriterShared,
 };
 
@@ -80,8 +80,8 @@ impl PipelineCollector {
     fn counters(&self) -> Vec<(&'static str, &'static str, Option<Labelled>, u64)> {
         let i = &self.0.ingest;
         let w = &self.0.writer.stats;
-        let get = IngestStats::get;
-        let wget = WriterStats::get;
+        let get = |c: &Counter| c.get();
+        let wget = get;
         vec![
             (
                 "messages_received",
@@ -192,7 +192,7 @@ impl PipelineCollector {
     fn gauges(&self) -> Vec<(&'static str, &'static str, Option<Labelled>, i64)> {
         let i = &self.0.ingest;
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let get = |c| as_i64(IngestStats::get(c));
+        let get = |c: &Counter| as_i64(c.get());
         vec![
             (
                 "queue_records",
@@ -210,7 +210,7 @@ impl PipelineCollector {
                 "reorder_waiting_lines",
                 "Lines waiting in the writer's reorder buffer behind a gap.",
                 None,
-                as_i64(WriterStats::get(&self.0.writer.stats.reorder_waiting)),
+                as_i64(self.0.writer.stats.reorder_waiting.get()),
             ),
             (
                 "connections_open",

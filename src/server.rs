@@ -512,9 +512,9 @@ impl Server {
         let s = &self.ingest_stats;
         ShutdownReport {
             writer,
-            tcp_messages: IngestStats::get(&s.tcp_messages),
-            grpc_messages: IngestStats::get(&s.grpc_messages),
-            decode_errors: IngestStats::get(&s.decode_errors),
+            tcp_messages: s.tcp_messages.get(),
+            grpc_messages: s.grpc_messages.get(),
+            decode_errors: s.decode_errors.get(),
             sequenced: self.ingress.sequencer().issued(),
         }
     }

@@ -6,7 +6,6 @@ use std::thread;
 use log_server::{
     format::TRUNCATED_MARK,
     ingest::tcp::{uring_available, IoEngine},
-    metrics::IngestStats,
 };
 use log_server_wire::{
     encode::{Packing, RawLoggerMsg},
@@ -56,7 +55,7 @@ fn bombs_next_to_a_good_client(engine: IoEngine) {
     let lines = s.stop();
 
     // The aliased bombs were refused; nothing else was.
-    assert_eq!(IngestStats::get(&stats.decode_errors), BOMBS as u64);
+    assert_eq!(stats.decode_errors.get(), BOMBS as u64);
     // The good client lost nothing, in order.
     let (heavy, good): (Vec<_>, Vec<_>) =
         lines.iter().cloned().partition(|l| l.contains(r"\x00\x00"));

@@ -107,12 +107,7 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
     // ~700 KB of lines into 96 KB of disk.
     let client = thread::spawn(move || send(addr, &frames(0, 3_000, true, Some(500))));
     let writer = server.writer().clone();
-    let errors = || {
-        writer
-            .stats
-            .errors
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let errors = || writer.stats.errors.get();
     wait_until("the disk is full", || errors() >= 5);
     let progress = server.progress().clone();
     let stuck_at = progress.written();
@@ -426,12 +421,7 @@ fn a_link_put_in_place_of_the_removed_log_directory_is_not_followed() {
     thread::sleep(Duration::from_millis(150));
     send(s.addr(), &frames(1, 100, false, None));
     let writer = s.server().writer().clone();
-    let errors = || {
-        writer
-            .stats
-            .errors
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let errors = || writer.stats.errors.get();
     let deadline = Instant::now() + Duration::from_secs(30);
     while errors() < 2 {
         assert!(

@@ -2,7 +2,6 @@
 
 use std::{net::SocketAddr, thread, time::Duration};
 
-use log_server::metrics::IngestStats;
 use log_server::{
     format::LineFormat,
     ingest::grpc::AckMode,
@@ -538,12 +537,12 @@ fn grpc_connections_beyond_the_limit_are_refused_and_others_keep_working() {
         // CANCELLED or a broken pipe depending on when it notices.
         let err = third.expect("a third connection past the cap of 2 is refused");
         eprintln!("third connection: {err}");
-        assert!(IngestStats::get(&stats.grpc_connections_refused) >= 1);
+        assert!(stats.grpc_connections_refused.get() >= 1);
         log_ok(&mut first, request(0, 1)).await;
         // Free a slot: a new connection is served.
         drop(second);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while IngestStats::get(&stats.grpc_connections_open) > 1 {
+        while stats.grpc_connections_open.get() > 1 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the closed connection kept its slot"
@@ -658,7 +657,7 @@ fn grpc_requests_in_flight_stay_within_the_memory_budget() {
     });
     let addr = s.server().grpc_addr().unwrap();
     let stats = s.server().ingest_stats().clone();
-    let inflight = || IngestStats::get(&stats.grpc_inflight_bytes) as usize;
+    let inflight = || stats.grpc_inflight_bytes.get() as usize;
     runtime().block_on(async {
         let mut calls = Vec::new();
         let mut connections = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::{io::Write, net::TcpStream, thread};
 
-use log_server::{metrics::IngestStats, server::ServerConfig};
+use log_server::server::ServerConfig;
 use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
 use tonic::transport::Channel;
 
@@ -116,7 +116,7 @@ fn two_thousand_connections_and_two_hundred_streams_at_once() {
     // --ingest_memory counts it: a 16 KiB read buffer each, plus the lines
     // and decoder scratch of the read in hand (these clients send ~2 KiB a
     // connection). About 28 KiB a connection measured; 32 KiB allowed.
-    let ingest_peak = IngestStats::get(&stats.ingest_memory_peak_bytes);
+    let ingest_peak = stats.ingest_memory_peak_bytes.get();
     let bound = tcp_connections as u64 * 32 * 1024;
     eprintln!(
         "ingest memory peak {} KiB for {tcp_connections} connections (bound {} KiB); \

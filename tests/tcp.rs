@@ -7,10 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use log_server::{
-    ingest::tcp::{uring_available, IoEngine},
-    metrics::IngestStats,
-};
+use log_server::ingest::tcp::{uring_available, IoEngine};
 use log_server_wire::encode::{push_logger_frame, Packing};
 
 use crate::util::*;
@@ -40,8 +37,8 @@ fn concurrent_connections(engine: IoEngine, conns: usize, per_conn: usize) {
     let stats = s.server().ingest_stats().clone();
     let lines = s.stop();
     assert_all_once_in_order(&lines, &vec![per_conn; conns]);
-    assert_eq!(IngestStats::get(&stats.decode_errors), 0);
-    assert_eq!(IngestStats::get(&stats.hellos), conns.div_ceil(2) as u64);
+    assert_eq!(stats.decode_errors.get(), 0);
+    assert_eq!(stats.hellos.get(), conns.div_ceil(2) as u64);
 }
 
 #[test]
@@ -59,8 +56,8 @@ fn hello_and_heartbeats_write_no_lines() {
         let stats = s.server().ingest_stats().clone();
         let lines = s.stop();
         assert_all_once_in_order(&lines, &[50]);
-        assert_eq!(IngestStats::get(&stats.hellos), 1);
-        assert_eq!(IngestStats::get(&stats.heartbeats), 50);
+        assert_eq!(stats.hellos.get(), 1);
+        assert_eq!(stats.heartbeats.get(), 50);
     });
 }
 
@@ -79,12 +76,7 @@ fn rotation_under_load_keeps_files_bounded_and_lines_whole() {
         c.join().unwrap();
     }
     s.wait_written(8_000);
-    let rotations = s
-        .server()
-        .writer()
-        .stats
-        .rotations
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let rotations = s.server().writer().stats.rotations.get();
     let dir = s.log_dir();
     let lines = s.stop();
     assert!(rotations >= 20, "only {rotations} rotations");
@@ -152,8 +144,8 @@ fn garbage_and_oversized_frames_do_not_disturb_a_good_client() {
         let stats = s.server().ingest_stats().clone();
         let lines = s.stop();
         assert_all_once_in_order(&lines, &[20_000, 10]);
-        assert_eq!(IngestStats::get(&stats.decode_errors), 100);
-        assert_eq!(IngestStats::get(&stats.oversized_frames), 2);
+        assert_eq!(stats.decode_errors.get(), 100);
+        assert_eq!(stats.oversized_frames.get(), 2);
     });
 }
 
@@ -168,7 +160,7 @@ fn a_client_that_leaves_mid_frame_loses_only_that_frame() {
         send(s.addr(), &bytes);
         s.wait_written(10);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while IngestStats::get(&s.server().ingest_stats().partial_frames) == 0 {
+        while s.server().ingest_stats().partial_frames.get() == 0 {
             assert!(
                 Instant::now() < deadline,
                 "the partial frame was never noticed"
@@ -191,16 +183,13 @@ fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
             .map(|_| TcpStream::connect(s.addr()).unwrap())
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while IngestStats::get(&s.server().ingest_stats().connections_open) < 2 {
+        while s.server().ingest_stats().connections_open.get() < 2 {
             assert!(Instant::now() < deadline);
             thread::sleep(Duration::from_millis(5));
         }
         let mut refused = TcpStream::connect(s.addr()).unwrap();
         assert_closed_by_server(&mut refused);
-        assert_eq!(
-            IngestStats::get(&s.server().ingest_stats().connections_refused),
-            1
-        );
+        assert_eq!(s.server().ingest_stats().connections_refused.get(), 1);
         // The held connections still work.
         (&held[0]).write_all(&frames(0, 5, false, None)).unwrap();
         (&held[1]).write_all(&frames(1, 5, false, None)).unwrap();
@@ -223,10 +212,7 @@ fn idle_connections_are_closed_after_the_timeout() {
         let started = Instant::now();
         assert_closed_by_server(&mut idle);
         assert!(started.elapsed() >= Duration::from_millis(100));
-        assert_eq!(
-            IngestStats::get(&s.server().ingest_stats().connections_idle_closed),
-            1
-        );
+        assert_eq!(s.server().ingest_stats().connections_idle_closed.get(), 1);
         let lines = s.stop();
         assert_all_once_in_order(&lines, &[3]);
     });
@@ -292,7 +278,7 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
         // The writer is stuck: intake must stop growing (held back), with
         // the queue full and far fewer messages taken than sent.
         let stats = server.ingest_stats().clone();
-        let taken = || IngestStats::get(&stats.tcp_messages);
+        let taken = || stats.tcp_messages.get();
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut last, mut since) = (taken(), Instant::now());
         while since.elapsed() < Duration::from_millis(500) {
@@ -351,11 +337,11 @@ fn a_trickling_client_and_a_connection_storm_do_not_disturb_others() {
     slow.join().unwrap();
     s.wait_written(5_002);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while IngestStats::get(&s.server().ingest_stats().connections_open) > 0 {
+    while s.server().ingest_stats().connections_open.get() > 0 {
         assert!(Instant::now() < deadline, "connections left open");
         thread::sleep(Duration::from_millis(10));
     }
-    let accepted = IngestStats::get(&s.server().ingest_stats().connections_accepted);
+    let accepted = s.server().ingest_stats().connections_accepted.get();
     let lines = s.stop();
     assert_all_once_in_order(&lines, &[2, 5_000]);
     // Connections closed while still in a full accept queue never reach
@@ -416,7 +402,7 @@ fn connections_announcing_large_frames_stay_within_the_memory_budget() {
             thread::sleep(Duration::from_millis(5));
         }
         let stats = s.server().ingest_stats().clone();
-        let peak = IngestStats::get(&stats.ingest_memory_peak_bytes) as usize;
+        let peak = stats.ingest_memory_peak_bytes.get() as usize;
         let sent: usize = conns.iter().map(|(_, n)| n).sum();
         eprintln!(
             "{engine}: {} MiB sent, ingest memory peak {} KiB of {} KiB",
@@ -439,11 +425,11 @@ fn connections_announcing_large_frames_stay_within_the_memory_budget() {
         );
         drop(conns);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while IngestStats::get(&stats.connections_open) > 0 {
+        while stats.connections_open.get() > 0 {
             assert!(Instant::now() < deadline, "connections left open");
             thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(IngestStats::get(&stats.ingest_memory_bytes), 0);
+        assert_eq!(stats.ingest_memory_bytes.get(), 0);
         send(addr, &frames(0, 100, false, None));
         s.wait_written(100);
         let lines = s.stop();
@@ -466,12 +452,12 @@ fn buffers_shrink_after_a_large_frame() {
         bytes.extend_from_slice(&frames(0, 1, false, None));
         conn.write_all(&bytes).unwrap();
         s.wait_written(2);
-        assert!(IngestStats::get(&stats.ingest_memory_peak_bytes) >= 2 << 20);
+        assert!(stats.ingest_memory_peak_bytes.get() >= 2 << 20);
         // The accounting follows the buffers right after the read that
         // completed the frame; allow the read to finish.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let now = IngestStats::get(&stats.ingest_memory_bytes);
+            let now = stats.ingest_memory_bytes.get();
             if now <= 512 * 1024 {
                 break;
             }
@@ -481,7 +467,7 @@ fn buffers_shrink_after_a_large_frame() {
             );
             thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(IngestStats::get(&stats.connections_open), 1);
+        assert_eq!(stats.connections_open.get(), 1);
         drop(conn);
         let lines = s.stop();
         assert_eq!(lines.len(), 2);
@@ -507,15 +493,15 @@ fn a_client_silent_mid_frame_is_closed_and_an_idle_one_between_frames_is_not() {
         let started = Instant::now();
         assert_closed_by_server(&mut slow);
         assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(IngestStats::get(&stats.connections_frame_timeout), 1);
+        assert_eq!(stats.connections_frame_timeout.get(), 1);
         // Well past the timeout, the idle client is open and served.
         thread::sleep(Duration::from_millis(600));
-        assert_eq!(IngestStats::get(&stats.connections_open), 1);
+        assert_eq!(stats.connections_open.get(), 1);
         let mut more = frames(0, 2, false, None);
         more.drain(..frames(0, 1, false, None).len());
         idle.write_all(&more).unwrap();
         s.wait_written(2);
-        assert_eq!(IngestStats::get(&stats.connections_frame_timeout), 1);
+        assert_eq!(stats.connections_frame_timeout.get(), 1);
         drop(idle);
         let lines = s.stop();
         assert_all_once_in_order(&lines, &[2]);
@@ -546,13 +532,13 @@ fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
         let client = thread::spawn(move || send(addr, &frames(0, 2_000, false, None)));
         // Until the queue is full and the connection waits on it.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while server.ingress().queue().has_room() || IngestStats::get(&stats.tcp_messages) < 2 {
+        while server.ingress().queue().has_room() || stats.tcp_messages.get() < 2 {
             assert!(Instant::now() < deadline, "the queue never filled");
             thread::sleep(Duration::from_millis(5));
         }
         // Five idle timeouts of waiting on the queue.
         thread::sleep(Duration::from_millis(1_000));
-        let closed = IngestStats::get(&stats.connections_idle_closed);
+        let closed = stats.connections_idle_closed.get();
         // Unstick the writer before asserting, so a failure cannot hang
         // the server's shutdown on the FIFO.
         let reader = thread::spawn(move || std::fs::read(fifo).unwrap());

@@ -60,12 +60,15 @@ impl MemoryBudget {
 
     /// Bytes held now by all connections.
     pub fn used(&self) -> usize {
-        self.stats.ingest_memory_bytes.load(Ordering::Relaxed) as usize
+        self.stats
+            .ingest_memory_bytes
+            .as_atomic()
+            .load(Ordering::Relaxed) as usize
     }
 
     /// Adds `grow` bytes if the total stays within the limit.
     fn try_add(&self, grow: usize) -> bool {
-        let used = &self.stats.ingest_memory_bytes;
+        let used = self.stats.ingest_memory_bytes.as_atomic();
         let mut now = used.load(Ordering::Relaxed);
         loop {
             let Some(next) = now.checked_add(grow as u64) else {
@@ -78,6 +81,7 @@ impl MemoryBudget {
                 Ok(_) => {
                     self.stats
                         .ingest_memory_peak_bytes
+                        .as_atomic()
                         .fetch_max(next, Ordering::Relaxed);
                     return true;
                 }
@@ -91,16 +95,19 @@ impl MemoryBudget {
         let next = self
             .stats
             .ingest_memory_bytes
+            .as_atomic()
             .fetch_add(grow as u64, Ordering::AcqRel)
             + grow as u64;
         self.stats
             .ingest_memory_peak_bytes
+            .as_atomic()
             .fetch_max(next, Ordering::Relaxed);
     }
 
     fn sub(&self, shrink: usize) {
         self.stats
             .ingest_memory_bytes
+            .as_atomic()
             .fetch_sub(shrink as u64, Ordering::AcqRel);
         if shrink > 0 && self.waiters.load(Ordering::Acquire) > 0 {
             self.freed.notify_waiters();
@@ -226,7 +233,7 @@ mod tests {
         drop(one);
         assert_eq!(b.used(), 0);
         assert_eq!(
-            IngestStats::get(&b.stats.ingest_memory_peak_bytes),
+            b.stats.ingest_memory_peak_bytes.get(),
             500,
             "the peak gauge keeps the highest total"
         );

@@ -200,7 +200,7 @@ impl Connection {
             }
             let Some(frame) = frames.next() else { break };
             match frame {
-                Ok(Frame::Heartbeat) => IngestStats::add(&stats.heartbeats, 1),
+                Ok(Frame::Heartbeat) => stats.heartbeats.add(1),
                 Ok(Frame::Payload(payload)) => {
                     let produced = self.pending_bytes();
                     let decoded = match &mut self.pending {
@@ -219,7 +219,7 @@ impl Connection {
                     match decoded {
                         Ok(Decoded::Log) => {}
                         Ok(Decoded::Hello(id)) => {
-                            IngestStats::add(&stats.hellos, 1);
+                            stats.hellos.add(1);
                             tracing::debug!(peer = %self.peer, identity = %ClientText(&id), "Client said hello.");
                             self.identity = Some(id);
                         }
@@ -252,7 +252,7 @@ impl Connection {
         }
         let n = self.pending.len() as u64;
         self.messages += n;
-        IngestStats::add(&stats.tcp_messages, n);
+        stats.tcp_messages.add(n);
         result.unwrap_or(Feed::Continue {
             consumed: frames.consumed(),
             need: frames

@@ -6,16 +6,13 @@
 //! the writer are a memcpy and a format. Formatting happens here, on the
 //! ingest thread, so the writer thread only moves bytes.
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Instant, SystemTime},
-};
+use std::time::{Instant, SystemTime};
 
 use log_server_wire::{decode::DecodedBatch, fields::Fields};
 
 use crate::{
     format::{LineFormat, LineFormatter, ReceivedAt},
-    metrics::RateLimiter,
+    metrics::{Counter, RateLimiter},
     queue::{RecordQueue, Sequencer},
     record::Record,
 };
@@ -70,7 +67,7 @@ pub struct Ingress {
     queue: std::sync::Arc<RecordQueue>,
     formatter: LineFormatter,
     /// Lines whose fields were cut to fit the maximum line length.
-    truncated: AtomicU64,
+    truncated: Counter,
     /// Holds the truncation warning to a few lines a second: any client can
     /// cause one per message it sends.
     truncation_warnings: RateLimiter,
@@ -91,7 +88,7 @@ impl Ingress {
             sequencer: Sequencer::starting_at(first_seq),
             queue,
             formatter,
-            truncated: AtomicU64::new(0),
+            truncated: Counter::default(),
             truncation_warnings: RateLimiter::new(TRUNCATION_WARNINGS_PER_SECOND),
         }
     }
@@ -110,7 +107,7 @@ impl Ingress {
 
     /// Lines cut to fit the maximum line length so far.
     pub fn truncated_lines(&self) -> u64 {
-        self.truncated.load(Ordering::Relaxed)
+        self.truncated.get()
     }
 
     /// Numbers and formats every message of `batch` into one record.

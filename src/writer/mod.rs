@@ -285,11 +285,11 @@ impl WriterHandle {
         let (died, stuck) = self.stop_and_join();
         let s = &self.shared.stats;
         WriterReport {
-            lines: WriterStats::get(&s.lines),
-            bytes: WriterStats::get(&s.bytes),
-            rotations: WriterStats::get(&s.rotations),
-            retries: WriterStats::get(&s.retries),
-            abandoned_lines: WriterStats::get(&s.abandoned_lines),
+            lines: s.lines.get(),
+            bytes: s.bytes.get(),
+            rotations: s.rotations.get(),
+            retries: s.retries.get(),
+            abandoned_lines: s.abandoned_lines.get(),
             skipped: self.shared.skipped(),
             late_lines: self.shared.late_lines.load(Ordering::Relaxed),
             died,

@@ -12,7 +12,6 @@ use std::{
 };
 
 use super::{file::LogDir, rotate::Files, worker::Writer};
-use crate::metrics::WriterStats;
 
 impl<D: LogDir> Writer<D> {
     /// After the `failures`-th consecutive failure: log, wait, and say
@@ -73,12 +72,12 @@ impl<D: LogDir> Writer<D> {
         let mut failures = 0;
         while let Err(e) = op(&mut self.files) {
             failures += 1;
-            WriterStats::add(&self.shared.stats.errors, 1);
+            self.shared.stats.errors.add(1);
             tracing::warn!(error = %e, "Could not {what}.");
             if !self.wait_before_retry(failures, &e) {
                 return;
             }
-            WriterStats::add(&self.shared.stats.retries, 1);
+            self.shared.stats.retries.add(1);
         }
     }
 }

@@ -15,7 +15,7 @@ use super::{
     batch::Batch, file::LogDir, reorder::ReorderBuffer, rotate::Files, FsyncPolicy, WriterConfig,
     WriterShared,
 };
-use crate::{metrics::WriterStats, progress::Progress, queue::RecordQueue, record::Record};
+use crate::{progress::Progress, queue::RecordQueue, record::Record};
 
 pub(super) struct Writer<D: LogDir> {
     pub(super) files: Files<D>,
@@ -111,7 +111,7 @@ impl<D: LogDir> Writer<D> {
                 // Its numbers were skipped: writing it now would put it after
                 // later numbers, breaking the one global order. It is counted
                 // as lost (its numbers already are, in `skipped`).
-                WriterStats::add(&self.shared.stats.late_records, 1);
+                self.shared.stats.late_records.add(1);
                 self.shared
                     .late_lines
                     .fetch_add(u64::from(r.count), Ordering::Relaxed);
@@ -133,7 +133,7 @@ impl<D: LogDir> Writer<D> {
 
     fn skip_gap(&mut self) {
         if let Some(missing) = self.reorder.skip_gap() {
-            WriterStats::add(&self.shared.stats.gap_skips, 1);
+            self.shared.stats.gap_skips.add(1);
             self.shared
                 .skipped
                 .fetch_add(missing.end - missing.start, Ordering::Relaxed);
@@ -175,11 +175,11 @@ impl<D: LogDir> Writer<D> {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    WriterStats::add(&self.shared.stats.errors, 1);
+                    self.shared.stats.errors.add(1);
                     if !self.wait_before_retry(failures, &e) {
                         break;
                     }
-                    WriterStats::add(&self.shared.stats.retries, 1);
+                    self.shared.stats.retries.add(1);
                 }
             }
         }
@@ -187,7 +187,7 @@ impl<D: LogDir> Writer<D> {
         self.shared
             .stats
             .reorder_waiting
-            .store(self.reorder.waiting_lines(), Ordering::Relaxed);
+            .set(self.reorder.waiting_lines());
         if self.config.fsync == FsyncPolicy::Batch {
             self.retry_until_done("sync the log file", |files| files.sync());
         }
@@ -207,7 +207,7 @@ impl<D: LogDir> Writer<D> {
         if len == 0 {
             if !self.files.is_empty() {
                 let old = self.files.rotate()?;
-                WriterStats::add(&self.shared.stats.rotations, 1);
+                self.shared.stats.rotations.add(1);
                 if let (Some(old), Some(syncer)) = (old, &self.syncer) {
                     // fsync of a finished file off the writer thread: it
                     // took tens of milliseconds inline, a latency spike for
@@ -229,7 +229,7 @@ impl<D: LogDir> Writer<D> {
         let n = self.files.write_vectored(&slices)?;
         drop(slices);
         self.batch.advance(n);
-        WriterStats::add(&self.shared.stats.writes, 1);
+        self.shared.stats.writes.add(1);
         Ok(())
     }
 
@@ -266,7 +266,7 @@ impl<D: LogDir> Writer<D> {
             // Which lines are not in the file: those after the last newline
             // written. Count them from the end of the batch.
             let abandoned = count_lines_in_last(self.batch.records(), unwritten);
-            WriterStats::add(&stats.abandoned_lines, abandoned);
+            stats.abandoned_lines.add(abandoned);
             tracing::error!(
                 lines = abandoned,
                 "Shutdown timeout reached while the file system kept failing; these lines were not written."
@@ -274,9 +274,9 @@ impl<D: LogDir> Writer<D> {
             lines -= abandoned;
             bytes -= unwritten as u64;
         }
-        WriterStats::add(&stats.lines, lines);
-        WriterStats::add(&stats.bytes, bytes);
-        WriterStats::add(&stats.batches, 1);
+        stats.lines.add(lines);
+        stats.bytes.add(bytes);
+        stats.batches.add(1);
     }
 
     /// The queue and the reorder buffer are empty and no producer is left:

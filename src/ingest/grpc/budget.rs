@@ -109,10 +109,10 @@ impl Charge {
     }
 
     fn update_gauge(&self) {
-        self.budget.stats.grpc_inflight_bytes.store(
-            self.budget.in_use() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.budget
+            .stats
+            .grpc_inflight_bytes
+            .set(self.budget.in_use() as u64);
     }
 }
 

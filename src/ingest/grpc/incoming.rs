@@ -57,9 +57,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.stats
-            .grpc_connections_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.grpc_connections_open.sub(1);
     }
 }
 
@@ -118,7 +116,7 @@ pub fn incoming(
             if let Err(e) = SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
                 tracing::debug!(%peer, error = %e, "Cannot set TCP keepalive on a gRPC connection.");
             }
-            IngestStats::add(&stats.grpc_connections_open, 1);
+            stats.grpc_connections_open.add(1);
             let conn = GrpcConn {
                 stream,
                 _slot: Slot {

@@ -268,7 +268,7 @@ impl Handler {
             return Ok(0);
         };
         let end = record.end_seq();
-        IngestStats::add(&self.stats.grpc_messages, u64::from(record.count));
+        self.stats.grpc_messages.add(u64::from(record.count));
         self.push(record).await;
         Ok(end)
     }

@@ -17,7 +17,6 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::thread::{Handoff, ThreadCtx};
-use crate::metrics::IngestStats;
 
 /// Hands each accepted connection to the thread with the fewest open ones.
 /// The kernel's `SO_REUSEPORT` spreading hashes connections to threads, and
@@ -126,8 +125,8 @@ pub(super) fn admit(ctx: &ThreadCtx, peer: SocketAddr) -> bool {
         });
         return false;
     }
-    IngestStats::add(&stats.connections_accepted, 1);
-    IngestStats::add(&stats.connections_open, 1);
+    stats.connections_accepted.add(1);
+    stats.connections_open.add(1);
     tracing::debug!(%peer, "Connection opened.");
     true
 }
@@ -161,10 +160,7 @@ pub(super) fn release(ctx: &ThreadCtx) {
 /// Undoes the counts of [`admit`].
 fn unadmit(ctx: &ThreadCtx) {
     ctx.open.fetch_sub(1, Ordering::AcqRel);
-    ctx.conn
-        .stats
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+    ctx.conn.stats.connections_open.sub(1);
 }
 
 /// An accept failed: say so (rate limited) and pause. Out of file

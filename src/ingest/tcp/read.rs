@@ -5,10 +5,7 @@
 use std::{io, time::Instant};
 
 use super::{buffer::resize, registry::Registry, thread::ThreadCtx};
-use crate::{
-    ingest::conn::{Connection, Feed},
-    metrics::IngestStats,
-};
+use crate::ingest::conn::{Connection, Feed};
 
 /// What a connection does after a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +39,7 @@ pub(super) async fn after_read(
             }
         }
         Ok(n) => {
-            IngestStats::add(&ctx.conn.stats.tcp_bytes, n as u64);
+            ctx.conn.stats.tcp_bytes.add(n as u64);
             registry.touch(id, received);
         }
         Err(e) => {

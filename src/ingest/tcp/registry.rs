@@ -258,7 +258,7 @@ pub(super) async fn sweeper(
         };
         let n = registry.shut_reads(|e| e.mid_frame && silent_for(e, frame));
         if n > 0 {
-            IngestStats::add(&stats.connections_frame_timeout, n as u64);
+            stats.connections_frame_timeout.add(n as u64);
             tracing::info!(
                 connections = n,
                 "Closing connections silent in the middle of a frame (--frame_timeout); their incomplete frames are dropped."
@@ -266,7 +266,7 @@ pub(super) async fn sweeper(
         }
         let n = registry.shut_reads(|e| silent_for(e, idle));
         if n > 0 {
-            IngestStats::add(&stats.connections_idle_closed, n as u64);
+            stats.connections_idle_closed.add(n as u64);
             tracing::debug!(
                 connections = n,
                 "Closing idle connections (--idle_timeout)."
@@ -357,6 +357,6 @@ mod tests {
         assert!(registry.is_empty(), "the registry entry is left behind");
         assert_eq!(ctx.open.load(Ordering::Relaxed), 0);
         assert_eq!(ctx.loads[0].load(Ordering::Relaxed), 0);
-        assert_eq!(IngestStats::get(&ctx.conn.stats.connections_open), 0);
+        assert_eq!(ctx.conn.stats.connections_open.get(), 0);
     }
 }
