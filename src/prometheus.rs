@@ -17,7 +17,7 @@ use std::{
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Registry,
 };
@@ -73,168 +73,153 @@ impl Exporter {
 #[derive(Debug)]
 struct PipelineCollector(Sources);
 
-/// One labelled value of a metric family: `transport="tcp"` and the like.
-type Labelled = (&'static str, &'static str);
+/// One sample of a family: its label (`transport="tcp"` and the like), if
+/// the family has several, and its value.
+type Sample = (Option<(&'static str, &'static str)>, u64);
+
+/// A metric family as exported: name (without the prefix and `_total`),
+/// help, kind, and its samples.
+struct Family(&'static str, &'static str, MetricType, Vec<Sample>);
 
 impl PipelineCollector {
-    fn counters(&self) -> Vec<(&'static str, &'static str, Option<Labelled>, u64)> {
-        let i = &self.0.ingest;
-        let w = &self.0.writer.stats;
-        let get = |c: &Counter| c.get();
-        let wget = get;
+    fn families(&self) -> Vec<Family> {
+        use MetricType::{Counter as C, Gauge as G};
+        let (i, w) = (&self.0.ingest, &self.0.writer.stats);
+        let queue = self.0.ingress.queue();
+        let one = |c: &Counter| vec![(None, c.get())];
+        let by = |key, samples: &[(&'static str, &Counter)]| {
+            samples
+                .iter()
+                .map(|&(v, c)| (Some((key, v)), c.get()))
+                .collect()
+        };
         vec![
-            (
+            Family(
                 "messages_received",
                 "Log messages accepted, by transport.",
-                Some(("transport", "tcp")),
-                get(&i.tcp_messages),
+                C,
+                by(
+                    "transport",
+                    &[("tcp", &i.tcp_messages), ("grpc", &i.grpc_messages)],
+                ),
             ),
-            (
-                "messages_received",
-                "Log messages accepted, by transport.",
-                Some(("transport", "grpc")),
-                get(&i.grpc_messages),
-            ),
-            (
+            Family(
                 "tcp_received_bytes",
                 "Bytes read from TCP connections.",
-                None,
-                get(&i.tcp_bytes),
+                C,
+                one(&i.tcp_bytes),
             ),
-            (
+            Family(
                 "decode_errors",
                 "TCP frames whose payload did not decode (skipped).",
-                None,
-                get(&i.decode_errors),
+                C,
+                one(&i.decode_errors),
             ),
-            (
+            Family(
                 "connections_accepted",
                 "TCP connections accepted.",
-                None,
-                get(&i.connections_accepted),
+                C,
+                one(&i.connections_accepted),
             ),
-            (
+            Family(
                 "connections_refused",
                 "Connections refused, by reason.",
-                Some(("reason", "tcp_max_connections")),
-                get(&i.connections_refused),
+                C,
+                by(
+                    "reason",
+                    &[
+                        ("tcp_max_connections", &i.connections_refused),
+                        ("tcp_fd_reserve", &i.connections_refused_fds),
+                        ("grpc_max_connections", &i.grpc_connections_refused),
+                    ],
+                ),
             ),
-            (
-                "connections_refused",
-                "Connections refused, by reason.",
-                Some(("reason", "tcp_fd_reserve")),
-                get(&i.connections_refused_fds),
-            ),
-            (
-                "connections_refused",
-                "Connections refused, by reason.",
-                Some(("reason", "grpc_max_connections")),
-                get(&i.grpc_connections_refused),
-            ),
-            (
+            Family(
                 "connections_closed",
                 "TCP connections closed by the server, by reason.",
-                Some(("reason", "oversized_frame")),
-                get(&i.oversized_frames),
+                C,
+                by(
+                    "reason",
+                    &[
+                        ("oversized_frame", &i.oversized_frames),
+                        ("idle_timeout", &i.connections_idle_closed),
+                        ("frame_timeout", &i.connections_frame_timeout),
+                        ("memory", &i.connections_memory_closed),
+                    ],
+                ),
             ),
-            (
-                "connections_closed",
-                "TCP connections closed by the server, by reason.",
-                Some(("reason", "idle_timeout")),
-                get(&i.connections_idle_closed),
-            ),
-            (
-                "connections_closed",
-                "TCP connections closed by the server, by reason.",
-                Some(("reason", "frame_timeout")),
-                get(&i.connections_frame_timeout),
-            ),
-            (
-                "connections_closed",
-                "TCP connections closed by the server, by reason.",
-                Some(("reason", "memory")),
-                get(&i.connections_memory_closed),
-            ),
-            (
+            Family(
                 "lines_written",
                 "Lines (messages) written to the log files.",
-                None,
-                wget(&w.lines),
+                C,
+                one(&w.lines),
             ),
-            (
+            Family(
                 "written_bytes",
                 "Bytes written to the log files.",
-                None,
-                wget(&w.bytes),
+                C,
+                one(&w.bytes),
             ),
-            (
+            Family(
                 "write_errors",
                 "Failed file operations (write, open, rename, sync).",
-                None,
-                wget(&w.errors),
+                C,
+                one(&w.errors),
             ),
-            (
+            Family(
                 "write_retries",
                 "File operations attempted again after a failure.",
-                None,
-                wget(&w.retries),
+                C,
+                one(&w.retries),
             ),
-            ("rotations", "Log file rotations.", None, wget(&w.rotations)),
-            (
+            Family("rotations", "Log file rotations.", C, one(&w.rotations)),
+            Family(
                 "gap_skips",
                 "Gaps in the sequence given up on after the gap timeout.",
-                None,
-                wget(&w.gap_skips),
+                C,
+                one(&w.gap_skips),
             ),
-        ]
-    }
-
-    fn gauges(&self) -> Vec<(&'static str, &'static str, Option<Labelled>, i64)> {
-        let i = &self.0.ingest;
-        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let get = |c: &Counter| as_i64(c.get());
-        vec![
-            (
+            Family(
                 "queue_records",
                 "Records waiting in the queue between ingest and the writer.",
-                None,
-                self.0.ingress.queue().len() as i64,
+                G,
+                vec![(None, queue.len() as u64)],
             ),
-            (
+            Family(
                 "queue_bytes",
                 "Bytes of lines waiting in the queue.",
-                None,
-                self.0.ingress.queue().queued_bytes() as i64,
+                G,
+                vec![(None, queue.queued_bytes() as u64)],
             ),
-            (
+            Family(
                 "reorder_waiting_lines",
                 "Lines waiting in the writer's reorder buffer behind a gap.",
-                None,
-                as_i64(self.0.writer.stats.reorder_waiting.get()),
+                G,
+                one(&w.reorder_waiting),
             ),
-            (
+            Family(
                 "connections_open",
                 "Connections open now, by transport.",
-                Some(("transport", "tcp")),
-                get(&i.connections_open),
+                G,
+                by(
+                    "transport",
+                    &[
+                        ("tcp", &i.connections_open),
+                        ("grpc", &i.grpc_connections_open),
+                    ],
+                ),
             ),
-            (
-                "connections_open",
-                "Connections open now, by transport.",
-                Some(("transport", "grpc")),
-                get(&i.grpc_connections_open),
-            ),
-            (
+            Family(
                 "ingest_memory_bytes",
                 "Bytes TCP connections' buffers hold (under --ingest_memory).",
-                None,
-                get(&i.ingest_memory_bytes),
+                G,
+                one(&i.ingest_memory_bytes),
             ),
-            (
+            Family(
                 "grpc_inflight_bytes",
                 "Request bytes gRPC calls hold (under --grpc_max_inflight_bytes).",
-                None,
-                get(&i.grpc_inflight_bytes),
+                G,
+                one(&i.grpc_inflight_bytes),
             ),
         ]
     }
@@ -242,32 +227,17 @@ impl PipelineCollector {
 
 impl Collector for PipelineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        // A family's samples come together under one descriptor.
-        let counters = self.counters();
-        for group in counters.chunk_by(|a, b| a.0 == b.0) {
-            let (name, help, _, _) = group[0];
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            if group[0].2.is_none() {
-                ConstCounter::new(group[0].3).encode(metric)?;
-                continue;
-            }
-            for &(_, _, label, value) in group {
-                if let Some(l) = label {
-                    ConstCounter::new(value).encode(metric.encode_family(&[l])?)?;
-                }
-            }
-        }
-        let gauges = self.gauges();
-        for group in gauges.chunk_by(|a, b| a.0 == b.0) {
-            let (name, help, _, _) = group[0];
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            if group[0].2.is_none() {
-                ConstGauge::new(group[0].3).encode(metric)?;
-                continue;
-            }
-            for &(_, _, label, value) in group {
-                if let Some(l) = label {
-                    ConstGauge::new(value).encode(metric.encode_family(&[l])?)?;
+        for Family(name, help, kind, samples) in self.families() {
+            let counter = kind == MetricType::Counter;
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            match samples.as_slice() {
+                // An unlabelled family: one sample, under the name itself.
+                &[(None, value)] => encode_value(metric, value, counter)?,
+                _ => {
+                    for (label, value) in samples {
+                        let label = [label.unwrap_or(("", ""))];
+                        encode_value(metric.encode_family(&label)?, value, counter)?;
+                    }
                 }
             }
         }
@@ -283,6 +253,15 @@ impl Collector for PipelineCollector {
                 MetricType::Histogram,
             )?
             .encode_histogram::<NoLabelSet>(sum, h.len(), &buckets, None)
+    }
+}
+
+/// One sample as a counter or a gauge.
+fn encode_value(m: MetricEncoder<'_>, v: u64, counter: bool) -> Result<(), std::fmt::Error> {
+    if counter {
+        ConstCounter::new(v).encode(m)
+    } else {
+        ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)
     }
 }
 

@@ -115,19 +115,29 @@ fn node_client_installed() -> bool {
     installed && has_node
 }
 
-#[test]
-fn node_grpc_js_client_messages_arrive_once() {
-    let root = env!("CARGO_MANIFEST_DIR");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A server with gRPC on port 0 and its gRPC address, if node and the
+/// client's modules are there (else the test is reported skipped).
+fn node_and_grpc_server() -> Option<(TestServer, std::net::SocketAddr)> {
     if !node_client_installed() {
-        return;
+        return None;
     }
-    let mut s = TestServer::start_with(|c| {
+    let s = TestServer::start_with(|c| {
         c.only_tcp = false;
         c.grpc_port = 0;
     });
     let addr = s.server().grpc_addr().unwrap();
+    Some((s, addr))
+}
+
+#[test]
+fn node_grpc_js_client_messages_arrive_once() {
+    let Some((mut s, addr)) = node_and_grpc_server() else {
+        return;
+    };
     let out = Command::new("node")
-        .arg(format!("{root}/clients/js/check.js"))
+        .arg(format!("{ROOT}/clients/js/check.js"))
         .args([
             "--address",
             &addr.to_string(),
@@ -184,17 +194,11 @@ fn node_grpc_js_client_messages_arrive_once() {
 /// even from a debug build; the bound is far from both.
 #[test]
 fn node_concurrent_unary_calls_do_not_wait_for_delayed_acks() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    if !node_client_installed() {
+    let Some((mut s, addr)) = node_and_grpc_server() else {
         return;
-    }
-    let mut s = TestServer::start_with(|c| {
-        c.only_tcp = false;
-        c.grpc_port = 0;
-    });
-    let addr = s.server().grpc_addr().unwrap();
+    };
     let out = Command::new("node")
-        .arg(format!("{root}/clients/js/bench/grpc-load.js"))
+        .arg(format!("{ROOT}/clients/js/bench/grpc-load.js"))
         .args(["--address", &addr.to_string()])
         .args(["--mode", "rounds", "--inflight", "8", "--messages", "400"])
         .output()
