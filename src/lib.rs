@@ -30,8 +30,12 @@
 //! - [`progress`]: the written/synced watermarks beside the queue: the
 //!   writer advances them, gRPC acknowledgements wait on them.
 //! - [`writer`]: the writer thread: reorder buffer, dynamic batches,
-//!   vectored writes, retries, rotation, fsync, watermarks.
-//! - [`metrics`]: counters and latency histograms.
+//!   vectored writes, retries, rotation, SIGHUP reopen; its finisher thread
+//!   fsyncs and compresses rotated files.
+//! - [`metrics`]: counters, internal events and latency histograms;
+//!   [`prometheus`]: them as `GET /metrics`.
+//! - [`systemd`]: READY/STOPPING/WATCHDOG notifications to the service
+//!   manager, beside the data flow.
 
 pub mod format;
 pub mod ingest;
