@@ -72,6 +72,12 @@ pub trait LogFile: Send + 'static {
     /// Reads at `offset` without moving any position (`pread`): the
     /// compressor reads a rotated file through the handle the writer used.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Starts writeback of `len` bytes at `offset` without waiting for it
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): data goes to disk while
+    /// the file is written, so the fsync when it is rotated out finds
+    /// little left to do, and does not hold the file system's journal.
+    /// Advisory: a failure changes nothing for durability.
+    fn start_writeback(&self, _offset: u64, _len: u64) {}
 }
 
 /// A file as opened for appending.
@@ -108,6 +114,13 @@ pub trait LogDir: Send + 'static {
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
     /// Removes `name`. `NotFound` if absent.
     fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Removes `name` but hands back the file, still open, if it is a
+    /// regular one: its blocks are freed when the last descriptor closes,
+    /// so whoever closes it pays for that, not the caller. Unlinking a full
+    /// 10 MiB file took ~3 ms on ext4, inline in every rotation.
+    fn remove_keeping_open(&mut self, name: &str) -> io::Result<Option<Self::File>> {
+        self.remove(name).map(|()| None)
+    }
     /// Which file `name` is now, or `None` if there is none.
     fn id(&mut self, name: &str) -> io::Result<Option<FileId>>;
     /// What `name` is, not following a link.
@@ -584,6 +597,18 @@ impl LogFile for File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(self, buf, offset)
     }
+
+    fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its arguments; the descriptor
+        // is this open file's.
+        unsafe {
+            libc::sync_file_range(self.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
 }
 
 impl LogDir for RealDir {
@@ -629,6 +654,22 @@ impl LogDir for RealDir {
         let c = c_name(name)?;
         // SAFETY: `c` is NUL-terminated.
         cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) }).map(drop)
+    }
+
+    fn remove_keeping_open(&mut self, name: &str) -> io::Result<Option<File>> {
+        let c = c_name(name)?;
+        // Read-only, never through a link, never blocking (a FIFO).
+        let flags =
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+        // SAFETY: `c` is NUL-terminated; no mode without O_CREAT.
+        let opened =
+            retry_eintr(|| unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })
+                // SAFETY: `fd` was just opened and is owned by nobody else.
+                .map(|fd| unsafe { File::from_raw_fd(fd) });
+        self.remove(name)?;
+        Ok(opened
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.file_type().is_file())))
     }
 
     /// `None` also when the held directory is no longer the one at its

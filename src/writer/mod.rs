@@ -50,7 +50,7 @@ use self::{
     file::{DirError, DirOptions, LogDir, RealDir},
     reorder::ReorderBuffer,
     rotate::Files,
-    syncer::Finisher,
+    syncer::{Finisher, Job},
     worker::Writer,
 };
 use crate::{
@@ -410,19 +410,17 @@ pub fn spawn_with<D: LogDir>(
         syncer: None,
         syncer_thread: None,
     };
-    let writer = if !finisher.sync && finisher.dir.is_none() {
-        writer
-    } else {
-        let (tx, rx) = std::sync::mpsc::channel::<D::File>();
-        let syncer = thread::Builder::new()
-            .name("log-finisher".into())
-            .spawn(move || finisher.run(rx))
-            .map_err(WriterError::Spawn)?;
-        Writer {
-            syncer: Some(tx),
-            syncer_thread: Some(syncer),
-            ..writer
-        }
+    // Always there: besides fsyncing and compressing rotated files, it
+    // closes the files rotation removed (freeing their blocks).
+    let (tx, rx) = std::sync::mpsc::channel::<Job<D::File>>();
+    let syncer = thread::Builder::new()
+        .name("log-finisher".into())
+        .spawn(move || finisher.run(rx))
+        .map_err(WriterError::Spawn)?;
+    let writer = Writer {
+        syncer: Some(tx),
+        syncer_thread: Some(syncer),
+        ..writer
     };
     let thread = thread::Builder::new()
         .name("log-writer".into())

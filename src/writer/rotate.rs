@@ -34,6 +34,11 @@ pub struct Files<D: LogDir> {
     file: Option<D::File>,
     /// Bytes in the active file (as opened plus what we wrote).
     len: u64,
+    /// Bytes of the active file whose writeback was started.
+    written_back: u64,
+    /// Files rotation removed, still open: closing them frees their blocks,
+    /// which the writer leaves to the finisher thread ([`Files::take_removed`]).
+    removed: Vec<D::File>,
     max_files: usize,
     /// The file was found with a torn last line (crash): a newline goes in
     /// before anything else.
@@ -57,6 +62,11 @@ fn variants(i: usize) -> impl Iterator<Item = String> {
     std::iter::once(plain.clone()).chain(SUFFIXES.iter().map(move |s| format!("{plain}{s}")))
 }
 
+/// Bytes written between two writeback starts: large enough to be one
+/// efficient disk write, small enough that a rotated file has at most this
+/// much left for its fsync.
+const WRITEBACK_CHUNK: u64 = 1024 * 1024;
+
 fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
     match r {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -71,6 +81,8 @@ impl<D: LogDir> Files<D> {
             dir,
             file: None,
             len: 0,
+            written_back: 0,
+            removed: Vec::new(),
             max_files: max_files.max(1),
             torn: false,
             opened_before: false,
@@ -101,6 +113,7 @@ impl<D: LogDir> Files<D> {
             let opened = self.dir.open_append(ACTIVE)?;
             self.file = Some(opened.file);
             self.len = opened.len;
+            self.written_back = opened.len;
             self.torn = opened.torn && !self.opened_before;
             self.opened_before = true;
         }
@@ -142,6 +155,14 @@ impl<D: LogDir> Files<D> {
             ));
         }
         self.len += n as u64;
+        // Writeback of each full chunk as soon as it is written: the dirty
+        // pages of a whole file at once made the fsync at rotation, and the
+        // journal commit behind it, a stall of milliseconds.
+        if self.len - self.written_back >= WRITEBACK_CHUNK {
+            let file = self.file.as_ref().expect("opened above");
+            file.start_writeback(self.written_back, self.len - self.written_back);
+            self.written_back = self.len;
+        }
         Ok(n)
     }
 
@@ -189,7 +210,10 @@ impl<D: LogDir> Files<D> {
                 // A slot's file is plain or compressed (`.gz`, `.zst`):
                 // each moves along the chain under whichever name it has.
                 for name in variants(oldest) {
-                    ignore_missing(self.dir.remove(&name))?;
+                    match self.dir.remove_keeping_open(&name) {
+                        Ok(Some(file)) => self.removed.push(file),
+                        other => ignore_missing(other.map(drop))?,
+                    }
                 }
                 for pair in slots.windows(2).rev() {
                     for (from, to) in variants(pair[0]).zip(variants(pair[1])) {
@@ -200,9 +224,15 @@ impl<D: LogDir> Files<D> {
             }
         }
         self.len = 0;
+        self.written_back = 0;
         self.torn = false;
         self.ensure_open()?;
         Ok(old)
+    }
+
+    /// The files the last rotations removed, for someone else to close.
+    pub fn take_removed(&mut self) -> Vec<D::File> {
+        std::mem::take(&mut self.removed)
     }
 
     /// The lock the compressor takes to put a file in place.

@@ -14,6 +14,15 @@ use super::{
     file::{LogDir, LogFile},
 };
 
+/// What the writer hands the finisher.
+#[derive(Debug)]
+pub(super) enum Job<F> {
+    /// A file rotated out (or closed by SIGHUP): fsync it, compress it.
+    Rotated(F),
+    /// A file rotation removed, still open: closing it frees its blocks.
+    Close(F),
+}
+
 /// What the finisher does with each rotated file.
 #[derive(Debug)]
 pub(super) struct Finisher<D: LogDir> {
@@ -30,8 +39,15 @@ pub(super) struct Finisher<D: LogDir> {
 impl<D: LogDir> Finisher<D> {
     /// Runs until the writer drops its end of the channel (at shutdown,
     /// after its last rotation): every file handed over is finished.
-    pub(super) fn run(mut self, rx: std::sync::mpsc::Receiver<D::File>) {
-        for mut file in rx {
+    pub(super) fn run(mut self, rx: std::sync::mpsc::Receiver<Job<D::File>>) {
+        for job in rx {
+            let mut file = match job {
+                Job::Rotated(file) => file,
+                Job::Close(file) => {
+                    drop(file);
+                    continue;
+                }
+            };
             if self.sync {
                 sync(&mut file);
             }

@@ -12,8 +12,8 @@ use std::{
 };
 
 use super::{
-    batch::Batch, file::LogDir, reorder::ReorderBuffer, rotate::Files, FsyncPolicy, WriterConfig,
-    WriterShared,
+    batch::Batch, file::LogDir, reorder::ReorderBuffer, rotate::Files, syncer::Job, FsyncPolicy,
+    WriterConfig, WriterShared,
 };
 use crate::{progress::Progress, queue::RecordQueue, record::Record};
 
@@ -32,8 +32,9 @@ pub(super) struct Writer<D: LogDir> {
     pub(super) stop_at: Option<Instant>,
     /// When `_main.log` was last checked for being replaced.
     pub(super) last_replaced_check: Instant,
-    /// Hands rotated files to the syncer thread (unless `--fsync none`).
-    pub(super) syncer: Option<std::sync::mpsc::Sender<D::File>>,
+    /// Hands rotated files (to fsync and compress) and removed ones (to
+    /// close) to the finisher thread.
+    pub(super) syncer: Option<std::sync::mpsc::Sender<Job<D::File>>>,
     pub(super) syncer_thread: Option<JoinHandle<()>>,
 }
 
@@ -92,7 +93,7 @@ impl<D: LogDir> Writer<D> {
             return;
         }
         if let (Some(old), Some(syncer)) = (self.files.detach(), &self.syncer) {
-            let _ = syncer.send(old);
+            let _ = syncer.send(Job::Rotated(old));
         }
         tracing::info!(
             "Reopened the log file on SIGHUP: the next line goes to the file now named _main.log."
@@ -208,11 +209,17 @@ impl<D: LogDir> Writer<D> {
             if !self.files.is_empty() {
                 let old = self.files.rotate()?;
                 self.shared.stats.rotations.add(1);
-                if let (Some(old), Some(syncer)) = (old, &self.syncer) {
+                if let Some(syncer) = &self.syncer {
                     // fsync of a finished file off the writer thread: it
                     // took tens of milliseconds inline, a latency spike for
-                    // every line queued behind it.
-                    let _ = syncer.send(old);
+                    // every line queued behind it. Likewise the close that
+                    // frees the blocks of the file rotation removed.
+                    if let Some(old) = old {
+                        let _ = syncer.send(Job::Rotated(old));
+                    }
+                    for removed in self.files.take_removed() {
+                        let _ = syncer.send(Job::Close(removed));
+                    }
                 }
                 return Ok(());
             }
