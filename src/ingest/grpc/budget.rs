@@ -211,11 +211,16 @@ impl http_body::Body for BudgetBody {
                     this.waiting = None;
                     Poll::Ready(this.held_frame.take().map(Ok))
                 }
-                Poll::Ready(None) => Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                Poll::Ready(None) => {
+                    // The wait is over and must not be polled again.
+                    this.waiting = None;
+                    this.held_frame = None;
+                    Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                     "the server's memory for requests in flight ({} bytes) stayed in use for {} s; retry later",
                     budget.config.max_bytes,
                     budget.config.wait.as_secs()
-                ))))),
+                )))))
+                }
             };
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
