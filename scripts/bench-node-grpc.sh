@@ -7,6 +7,7 @@
 #   scripts/bench-node-grpc.sh                  # defaults below
 #   MESSAGES=20000 STREAM_MESSAGES=500000 scripts/bench-node-grpc.sh
 #   BASELINE_BIN=/path/to/older/log-server scripts/bench-node-grpc.sh
+#   TRANSPORT_MESSAGES=100000 scripts/bench-node-grpc.sh
 #
 # BASELINE_BIN adds an older build of log-server, started the same way, as
 # a third server in the same run (before/after).
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 
 MESSAGES=${MESSAGES:-20000}
 STREAM_MESSAGES=${STREAM_MESSAGES:-500000}
+TRANSPORT_MESSAGES=${TRANSPORT_MESSAGES:-100000}
 BASELINE_BIN=${BASELINE_BIN:-}
 
 cargo build --release --quiet --bin log-server
@@ -96,4 +98,19 @@ for row in "unary 1" "unary 8" "unary 64" "rounds 8" "rounds 64" "stream 1"; do
     label="$1, $2 in flight"
     [ "$1" = stream ] && label="LogStream, one call"
     echo "| $label | $ra | $rb | $ratio | $(field "$a" call_ms.p50) / $(field "$a" call_ms.p99) | $(field "$a" event_loop_delay_ms.p99) / $(field "$b" event_loop_delay_ms.p99) | $(field "$a" client_cpu) / $(field "$b" client_cpu) |$extra"
+done
+
+# The package's own ways to log (clients/js): createClient, the pino and the
+# winston transport, each logging TRANSPORT_MESSAGES lines as an application
+# does, timed until all are sent; "loop" is the event loop's delay meanwhile.
+echo
+echo "| log-server-client (${TRANSPORT_MESSAGES} lines) | log-server msg/s | no-op server msg/s | ratio | loop p50 / p99 / max ms (log-server) |"
+echo "| --- | --- | --- | --- | --- |"
+for via in client pino winston; do
+    a=$(node clients/js/bench/transport-load.js --address "$ours" --via "$via" --messages "$TRANSPORT_MESSAGES")
+    b=$(node clients/js/bench/transport-load.js --address "$noop" --via "$via" --messages "$TRANSPORT_MESSAGES")
+    ra=$(field "$a" msgs_per_s)
+    rb=$(field "$b" msgs_per_s)
+    ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.2f", a / b }')
+    echo "| $via | $ra | $rb | $ratio | $(field "$a" event_loop_delay_ms.p50) / $(field "$a" event_loop_delay_ms.p99) / $(field "$a" event_loop_delay_ms.max) |"
 done
