@@ -128,6 +128,7 @@ fn record(seq: u64, lines: u32) -> Record {
         seq,
         count: lines,
         received: Instant::now(),
+        queued: Instant::now(),
         lines: Vec::new(),
     }
 }
@@ -218,6 +219,7 @@ fn writer_throughput(c: &mut Criterion) {
                                             seq: first,
                                             count: lines_per_record as u32,
                                             received: Instant::now(),
+                                            queued: Instant::now(),
                                             lines,
                                         });
                                     }

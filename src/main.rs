@@ -36,7 +36,7 @@ use log_server::{
         grpc::{AckMode, Http2Limits},
         tcp::IoEngine,
     },
-    metrics::{IngestStats, WriterStats},
+    metrics::{IngestStats, Stage, WriterStats},
     queue::DEFAULT_QUEUE_CAPACITY,
     server::{self, Server, ServerConfig},
     writer::{
@@ -165,7 +165,7 @@ struct Args {
         default_value_t = 10
     )]
     stats_interval: u64,
-    /// At shutdown, write the receive-to-written latency distribution of the whole run to this file (HdrHistogram .hgrm, milliseconds).
+    /// At shutdown, write the receive-to-written latency distribution of the whole run to this file (HdrHistogram .hgrm, milliseconds), and its two stages beside it (NAME.received-to-queued.hgrm, NAME.queued-to-written.hgrm).
     #[arg(long = "histogram_out", alias = "histogram-out")]
     histogram_out: Option<PathBuf>,
     /// Format of the server's own diagnostics on stderr: readable text, or one JSON object per line.
@@ -569,14 +569,32 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         retries = report.writer.retries,
         diagnostics_dropped = diagnostics::Sink::dropped(),
         latency = %report.writer.latency,
+        to_queue = %report.writer.to_queue,
+        queue_to_written = %report.writer.queue_to_written,
         "{summary}"
     );
     if let Some(path) = &args.histogram_out {
-        let h = writer_shared.stats.latency_histogram();
-        std::fs::File::create(path)
-            .and_then(|mut f| log_server::metrics::write_hgrm(&h, &mut f))
-            .with_context(|| format!("cannot write the latency histogram to {}", path.display()))?;
-        tracing::info!(path = %path.display(), "Wrote the latency distribution.");
+        // The whole latency to the file named, each stage beside it
+        // (lat.hgrm -> lat.received-to-queued.hgrm, ...), so a regression
+        // shows its stage.
+        for stage in Stage::ALL {
+            let h = writer_shared.stats.stage_histogram(stage);
+            let path = match stage {
+                Stage::EndToEnd => path.clone(),
+                _ => path.with_extension(format!(
+                    "{}.{}",
+                    stage.name(),
+                    path.extension()
+                        .map_or("hgrm".into(), |e| e.to_string_lossy())
+                )),
+            };
+            std::fs::File::create(&path)
+                .and_then(|mut f| log_server::metrics::write_hgrm(&h, &mut f))
+                .with_context(|| {
+                    format!("cannot write the latency histogram to {}", path.display())
+                })?;
+            tracing::info!(path = %path.display(), stage = stage.name(), "Wrote the latency distribution.");
+        }
     }
     if !complete {
         sink.flush(FINAL_FLUSH);
@@ -713,6 +731,7 @@ fn stats_loop(
         let grpc = ingest.grpc_messages.get();
         let lines = writer.lines.get();
         let bytes = writer.bytes.get();
+        let [latency, to_queue, queue_to_written] = writer.take_interval_latencies();
         tracing::info!(
             tcp_in_per_s = per_s(tcp, last_tcp),
             grpc_in_per_s = per_s(grpc, last_grpc),
@@ -722,7 +741,9 @@ fn stats_loop(
             reorder = writer.reorder_waiting.get(),
             connections = ingest.connections_open.get(),
             ingest_memory_mb = format!("{:.1}", ingest.ingest_memory_bytes.get() as f64 / 1e6),
-            latency = %writer.take_interval_latency(),
+            latency = %latency,
+            to_queue = %to_queue,
+            queue_to_written = %queue_to_written,
             retries = writer.retries.get(),
             rotations = writer.rotations.get(),
             "stats"

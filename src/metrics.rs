@@ -11,7 +11,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hdrhistogram::Histogram;
@@ -134,10 +134,37 @@ pub struct WriterStats {
     latency: Mutex<Latencies>,
 }
 
+/// Where a line's time went (issue: "a regression shows its stage").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Received (read off the socket or the gRPC call) to written.
+    EndToEnd = 0,
+    /// Received to in the queue: decoding, formatting, and any wait for
+    /// room in a full queue.
+    ToQueue = 1,
+    /// In the queue to written: the queue, reordering, the write itself,
+    /// rotations and retries.
+    QueueToWritten = 2,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::EndToEnd, Stage::ToQueue, Stage::QueueToWritten];
+
+    /// A short name, for file names and log fields.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::EndToEnd => "received-to-written",
+            Stage::ToQueue => "received-to-queued",
+            Stage::QueueToWritten => "queued-to-written",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Latencies {
-    total: Histogram<u64>,
-    interval: Histogram<u64>,
+    /// Per [`Stage`]: since start, and since the last interval was taken.
+    total: [Histogram<u64>; 3],
+    interval: [Histogram<u64>; 3],
 }
 
 impl Default for WriterStats {
@@ -155,45 +182,73 @@ impl Default for WriterStats {
             abandoned_lines: Counter::default(),
             reorder_waiting: Counter::default(),
             latency: Mutex::new(Latencies {
-                total: new_latency_histogram(),
-                interval: new_latency_histogram(),
+                total: std::array::from_fn(|_| new_latency_histogram()),
+                interval: std::array::from_fn(|_| new_latency_histogram()),
             }),
         }
     }
 }
 
 impl WriterStats {
-    /// Records `count` lines written `latency` after they were received
-    /// (the writer calls this once per record; the lock is uncontended but
-    /// for the stats reader).
-    pub fn record_latencies(&self, samples: impl Iterator<Item = (Duration, u64)>) {
+    /// Records `count` lines written at `written` that were received at
+    /// `received` and queued at `queued` (the writer calls this once per
+    /// record; the lock is uncontended but for the stats reader).
+    pub fn record_latencies(
+        &self,
+        written: Instant,
+        samples: impl Iterator<Item = (Instant, Instant, u64)>,
+    ) {
         let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        for (latency, count) in samples {
-            record_latency(&mut l.total, latency, count);
-            record_latency(&mut l.interval, latency, count);
+        for (received, queued, count) in samples {
+            let stages = [
+                written.saturating_duration_since(received),
+                queued.saturating_duration_since(received),
+                written.saturating_duration_since(queued),
+            ];
+            for (i, latency) in stages.into_iter().enumerate() {
+                record_latency(&mut l.total[i], latency, count);
+                record_latency(&mut l.interval[i], latency, count);
+            }
         }
     }
 
     /// Receive-to-written latency percentiles since start.
     pub fn latency(&self) -> LatencySummary {
-        LatencySummary::of(&self.latency.lock().unwrap_or_else(|e| e.into_inner()).total)
+        self.stage_latency(Stage::EndToEnd)
     }
 
-    /// A copy of the whole-run latency histogram.
+    /// One stage's latency percentiles since start.
+    pub fn stage_latency(&self, stage: Stage) -> LatencySummary {
+        LatencySummary::of(
+            &self.latency.lock().unwrap_or_else(|e| e.into_inner()).total[stage as usize],
+        )
+    }
+
+    /// A copy of the whole-run receive-to-written histogram.
     pub fn latency_histogram(&self) -> Histogram<u64> {
-        self.latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .total
-            .clone()
+        self.stage_histogram(Stage::EndToEnd)
     }
 
-    /// Percentiles since the last call, and starts a new interval.
+    /// A copy of one stage's whole-run histogram.
+    pub fn stage_histogram(&self, stage: Stage) -> Histogram<u64> {
+        self.latency.lock().unwrap_or_else(|e| e.into_inner()).total[stage as usize].clone()
+    }
+
+    /// Receive-to-written percentiles since the last call, and starts a new
+    /// interval for every stage.
     pub fn take_interval_latency(&self) -> LatencySummary {
+        self.take_interval_latencies()[0]
+    }
+
+    /// Every stage's percentiles since the last call (in [`Stage::ALL`]
+    /// order), and starts a new interval.
+    pub fn take_interval_latencies(&self) -> [LatencySummary; 3] {
         let mut l = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let summary = LatencySummary::of(&l.interval);
-        l.interval.reset();
-        summary
+        let summaries = std::array::from_fn(|i| LatencySummary::of(&l.interval[i]));
+        for h in &mut l.interval {
+            h.reset();
+        }
+        summaries
     }
 }
 
@@ -402,11 +457,36 @@ mod tests {
     #[test]
     fn interval_latency_resets_but_the_total_keeps_counting() {
         let s = WriterStats::default();
-        s.record_latencies([(Duration::from_micros(100), 3)].into_iter());
+        let received = Instant::now();
+        let later = |us| received + Duration::from_micros(us);
+        s.record_latencies(later(100), [(received, received, 3)].into_iter());
         assert_eq!(s.take_interval_latency().count, 3);
         assert_eq!(s.take_interval_latency().count, 0);
-        s.record_latencies([(Duration::from_millis(2), 1)].into_iter());
+        s.record_latencies(later(2_000), [(received, received, 1)].into_iter());
         assert_eq!(s.take_interval_latency().count, 1);
         assert_eq!(s.latency().count, 4);
+    }
+
+    /// Each line's time is split by stage: received -> queued -> written,
+    /// the two parts adding up to the whole.
+    #[test]
+    fn latency_is_kept_per_stage() {
+        let s = WriterStats::default();
+        let received = Instant::now();
+        let queued = received + Duration::from_micros(300);
+        let written = received + Duration::from_millis(5);
+        s.record_latencies(written, [(received, queued, 2)].into_iter());
+        let [whole, to_queue, queue_to_written] = s.take_interval_latencies();
+        assert_eq!(
+            (whole.count, to_queue.count, queue_to_written.count),
+            (2, 2, 2)
+        );
+        assert!((4_990..=5_010).contains(&whole.p50), "{whole}");
+        assert!((299..=301).contains(&to_queue.p50), "{to_queue}");
+        assert!(
+            (4_690..=4_710).contains(&queue_to_written.p50),
+            "{queue_to_written}"
+        );
+        assert_eq!(s.stage_latency(Stage::ToQueue).count, 2);
     }
 }

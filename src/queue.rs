@@ -132,7 +132,7 @@ impl RecordQueue {
     }
 
     /// Pushes `record` if there is room, or hands it back.
-    pub fn try_push(&self, record: Record) -> Result<(), Record> {
+    pub fn try_push(&self, mut record: Record) -> Result<(), Record> {
         let len = record.lines.capacity();
         let queued = self.queued_bytes();
         if queued != 0
@@ -142,6 +142,7 @@ impl RecordQueue {
             return Err(record);
         }
         self.bytes.fetch_add(len, Ordering::Relaxed);
+        record.queued = std::time::Instant::now();
         match self.slots.push(record) {
             Ok(()) => {
                 self.wake_consumer();
@@ -251,6 +252,7 @@ mod tests {
             seq,
             count: 1,
             received: Instant::now(),
+            queued: Instant::now(),
             lines,
         }
     }

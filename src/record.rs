@@ -23,6 +23,9 @@ pub struct Record {
     /// When the bytes of these messages were received, for the
     /// receive-to-written latency histogram.
     pub received: Instant,
+    /// When the record went into the queue (set by the queue's push), for
+    /// the per-stage latency: received -> queued -> written.
+    pub queued: Instant,
     /// `count` formatted lines, each terminated by `\n`.
     pub lines: Vec<u8>,
 }

@@ -893,3 +893,51 @@ fn diagnostics_are_plain_off_a_terminal_and_json_on_request() {
         }
     }
 }
+
+/// Where the time goes, by stage: `--histogram_out FILE` writes the whole
+/// receive-to-written distribution to FILE and its two parts (received to
+/// queued, queued to written) beside it; the summary gives all three.
+#[test]
+fn latency_is_reported_by_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let hgrm = dir.path().join("lat.hgrm");
+    let out = hgrm.to_str().unwrap().to_string();
+    let (mut child, stderr, port) =
+        start_on_port_0(&logs, &["--histogram_out", &out, "--log_format", "json"]);
+    let stderr = collect_stderr(stderr);
+    send(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &frames(0, 100, false, None),
+    );
+    wait_for_lines(&logs, &dir.path().join("none"), 100);
+    signal(&child, libc::SIGTERM);
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    let said = stderr.join().unwrap();
+    assert!(status.success(), "{status}: {said}");
+    for name in [
+        "lat.hgrm",
+        "lat.received-to-queued.hgrm",
+        "lat.queued-to-written.hgrm",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            text.contains("Total count    =          100]"),
+            "{name}: {text}"
+        );
+    }
+    let summary: serde_json::Value = said
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["message"] == "Stopped; every accepted message is written.")
+        .expect("the summary");
+    for field in ["latency", "to_queue", "queue_to_written"] {
+        assert!(
+            summary[field]
+                .as_str()
+                .is_some_and(|s| s.starts_with("n=100 ")),
+            "{field}: {summary}"
+        );
+    }
+}

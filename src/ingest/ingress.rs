@@ -160,6 +160,7 @@ impl Ingress {
             seq,
             count,
             received,
+            queued: received,
             lines,
         }
     }
@@ -199,6 +200,7 @@ impl Ingress {
                     seq: self.sequencer.reserve(*count),
                     count: std::mem::take(count),
                     received,
+                    queued: received,
                     lines: std::mem::replace(lines, Vec::with_capacity(lines.capacity())),
                 };
                 self.queue.push_async(record).await;

@@ -140,6 +140,7 @@ mod tests {
             seq,
             count: lines.len() as u32,
             received: Instant::now(),
+            queued: Instant::now(),
             lines: lines
                 .iter()
                 .flat_map(|l| format!("{l}\n").into_bytes())

@@ -55,7 +55,7 @@ use self::{
 };
 use crate::{
     format::LINE_OVERHEAD,
-    metrics::{LatencySummary, WriterStats},
+    metrics::{LatencySummary, Stage, WriterStats},
     progress::Progress,
     queue::RecordQueue,
 };
@@ -228,7 +228,11 @@ pub struct WriterReport {
     /// The writer was still busy (a write blocked in the kernel, or the
     /// queue not drained) at the shutdown deadline and was left behind.
     pub stuck: bool,
+    /// Receive-to-written latency of the whole run.
     pub latency: LatencySummary,
+    /// Its two parts: received to queued, queued to written.
+    pub to_queue: LatencySummary,
+    pub queue_to_written: LatencySummary,
 }
 
 impl WriterReport {
@@ -295,6 +299,8 @@ impl WriterHandle {
             died,
             stuck,
             latency: s.latency(),
+            to_queue: s.stage_latency(Stage::ToQueue),
+            queue_to_written: s.stage_latency(Stage::QueueToWritten),
         }
     }
 

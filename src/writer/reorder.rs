@@ -120,6 +120,7 @@ mod tests {
             seq,
             count,
             received: Instant::now(),
+            queued: Instant::now(),
             lines: Vec::new(),
         }
     }

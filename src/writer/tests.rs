@@ -167,6 +167,7 @@ fn record(seq: u64, count: u32, tag: &str) -> Record {
         seq,
         count,
         received: Instant::now(),
+        queued: Instant::now(),
         lines,
     }
 }

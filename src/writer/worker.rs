@@ -261,14 +261,14 @@ impl<D: LogDir> Writer<D> {
         let mut lines = 0;
         let mut bytes = 0;
         let unwritten = self.batch.remaining();
-        stats.record_latencies(self.batch.records().iter().map(|r| {
-            lines += u64::from(r.count);
-            bytes += r.lines.len() as u64;
-            (
-                now.saturating_duration_since(r.received),
-                u64::from(r.count),
-            )
-        }));
+        stats.record_latencies(
+            now,
+            self.batch.records().iter().map(|r| {
+                lines += u64::from(r.count);
+                bytes += r.lines.len() as u64;
+                (r.received, r.queued, u64::from(r.count))
+            }),
+        );
         if unwritten > 0 {
             // Which lines are not in the file: those after the last newline
             // written. Count them from the end of the batch.
