@@ -11,7 +11,6 @@
 //! counter in place (the generator is never the bottleneck); `send` has the
 //! TCP, syslog and gRPC senders; `verify` reads the files back.
 
-mod latency;
 mod send;
 mod template;
 mod verify;
@@ -31,7 +30,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
-use latency::LatencySummary;
+use log_server_latency::LatencySummary;
 
 /// What to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -20,10 +20,10 @@ use log_server_wire::{
 use tonic::transport::Channel;
 
 use crate::{
-    latency::{new_latency_histogram, record_latency, LatencySummary},
     template::{message_text, Template, COUNTER_DIGITS},
     Outcome, Plan,
 };
+use log_server_latency::{new_latency_histogram, record_latency, LatencySummary};
 
 /// Bytes handed to one `write` call.
 const CHUNK: usize = 64 * 1024;
