@@ -231,6 +231,33 @@ fn files_oldest_first(dir: &Path, max_files: usize) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Runs a writer with `config` over a new temp dir while two producers
+/// push `per_producer` one-line records each; returns the dir, the lines
+/// produced and the report.
+fn write_through(
+    config: WriterConfig,
+    per_producer: usize,
+) -> (tempfile::TempDir, u64, WriterReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(RecordQueue::new(256, 1 << 20));
+    let seq = Arc::new(Sequencer::starting_at(0));
+    let writer = spawn(dir.path(), config, queue.clone(), progress_from(0)).unwrap();
+    let lines = produce(&queue, &seq, 2, per_producer);
+    let report = writer.shutdown();
+    assert_eq!(report.lines, lines);
+    (dir, lines, report)
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Sequence numbers of all lines of all files, oldest first; panics on a
 /// line that is not one of ours (a split or torn line).
 fn sequences(dir: &Path, max_files: usize) -> Vec<u64> {
@@ -281,28 +308,19 @@ fn concurrent_producers_every_line_once_in_sequence_order() {
 
 #[test]
 fn rotation_keeps_files_under_the_limit_and_lines_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(RecordQueue::new(256, 1 << 20));
-    let seq = Arc::new(Sequencer::starting_at(0));
     let config = WriterConfig {
         max_file_size: MIN_MAX_FILE_SIZE,
         max_files: 4,
         ..WriterConfig::default()
     };
-    let writer = spawn(dir.path(), config, queue.clone(), progress_from(0)).unwrap();
-    let lines = produce(&queue, &seq, 2, 2_000);
-    let report = writer.shutdown();
-    assert_eq!(report.lines, lines);
+    let (dir, lines, report) = write_through(config, 2_000);
     assert!(
         report.rotations > 10,
         "rotated only {} times",
         report.rotations
     );
 
-    let names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names = names_in(dir.path());
     assert!(names.len() <= 4, "{names:?}");
     for (name, bytes) in files_oldest_first(dir.path(), 4) {
         assert!(
@@ -810,29 +828,20 @@ fn a_symlinked_log_directory_is_followed() {
 #[test]
 fn compressed_rotation_keeps_every_line_once_and_the_chain_bounded() {
     for how in [Compression::Gzip, Compression::Zstd] {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Arc::new(RecordQueue::new(256, 1 << 20));
-        let seq = Arc::new(Sequencer::starting_at(0));
         let config = WriterConfig {
             max_file_size: MIN_MAX_FILE_SIZE,
             max_files: 6,
             compress: how,
             ..WriterConfig::default()
         };
-        let writer = spawn(dir.path(), config, queue.clone(), progress_from(0)).unwrap();
-        let lines = produce(&queue, &seq, 2, 1_000);
-        let report = writer.shutdown();
-        assert_eq!(report.lines, lines);
+        let (dir, lines, report) = write_through(config, 1_000);
         assert!(
             report.rotations > 5,
             "rotated only {} times",
             report.rotations
         );
         let suffix = how.suffix().unwrap();
-        let names: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let names = names_in(dir.path());
         assert!(names.len() <= 6, "{names:?}");
         for name in &names {
             assert!(
@@ -906,11 +915,7 @@ fn rotation_hands_the_removed_file_back_open() {
     let removed = files.take_removed();
     // Four rotations into a chain of two rotated files: two removed.
     assert_eq!(removed.len(), 2);
-    let mut names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = names_in(dir.path());
     assert_eq!(names, [ACTIVE, "_main.log.0", "_main.log.1"]);
     // The removed files are the oldest two, readable until closed.
     let mut first = String::new();
