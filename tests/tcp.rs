@@ -253,6 +253,39 @@ fn json_lines_carry_seq_and_every_field() {
     }
 }
 
+/// A TCP-only server on `engine` whose `_main.log` is a FIFO nobody reads
+/// yet (a stuck disk), with 4 KiB reads and `tweak` applied; and the FIFO.
+fn stuck_server(
+    root: &std::path::Path,
+    engine: IoEngine,
+    tweak: impl FnOnce(&mut log_server::server::ServerConfig),
+) -> (log_server::server::Server, std::path::PathBuf) {
+    let (logs, fifo) = fifo_log_dir(root);
+    let mut config = log_server::server::ServerConfig {
+        port: 0,
+        only_tcp: true,
+        io_engine: engine,
+        log_dir: logs,
+        read_buffer: 4096,
+        ..log_server::server::ServerConfig::default()
+    };
+    tweak(&mut config);
+    (log_server::server::Server::start(config).unwrap(), fifo)
+}
+
+/// Once `reader` reads the FIFO: waits for `n` lines, shuts the server
+/// down and returns every line the FIFO carried.
+fn unstuck_lines(
+    server: log_server::server::Server,
+    reader: thread::JoinHandle<Vec<u8>>,
+    n: u64,
+) -> Vec<String> {
+    wait_written(&server, n);
+    server.shutdown();
+    let text = String::from_utf8(reader.join().unwrap()).unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
 /// With the writer stuck (its file is a FIFO nobody reads yet) and a tiny
 /// queue, clients are held back by TCP flow control, not dropped; once the
 /// FIFO is read, every message comes out once, in order.
@@ -260,17 +293,7 @@ fn json_lines_carry_seq_and_every_field() {
 fn backpressure_holds_clients_back_and_drops_nothing() {
     each_engine(|engine| {
         let dir = tempfile::tempdir().unwrap();
-        let (logs, fifo) = fifo_log_dir(dir.path());
-        let server = log_server::server::Server::start(log_server::server::ServerConfig {
-            port: 0,
-            only_tcp: true,
-            io_engine: engine,
-            log_dir: logs,
-            queue_capacity: 2,
-            read_buffer: 4096,
-            ..log_server::server::ServerConfig::default()
-        })
-        .unwrap();
+        let (server, fifo) = stuck_server(dir.path(), engine, |c| c.queue_capacity = 2);
         let addr = server.tcp_addr();
         let clients: Vec<_> = (0..2)
             .map(|c| thread::spawn(move || send(addr, &frames(c, 20_000, false, None))))
@@ -305,10 +328,7 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
         for c in clients {
             c.join().unwrap();
         }
-        wait_written(&server, 40_000);
-        server.shutdown();
-        let text = String::from_utf8(reader.join().unwrap()).unwrap();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let lines = unstuck_lines(server, reader, 40_000);
         assert_all_once_in_order(&lines, &[20_000, 20_000]);
     });
 }
@@ -515,18 +535,10 @@ fn a_client_silent_mid_frame_is_closed_and_an_idle_one_between_frames_is_not() {
 fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
     each_engine(|engine| {
         let dir = tempfile::tempdir().unwrap();
-        let (logs, fifo) = fifo_log_dir(dir.path());
-        let server = log_server::server::Server::start(log_server::server::ServerConfig {
-            port: 0,
-            only_tcp: true,
-            io_engine: engine,
-            log_dir: logs,
-            queue_capacity: 1,
-            read_buffer: 4096,
-            idle_timeout: Some(Duration::from_millis(200)),
-            ..log_server::server::ServerConfig::default()
-        })
-        .unwrap();
+        let (server, fifo) = stuck_server(dir.path(), engine, |c| {
+            c.queue_capacity = 1;
+            c.idle_timeout = Some(Duration::from_millis(200));
+        });
         let addr = server.tcp_addr();
         let stats = server.ingest_stats().clone();
         let client = thread::spawn(move || send(addr, &frames(0, 2_000, false, None)));
@@ -547,10 +559,7 @@ fn idle_timeout_spares_a_connection_waiting_on_a_full_queue() {
             "a connection waiting on a full queue was closed as idle"
         );
         client.join().unwrap();
-        wait_written(&server, 2_000);
-        server.shutdown();
-        let text = String::from_utf8(reader.join().unwrap()).unwrap();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let lines = unstuck_lines(server, reader, 2_000);
         assert_all_once_in_order(&lines, &[2_000]);
     });
 }
