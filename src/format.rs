@@ -87,6 +87,18 @@ impl ReceivedAt {
     }
 }
 
+/// Unix nanoseconds as RFC 3339 UTC with nanoseconds
+/// (`2026-01-02T15:04:05.123456789Z`), as LoggerMsg timestamps are written;
+/// OTLP record times become line timestamps with this.
+pub fn rfc3339_nanos(ns: u64) -> [u8; 30] {
+    let micros = ReceivedAt::new(UNIX_EPOCH + std::time::Duration::from_secs(ns / 1_000_000_000));
+    let mut b = [0u8; 30];
+    b[..20].copy_from_slice(&micros.0[..20]);
+    put_digits(&mut b[20..29], ns % 1_000_000_000);
+    b[29] = b'Z';
+    b
+}
+
 /// Writes `v` as zero-padded decimal filling `out` (most significant first).
 fn put_digits(out: &mut [u8], mut v: u64) {
     for slot in out.iter_mut().rev() {
@@ -143,7 +155,7 @@ impl LineFormatter {
         received_at: &ReceivedAt,
         out: &mut Vec<u8>,
     ) -> bool {
-        self.write_raw(&f.into(), seq, received_at, out)
+        self.write_extended(&f.into(), &[], seq, received_at, out)
     }
 
     /// Like [`LineFormatter::write`], from fields as they came off the wire
@@ -151,6 +163,30 @@ impl LineFormatter {
     pub fn write_raw(
         &self,
         f: &RawFields<'_>,
+        seq: u64,
+        received_at: &ReceivedAt,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.write_extended(f, &[], seq, received_at, out)
+    }
+
+    /// Like [`LineFormatter::write`], with `extras` after the fields: what
+    /// an OTLP record carries beyond the sixteen fields (see [`Extra`]).
+    pub fn write_with_extras(
+        &self,
+        f: &Fields<'_>,
+        extras: &[Extra<'_>],
+        seq: u64,
+        received_at: &ReceivedAt,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.write_extended(&f.into(), extras, seq, received_at, out)
+    }
+
+    fn write_extended(
+        &self,
+        f: &RawFields<'_>,
+        extras: &[Extra<'_>],
         seq: u64,
         received_at: &ReceivedAt,
         out: &mut Vec<u8>,
@@ -165,7 +201,7 @@ impl LineFormatter {
         // least one byte of the line (escapes and U+FFFD only lengthen), so
         // when those fields alone pass the limit the line will be cut, and
         // that pass is skipped.
-        let unbounded = match self.format {
+        let fields = match self.format {
             LineFormat::Text => [
                 f.timestamp,
                 f.message,
@@ -184,26 +220,29 @@ impl LineFormatter {
             .sum::<usize>(),
             LineFormat::Json => f.text_len(),
         };
+        let unbounded = fields + extras.iter().map(|e| e.value.text().len()).sum::<usize>();
         if unbounded <= self.max_line {
             let mut line = Line {
                 out,
                 end: start + self.max_line,
             };
-            if self.write_capped(f, seq, received_at, usize::MAX, &mut line)
+            if self.write_capped(f, extras, seq, received_at, usize::MAX, &mut line)
                 && out.len() - start <= self.max_line
             {
                 return false;
             }
         }
         // Each output character takes at most 4 bytes, and a line has 17
-        // fields plus the overhead: this cap fits every field at once.
-        let cap = (self.max_line - LINE_OVERHEAD) / (17 * 4) - TRUNCATED_MARK.len();
+        // fields and the extras plus the overhead: this cap fits every
+        // field at once.
+        let cap =
+            (self.max_line - LINE_OVERHEAD) / ((17 + extras.len()) * 4) - TRUNCATED_MARK.len();
         out.truncate(start);
         let mut line = Line {
             out,
             end: usize::MAX,
         };
-        self.write_capped(f, seq, received_at, cap, &mut line);
+        self.write_capped(f, extras, seq, received_at, cap, &mut line);
         debug_assert!(out.len() - start <= self.max_line);
         true
     }
@@ -213,14 +252,48 @@ impl LineFormatter {
     fn write_capped(
         &self,
         f: &RawFields<'_>,
+        extras: &[Extra<'_>],
         seq: u64,
         at: &ReceivedAt,
         cap: usize,
         line: &mut Line<'_>,
     ) -> bool {
         match self.format {
-            LineFormat::Text => write_text(f, cap, line).is_some(),
-            LineFormat::Json => write_json(f, seq, at, cap, line).is_some(),
+            LineFormat::Text => write_text(f, extras, cap, line).is_some(),
+            LineFormat::Json => write_json(f, extras, seq, at, cap, line).is_some(),
+        }
+    }
+}
+
+/// One more key of a line, after the sixteen fields: what an OTLP record
+/// carries that has no column (its other attributes, resource, trace
+/// context, severity text). In a text line it is `text_key=value` in the
+/// metadata suffix, escaped like every field; in a JSON line
+/// `"json_key":value`.
+#[derive(Debug, Clone, Copy)]
+pub struct Extra<'a> {
+    pub text_key: &'static str,
+    pub json_key: &'static str,
+    pub value: ExtraValue<'a>,
+}
+
+/// The value of an [`Extra`].
+#[derive(Debug, Clone, Copy)]
+pub enum ExtraValue<'a> {
+    /// Text: a JSON string in JSON lines.
+    Text(&'a str),
+    /// A compact JSON value (object, array, number) the server built itself,
+    /// so it holds no raw control character: written into JSON lines as it
+    /// is, and into text lines as its JSON text. A line that must be cut
+    /// to fit a file has it as a string, cut like every other value.
+    Json(&'a str),
+}
+
+impl<'a> ExtraValue<'a> {
+    /// The value's text (for `Json`, the JSON).
+    pub fn text(self) -> &'a str {
+        match self {
+            ExtraValue::Text(t) | ExtraValue::Json(t) => t,
         }
     }
 }
@@ -271,12 +344,15 @@ fn examined(n: usize) {
 #[inline(always)]
 fn examined(_: usize) {}
 
-impl LineFormatter {}
-
 /// The text line of docs/PROTOCOL.md. `cap` bounds, in characters, the fields
 /// that have no column width (timestamp, message, metadata values). `None`
 /// if the line reached its end.
-fn write_text(f: &RawFields<'_>, cap: usize, line: &mut Line<'_>) -> Option<()> {
+fn write_text(
+    f: &RawFields<'_>,
+    extras: &[Extra<'_>],
+    cap: usize,
+    line: &mut Line<'_>,
+) -> Option<()> {
     // The timestamp is padded but never cut at its width: only the line cap
     // applies to it.
     let written = escape_text(line, f.timestamp, cap, true)?;
@@ -310,8 +386,11 @@ fn write_text(f: &RawFields<'_>, cap: usize, line: &mut Line<'_>) -> Option<()> 
         ("stack", f.stack_trace),
         ("attrs", f.attributes),
     ];
+    let extras = extras
+        .iter()
+        .map(|e| (e.text_key, e.value.text().as_bytes()));
     let mut first = true;
-    for (key, value) in metadata {
+    for (key, value) in metadata.into_iter().chain(extras) {
         if value.is_empty() {
             continue;
         }
@@ -457,6 +536,7 @@ fn escape_code(buf: &mut [u8; 16], c: char) -> &[u8] {
 /// `None` if the line reached its end.
 fn write_json(
     f: &RawFields<'_>,
+    extras: &[Extra<'_>],
     seq: u64,
     at: &ReceivedAt,
     cap: usize,
@@ -502,6 +582,19 @@ fn write_json(
             None => {
                 line.push(b"\"")?;
                 escape_json(line, f.attributes, cap)?;
+                line.push(b"\"")?;
+            }
+        }
+    }
+    for extra in extras {
+        line.push(b",\"")?;
+        line.push(extra.json_key.as_bytes())?;
+        line.push(b"\":")?;
+        match extra.value {
+            ExtraValue::Json(json) if cap == usize::MAX => line.push(json.as_bytes())?,
+            value => {
+                line.push(b"\"")?;
+                escape_json(line, value.text().as_bytes(), cap)?;
                 line.push(b"\"")?;
             }
         }

@@ -553,6 +553,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         bytes = report.writer.bytes,
         tcp_messages = report.tcp_messages,
         grpc_messages = report.grpc_messages,
+        otlp_records = report.otlp_records,
         decode_errors = report.decode_errors,
         tcp_bytes_in = ingest.tcp_bytes.get(),
         connections_refused = ingest.connections_refused.get(),
@@ -718,7 +719,8 @@ fn stats_loop(
     stop: &AtomicBool,
 ) {
     let mut last = Instant::now();
-    let (mut last_tcp, mut last_grpc, mut last_lines, mut last_bytes) = (0, 0, 0, 0);
+    let (mut last_tcp, mut last_grpc, mut last_otlp, mut last_lines, mut last_bytes) =
+        (0, 0, 0, 0, 0);
     while !stop.load(Ordering::Relaxed) {
         thread::park_timeout(interval.saturating_sub(last.elapsed()));
         if stop.load(Ordering::Relaxed) || last.elapsed() < interval {
@@ -729,12 +731,14 @@ fn stats_loop(
         let per_s = |now: u64, before: u64| ((now - before) as f64 / secs) as u64;
         let tcp = ingest.tcp_messages.get();
         let grpc = ingest.grpc_messages.get();
+        let otlp = ingest.otlp_records.get();
         let lines = writer.lines.get();
         let bytes = writer.bytes.get();
         let [latency, to_queue, queue_to_written] = writer.take_interval_latencies();
         tracing::info!(
             tcp_in_per_s = per_s(tcp, last_tcp),
             grpc_in_per_s = per_s(grpc, last_grpc),
+            otlp_in_per_s = per_s(otlp, last_otlp),
             written_per_s = per_s(lines, last_lines),
             mb_written_per_s = format!("{:.1}", (bytes - last_bytes) as f64 / secs / 1e6),
             queue = queue_len(),
@@ -748,7 +752,7 @@ fn stats_loop(
             rotations = writer.rotations.get(),
             "stats"
         );
-        (last_tcp, last_grpc, last_lines, last_bytes) = (tcp, grpc, lines, bytes);
+        (last_tcp, last_grpc, last_otlp, last_lines, last_bytes) = (tcp, grpc, otlp, lines, bytes);
     }
 }
 

@@ -214,6 +214,8 @@ pub struct IngestStats {
     pub tcp_bytes: Counter,
     /// Log messages accepted over gRPC.
     pub grpc_messages: Counter,
+    /// OTLP log records accepted (OTLP/gRPC and OTLP/HTTP).
+    pub otlp_records: Counter,
     /// Hello frames seen.
     pub hellos: Counter,
     /// Heartbeat frames seen.

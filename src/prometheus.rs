@@ -100,7 +100,11 @@ impl PipelineCollector {
                 C,
                 by(
                     "transport",
-                    &[("tcp", &i.tcp_messages), ("grpc", &i.grpc_messages)],
+                    &[
+                        ("tcp", &i.tcp_messages),
+                        ("grpc", &i.grpc_messages),
+                        ("otlp", &i.otlp_records),
+                    ],
                 ),
             ),
             Family(

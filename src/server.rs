@@ -308,6 +308,7 @@ pub struct ShutdownReport {
     pub writer: WriterReport,
     pub tcp_messages: u64,
     pub grpc_messages: u64,
+    pub otlp_records: u64,
     pub decode_errors: u64,
     /// Messages given a sequence number: every message accepted, plus any a
     /// connection had decoded but could not queue before the shutdown
@@ -514,6 +515,7 @@ impl Server {
             writer,
             tcp_messages: s.tcp_messages.get(),
             grpc_messages: s.grpc_messages.get(),
+            otlp_records: s.otlp_records.get(),
             decode_errors: s.decode_errors.get(),
             sequenced: self.ingress.sequencer().issued(),
         }

@@ -9,5 +9,6 @@ mod grpc;
 mod interop;
 mod load;
 mod metrics;
+mod otlp;
 mod process;
 mod tcp;

@@ -37,11 +37,15 @@ fn main() {
         .run(&request[..])
         .expect("capnp code generation failed");
 
-    let proto = proto_dir.join("log_service.proto");
-    println!("cargo:rerun-if-changed={}", proto.display());
-    let fds =
-        protox::compile([&proto], [&proto_dir]).expect("protox rejected proto/log_service.proto");
-    // Kept for gRPC server reflection, so grpcurl works without the .proto file.
+    // Our own service, and the OTLP logs export that OpenTelemetry SDKs call
+    // (proto/opentelemetry/: OTLP's packages and field numbers).
+    let protos = [
+        proto_dir.join("log_service.proto"),
+        proto_dir.join("opentelemetry/proto/collector/logs/v1/logs_service.proto"),
+    ];
+    println!("cargo:rerun-if-changed={}", proto_dir.display());
+    let fds = protox::compile(&protos, [&proto_dir]).expect("protox rejected a file under proto/");
+    // Kept for gRPC server reflection, so grpcurl works without the .proto files.
     std::fs::write(
         out_dir.join("log_service_descriptor.bin"),
         fds.encode_to_vec(),

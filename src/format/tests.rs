@@ -34,14 +34,14 @@ fn unbounded(out: &mut Vec<u8>) -> Line<'_> {
 /// The text line of `f`, uncapped, as a `String` (panics on invalid UTF-8).
 fn text_line(f: &Fields<'_>) -> String {
     let mut out = Vec::new();
-    write_text(&f.into(), usize::MAX, &mut unbounded(&mut out)).unwrap();
+    write_text(&f.into(), &[], usize::MAX, &mut unbounded(&mut out)).unwrap();
     String::from_utf8(out).expect("a text line is valid UTF-8")
 }
 
 /// The JSON line of `f`, uncapped.
 fn json_line(f: &Fields<'_>, seq: u64, at: &ReceivedAt) -> String {
     let mut out = Vec::new();
-    write_json(&f.into(), seq, at, usize::MAX, &mut unbounded(&mut out)).unwrap();
+    write_json(&f.into(), &[], seq, at, usize::MAX, &mut unbounded(&mut out)).unwrap();
     String::from_utf8(out).expect("a JSON line is valid UTF-8")
 }
 

@@ -142,7 +142,12 @@ impl Ingress {
         }))
     }
 
-    fn sequence_with(
+    /// Numbers `count` messages into one record whose lines `format`
+    /// writes: it gets the first sequence number, the receive time for JSON
+    /// lines and the output, and returns how many lines it had to cut. For
+    /// front doors whose messages are more than [`Fields`] (OTLP).
+    #[must_use = "a sequenced record must be pushed, or the writer waits for its numbers"]
+    pub fn sequence_with(
         &self,
         count: u32,
         received: Instant,

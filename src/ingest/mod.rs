@@ -7,6 +7,8 @@
 //!   buffers (`--ingest_memory`).
 //! - [`conn`]: one TCP connection's protocol state, engine-independent.
 //! - [`grpc`]: the tonic server on its own thread and runtime.
+//! - [`otlp`]: OpenTelemetry logs (OTLP/gRPC, OTLP/HTTP) on the gRPC port:
+//!   records -> the same lines, numbers and queue.
 //! - [`ingress`]: decoded messages -> sequence numbers -> formatted lines ->
 //!   one record pushed to the queue; shared by every front door.
 //!
@@ -17,4 +19,5 @@ pub mod budget;
 pub mod conn;
 pub mod grpc;
 pub mod ingress;
+pub mod otlp;
 pub mod tcp;

@@ -33,3 +33,9 @@ pub mod output;
 pub mod unpack;
 
 pub use generated::{hello_capnp, logger_capnp, proto};
+
+/// The OTLP logs messages (`opentelemetry.proto.*.v1`) and the tonic client
+/// of `LogsService`, as OpenTelemetry SDKs send them.
+pub mod otlp {
+    pub use crate::generated::opentelemetry::proto::{collector, common, logs, resource};
+}

@@ -53,6 +53,7 @@ use log_server_wire::{
 use self::service::{
     log_bridge_server::{LogBridge, LogBridgeServer},
     log_service_server::{LogService, LogServiceServer},
+    otlp::logs_service_server::LogsServiceServer,
 };
 use super::ingress::Ingress;
 use crate::{
@@ -187,9 +188,10 @@ impl Drop for GrpcIngest {
     }
 }
 
-/// The handlers, shared by both service names.
+/// The handlers, shared by both service names and OTLP's `LogsService`
+/// (`src/ingest/otlp`).
 #[derive(Debug, Clone)]
-struct Handler {
+pub(crate) struct Handler {
     ingress: Arc<Ingress>,
     /// The writer's watermarks, for `--grpc_ack written` and `synced`.
     progress: Arc<Progress>,
@@ -256,21 +258,40 @@ impl Handler {
     /// Accepts messages: waits for room, sequences them into one record and
     /// queues it. Returns the sequence number after the last one.
     async fn accept(&self, requests: &[LogRequest], received: Instant) -> Result<u64, Status> {
+        let count = self
+            .accept_record(&self.stats.grpc_messages, |ingress| {
+                ingress.sequence_fields(requests.iter().map(fields_from_request), received)
+            })
+            .await?;
+        Ok(count)
+    }
+
+    /// Waits for room in the queue, then has `make` sequence one record
+    /// (`None`: nothing to take) and queues it, counting its lines in
+    /// `counter`. Returns the sequence number after its last line (0 when
+    /// there was nothing). UNAVAILABLE, before anything is taken, when the
+    /// queue stays full.
+    pub(crate) async fn accept_record(
+        &self,
+        counter: &crate::metrics::Counter,
+        make: impl FnOnce(&Ingress) -> Option<Record>,
+    ) -> Result<u64, Status> {
         if !self.ingress.wait_for_room(self.queue_wait).await {
             return Err(Status::unavailable(
-                "the log server is overloaded (its queue stayed full); the message was not accepted, retry later",
+                "the log server is overloaded (its queue stayed full); nothing was accepted, retry later",
             ));
         }
-        let Some(record) = self
-            .ingress
-            .sequence_fields(requests.iter().map(fields_from_request), received)
-        else {
+        let Some(record) = make(&self.ingress) else {
             return Ok(0);
         };
         let end = record.end_seq();
-        self.stats.grpc_messages.add(u64::from(record.count));
+        counter.add(u64::from(record.count));
         self.push(record).await;
         Ok(end)
+    }
+
+    pub(crate) fn stats(&self) -> &IngestStats {
+        &self.stats
     }
 
     /// Pushes a sequenced record without blocking the runtime thread: at
@@ -294,7 +315,7 @@ impl Handler {
     }
 
     /// Waits until the messages below `end` are as far as `--grpc_ack` asks.
-    async fn acknowledge(&self, end: u64) {
+    pub(crate) async fn acknowledge(&self, end: u64) {
         match self.ack {
             AckMode::Queued => {}
             AckMode::Written => self.progress.wait_written(end).await,
@@ -538,6 +559,9 @@ async fn serve<R>(
     health_reporter
         .set_serving::<LogServiceServer<Handler>>()
         .await;
+    health_reporter
+        .set_serving::<LogsServiceServer<Handler>>()
+        .await;
     // tonic refuses messages above its limit before reading them (OUT_OF_RANGE);
     // between --max_frame_size and this, our codec answers RESOURCE_EXHAUSTED.
     let transport_limit = config.max_message_bytes.saturating_mul(2);
@@ -546,7 +570,10 @@ async fn serve<R>(
     let bridge = LogBridgeServer::new(handler.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
-    let legacy = LogServiceServer::new(handler)
+    let legacy = LogServiceServer::new(handler.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(transport_limit);
+    let otlp = LogsServiceServer::new(handler)
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
     let mut graceful = stop.clone();
@@ -563,6 +590,7 @@ async fn serve<R>(
         .add_service(reflection)
         .add_service(bridge)
         .add_service(legacy)
+        .add_service(otlp)
         .into_axum_router()
         .merge(prometheus::router(exporter));
     let routes = tonic::service::Routes::from(routes);

@@ -12,3 +12,9 @@
 )]
 
 tonic::include_proto!("logservice");
+
+/// The server side of OTLP's `LogsService` (`src/ingest/otlp` implements
+/// it); its messages are the wire crate's ([`log_server_wire::otlp`]).
+pub mod otlp {
+    tonic::include_proto!("opentelemetry.proto.collector.logs.v1");
+}
