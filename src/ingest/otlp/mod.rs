@@ -24,7 +24,10 @@ use tonic::Status;
 
 use self::map::{RecordView, ResourceView, ScopeView};
 use super::{grpc::Handler, ingress::Ingress};
-use crate::record::Record;
+use crate::{
+    format::{LineFormatter, ReceivedAt},
+    record::Record,
+};
 
 /// Log records in a request.
 pub fn record_count(request: &ExportLogsServiceRequest) -> usize {
@@ -82,25 +85,42 @@ fn sequence(
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let formatter = ingress.formatter();
     ingress.sequence_with(count, received, |first, at, out| {
-        let mut seq = first;
-        for resource_logs in &request.resource_logs {
-            let resource = ResourceView::new(resource_logs.resource.as_ref());
-            for scope_logs in &resource_logs.scope_logs {
-                let scope = ScopeView::new(scope_logs.scope.as_ref());
-                for record in &scope_logs.log_records {
-                    let view = RecordView::new(&resource, &scope, record, received_ns);
-                    let (extras, n) = view.extras();
-                    *truncated += usize::from(formatter.write_with_extras(
-                        &view.fields(),
-                        &extras[..n],
-                        seq,
-                        at,
-                        out,
-                    ));
-                    seq += 1;
-                }
-            }
-        }
+        *truncated = write_lines(&formatter, request, first, received_ns, at, out);
         *truncated
     })
+}
+
+/// Appends the line of every record of `request` to `out`, numbered from
+/// `first` (pure: what [`export`] does between decoding and the queue).
+/// `received_ns` stands in for records without a time. Returns how many
+/// lines had to be cut to fit a file.
+pub fn write_lines(
+    formatter: &LineFormatter,
+    request: &ExportLogsServiceRequest,
+    first: u64,
+    received_ns: u64,
+    at: &ReceivedAt,
+    out: &mut Vec<u8>,
+) -> usize {
+    let mut truncated = 0;
+    let mut seq = first;
+    for resource_logs in &request.resource_logs {
+        let resource = ResourceView::new(resource_logs.resource.as_ref());
+        for scope_logs in &resource_logs.scope_logs {
+            let scope = ScopeView::new(scope_logs.scope.as_ref());
+            for record in &scope_logs.log_records {
+                let view = RecordView::new(&resource, &scope, record, received_ns);
+                let (extras, n) = view.extras();
+                truncated += usize::from(formatter.write_with_extras(
+                    &view.fields(),
+                    &extras[..n],
+                    seq,
+                    at,
+                    out,
+                ));
+                seq += 1;
+            }
+        }
+    }
+    truncated
 }
