@@ -19,6 +19,12 @@ fn main() {
         // The messages are the wire crate's: generate none here.
         .extern_path(".logservice", "::log_server_wire::proto")
         .extern_path(".opentelemetry.proto", "::log_server_wire::otlp")
+        // An export request reaches the handler as its bytes: the server
+        // reads it with the wire crate's zero-copy view.
+        .extern_path(
+            ".opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest",
+            "crate::ingest::otlp::RawExport",
+        )
         .build_client(false)
         .build_server(true)
         .compile_fds(fds)

@@ -41,7 +41,15 @@ fn text_line(f: &Fields<'_>) -> String {
 /// The JSON line of `f`, uncapped.
 fn json_line(f: &Fields<'_>, seq: u64, at: &ReceivedAt) -> String {
     let mut out = Vec::new();
-    write_json(&f.into(), &[], seq, at, usize::MAX, &mut unbounded(&mut out)).unwrap();
+    write_json(
+        &f.into(),
+        &[],
+        seq,
+        at,
+        usize::MAX,
+        &mut unbounded(&mut out),
+    )
+    .unwrap();
     String::from_utf8(out).expect("a JSON line is valid UTF-8")
 }
 

@@ -9,6 +9,7 @@
 //! TCP bytes -> frame -> decode -> fields (Fields / RawFields)
 //! fields -> encode -> TCP bytes          (the client side)
 //! gRPC: proto::LogRequest -> decode::fields_from_request -> fields
+//! OTLP: ExportLogsServiceRequest bytes -> otlp::view (borrowed, checked)
 //! ```
 //!
 //! - [`frame`]: split a TCP byte stream into length-prefixed frames (pure).
@@ -21,6 +22,8 @@
 //! - [`logger_capnp`], [`hello_capnp`], [`proto`]: code generated from
 //!   `schema/` and `proto/` at the top of the repository (see `build.rs`);
 //!   `proto` holds the messages and the tonic clients.
+//! - [`otlp`]: OTLP logs: the generated messages and client, and
+//!   [`otlp::view`], a zero-copy reader of an export request's bytes.
 //! - [`output`]: the names of the files the server writes, for tools that
 //!   read them back.
 
@@ -29,13 +32,8 @@ pub mod encode;
 pub mod fields;
 pub mod frame;
 mod generated;
+pub mod otlp;
 pub mod output;
 pub mod unpack;
 
 pub use generated::{hello_capnp, logger_capnp, proto};
-
-/// The OTLP logs messages (`opentelemetry.proto.*.v1`) and the tonic client
-/// of `LogsService`, as OpenTelemetry SDKs send them.
-pub mod otlp {
-    pub use crate::generated::opentelemetry::proto::{collector, common, logs, resource};
-}

@@ -98,7 +98,7 @@ pub struct LogCodec<T, U>(PhantomData<(T, U)>);
 impl<T, U> Codec for LogCodec<T, U>
 where
     T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
+    U: FromRequestBytes + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
@@ -106,7 +106,8 @@ where
     type Decoder = LogDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(BufferSettings::default())
+        // The encoder does not depend on the request type.
+        ProstCodec::<T, ()>::raw_encoder(BufferSettings::default())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -114,19 +115,31 @@ where
     }
 }
 
-/// Decodes one protobuf message with our status codes.
+/// What a request decodes into: a protobuf message, or (for OTLP exports,
+/// which the server reads with its own zero-copy reader) the bytes as
+/// they came.
+pub trait FromRequestBytes: Sized {
+    fn from_request_bytes(buf: &mut DecodeBuf<'_>) -> Result<Self, Status>;
+}
+
+impl<U: Message + Default> FromRequestBytes for U {
+    fn from_request_bytes(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        U::decode(buf)
+            .map_err(|e| Status::invalid_argument(format!("not a valid protobuf message: {e}")))
+    }
+}
+
+/// Decodes one request with our status codes.
 #[derive(Debug)]
 pub struct LogDecoder<U>(PhantomData<U>);
 
-impl<U: Message + Default> Decoder for LogDecoder<U> {
+impl<U: FromRequestBytes> Decoder for LogDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         check_len(bytes::Buf::remaining(buf))?;
-        U::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("not a valid protobuf message: {e}")))
+        U::from_request_bytes(buf).map(Some)
     }
 }
 

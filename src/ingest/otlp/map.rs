@@ -14,18 +14,14 @@ use std::{borrow::Cow, fmt::Write as _};
 
 use log_server_wire::{
     fields::{Fields, Level},
-    otlp::{
-        common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
-        logs::v1::LogRecord,
-        resource::v1::Resource,
-    },
+    otlp::view::{AnyValueRef, KeyValueRef, LogRecordRef, ResourceRef, ScopeRef},
 };
 
 use crate::format::{rfc3339_nanos, Extra, ExtraValue};
 
 /// What every record of one `ResourceLogs` takes from its resource.
 #[derive(Debug, Default)]
-pub struct ResourceView<'a> {
+pub struct ResourceColumns<'a> {
     host_name: Cow<'a, str>,
     service_name: Cow<'a, str>,
     process_id: Cow<'a, str>,
@@ -35,15 +31,15 @@ pub struct ResourceView<'a> {
     others: String,
 }
 
-impl<'a> ResourceView<'a> {
-    pub fn new(resource: Option<&'a Resource>) -> Self {
-        let mut view = ResourceView::default();
+impl<'a> ResourceColumns<'a> {
+    pub fn new(resource: Option<ResourceRef<'a>>) -> Self {
+        let mut view = ResourceColumns::default();
         let Some(resource) = resource else {
             return view;
         };
         let mut others = JsonObject::default();
-        for kv in &resource.attributes {
-            let slot = match kv.key.as_str() {
+        for kv in resource.attributes() {
+            let slot = match kv.key {
                 "host.name" => &mut view.host_name,
                 "service.name" => &mut view.service_name,
                 "process.pid" => &mut view.process_id,
@@ -54,15 +50,15 @@ impl<'a> ResourceView<'a> {
                 }
             };
             if slot.is_empty() {
-                *slot = text_of(kv.value.as_ref());
+                *slot = text_of(kv.value);
             } else {
                 others.add(kv);
             }
         }
-        if resource.dropped_attributes_count > 0 {
+        if resource.dropped_attributes_count() > 0 {
             others.add_raw(
                 "dropped_attributes_count",
-                &resource.dropped_attributes_count.to_string(),
+                &resource.dropped_attributes_count().to_string(),
             );
         }
         view.others = others.finish();
@@ -73,51 +69,52 @@ impl<'a> ResourceView<'a> {
 /// What every record of one `ScopeLogs` takes from its instrumentation
 /// scope: the logger name, and the rest of the scope as one JSON object.
 #[derive(Debug, Default)]
-pub struct ScopeView<'a> {
+pub struct ScopeColumns<'a> {
     name: &'a str,
     /// `{"version":..,"attributes":{..}}` with what the scope has; empty if
     /// it has nothing but a name.
     others: String,
 }
 
-impl<'a> ScopeView<'a> {
-    pub fn new(scope: Option<&'a InstrumentationScope>) -> Self {
+impl<'a> ScopeColumns<'a> {
+    pub fn new(scope: Option<ScopeRef<'a>>) -> Self {
         let Some(scope) = scope else {
-            return ScopeView::default();
+            return ScopeColumns::default();
         };
         let mut others = JsonObject::default();
-        if !scope.version.is_empty() {
-            others.add_str("version", &scope.version);
+        if !scope.version().is_empty() {
+            others.add_str("version", scope.version());
         }
-        if !scope.attributes.is_empty() {
-            let mut attributes = JsonObject::default();
-            for kv in &scope.attributes {
-                attributes.add(kv);
-            }
-            others.add_raw("attributes", &attributes.finish());
+        let mut attributes = JsonObject::default();
+        for kv in scope.attributes() {
+            attributes.add(kv);
         }
-        if scope.dropped_attributes_count > 0 {
+        let attributes = attributes.finish();
+        if !attributes.is_empty() {
+            others.add_raw("attributes", &attributes);
+        }
+        if scope.dropped_attributes_count() > 0 {
             others.add_raw(
                 "dropped_attributes_count",
-                &scope.dropped_attributes_count.to_string(),
+                &scope.dropped_attributes_count().to_string(),
             );
         }
-        ScopeView {
-            name: &scope.name,
+        ScopeColumns {
+            name: scope.name(),
             others: others.finish(),
         }
     }
 }
 
-/// Most extras one line can have (see [`RecordView::extras`]).
+/// Most extras one line can have (see [`RecordLine::extras`]).
 pub const MAX_EXTRAS: usize = 10;
 
 /// The line of one log record: its [`Fields`] and [`Extra`]s.
 #[derive(Debug)]
-pub struct RecordView<'r> {
-    resource: &'r ResourceView<'r>,
-    scope: &'r ScopeView<'r>,
-    record: &'r LogRecord,
+pub struct RecordLine<'r> {
+    resource: &'r ResourceColumns<'r>,
+    scope: &'r ScopeColumns<'r>,
+    record: LogRecordRef<'r>,
     timestamp: [u8; 30],
     message: Cow<'r, str>,
     filename: Cow<'r, str>,
@@ -171,28 +168,25 @@ fn column_of(key: &str) -> Option<Column> {
     })
 }
 
-impl<'r> RecordView<'r> {
+impl<'r> RecordLine<'r> {
     /// `received_ns`: when the request arrived (Unix nanoseconds), the
     /// timestamp of a record that has none.
     pub fn new(
-        resource: &'r ResourceView<'r>,
-        scope: &'r ScopeView<'r>,
-        record: &'r LogRecord,
+        resource: &'r ResourceColumns<'r>,
+        scope: &'r ScopeColumns<'r>,
+        record: LogRecordRef<'r>,
         received_ns: u64,
     ) -> Self {
         let at = [record.time_unix_nano, record.observed_time_unix_nano]
             .into_iter()
             .find(|&t| t != 0)
             .unwrap_or(received_ns);
-        let mut view = RecordView {
+        let mut view = RecordLine {
             resource,
             scope,
             record,
             timestamp: rfc3339_nanos(at),
-            message: record
-                .body
-                .as_ref()
-                .map_or(Cow::Borrowed(""), |b| text_of(Some(b))),
+            message: text_of(record.body),
             filename: Cow::Borrowed(""),
             path_name: Cow::Borrowed(""),
             function_name: Cow::Borrowed(""),
@@ -204,8 +198,8 @@ impl<'r> RecordView<'r> {
             thread_name: Cow::Borrowed(""),
             stack_trace: Cow::Borrowed(""),
             attributes: String::new(),
-            trace_id: hex_id(&record.trace_id),
-            span_id: hex_id(&record.span_id),
+            trace_id: hex_id(record.trace_id),
+            span_id: hex_id(record.span_id),
             flags: nonzero(u64::from(record.flags)),
             dropped: nonzero(u64::from(record.dropped_attributes_count)),
             severity_number: if (0..=24).contains(&record.severity_number) {
@@ -215,8 +209,8 @@ impl<'r> RecordView<'r> {
             },
         };
         let mut others = JsonObject::default();
-        for kv in &record.attributes {
-            let slot = match column_of(&kv.key) {
+        for kv in record.attributes() {
+            let slot = match column_of(kv.key) {
                 Some(Column::FilePath) => &mut view.path_name,
                 Some(Column::Function) => &mut view.function_name,
                 Some(Column::Line) => &mut view.line_number,
@@ -234,7 +228,7 @@ impl<'r> RecordView<'r> {
             // The first of two names for one column fills it; a second
             // value is kept with the other attributes.
             if slot.is_empty() {
-                *slot = text_of(kv.value.as_ref());
+                *slot = text_of(kv.value);
             } else {
                 others.add(kv);
             }
@@ -289,7 +283,7 @@ impl<'r> RecordView<'r> {
     /// What the record carries beyond the fields, in the order lines show
     /// them; the first `n` of the array (`n` returned too).
     pub fn extras(&self) -> ([Extra<'_>; MAX_EXTRAS], usize) {
-        let r = self.record;
+        let r = &self.record;
         let candidates: [(&'static str, &'static str, ExtraValue<'_>); MAX_EXTRAS] = [
             ("attrs", "attributes", ExtraValue::Json(&self.attributes)),
             (
@@ -304,14 +298,14 @@ impl<'r> RecordView<'r> {
             (
                 "severity",
                 "severity_text",
-                ExtraValue::Text(&r.severity_text),
+                ExtraValue::Text(r.severity_text),
             ),
             (
                 "severity_number",
                 "severity_number",
                 ExtraValue::Json(&self.severity_number),
             ),
-            ("event", "event_name", ExtraValue::Text(&r.event_name)),
+            ("event", "event_name", ExtraValue::Text(r.event_name)),
             (
                 "dropped",
                 "dropped_attributes_count",
@@ -368,18 +362,20 @@ fn hex_id(id: &[u8]) -> String {
     if id.iter().all(|&b| b == 0) {
         return String::new();
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(id.len() * 2);
-    for b in id {
-        let _ = write!(s, "{b:02x}");
+    for &b in id {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
     }
     s
 }
 
 /// An attribute value as the text of a column: a string as it is, a number
 /// or bool as written in JSON, anything else as compact JSON.
-fn text_of(value: Option<&AnyValue>) -> Cow<'_, str> {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => Cow::Borrowed(s),
+fn text_of(value: Option<AnyValueRef<'_>>) -> Cow<'_, str> {
+    match value {
+        Some(AnyValueRef::String(s)) => Cow::Borrowed(s),
         None => Cow::Borrowed(""),
         Some(_) => {
             let mut out = String::new();
@@ -400,9 +396,9 @@ impl JsonObject {
         self.0.push(':');
     }
 
-    fn add(&mut self, kv: &KeyValue) {
-        self.key(&kv.key);
-        write_json_value(&mut self.0, kv.value.as_ref());
+    fn add(&mut self, kv: KeyValueRef<'_>) {
+        self.key(kv.key);
+        write_json_value(&mut self.0, kv.value);
     }
 
     fn add_str(&mut self, key: &str, value: &str) {
@@ -429,48 +425,48 @@ impl JsonObject {
 /// has the type (strings, bools, numbers, arrays, maps); bytes as base64,
 /// doubles JSON cannot hold as the strings proto3 JSON uses, an empty value
 /// as `null`.
-pub fn write_json_value(out: &mut String, value: Option<&AnyValue>) {
-    match value.and_then(|v| v.value.as_ref()) {
+pub fn write_json_value(out: &mut String, value: Option<AnyValueRef<'_>>) {
+    match value {
         None => out.push_str("null"),
-        Some(Value::StringValue(s)) => push_json_str(out, s),
-        Some(Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => out.push_str(itoa::Buffer::new().format(*i)),
-        Some(Value::DoubleValue(d)) if d.is_finite() => {
+        Some(AnyValueRef::String(s)) => push_json_str(out, s),
+        Some(AnyValueRef::Bool(b)) => out.push_str(if b { "true" } else { "false" }),
+        Some(AnyValueRef::Int(i)) => out.push_str(itoa::Buffer::new().format(i)),
+        Some(AnyValueRef::Double(d)) if d.is_finite() => {
             // Debug prints the shortest text that reads back as the same
             // number, always valid JSON (`1.0`, `1e300`).
             let _ = write!(out, "{d:?}");
         }
-        Some(Value::DoubleValue(d)) => out.push_str(if d.is_nan() {
+        Some(AnyValueRef::Double(d)) => out.push_str(if d.is_nan() {
             "\"NaN\""
-        } else if *d > 0.0 {
+        } else if d > 0.0 {
             "\"Infinity\""
         } else {
             "\"-Infinity\""
         }),
-        Some(Value::BytesValue(b)) => {
+        Some(AnyValueRef::Bytes(b)) => {
             out.push('"');
             base64(out, b);
             out.push('"');
         }
-        Some(Value::ArrayValue(a)) => {
+        Some(AnyValueRef::Array(a)) => {
             out.push('[');
-            for (i, v) in a.values.iter().enumerate() {
+            for (i, v) in a.values().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_json_value(out, Some(v));
+                write_json_value(out, v);
             }
             out.push(']');
         }
-        Some(Value::KvlistValue(kvs)) => {
+        Some(AnyValueRef::KvList(kvs)) => {
             out.push('{');
-            for (i, kv) in kvs.values.iter().enumerate() {
+            for (i, kv) in kvs.values().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                push_json_str(out, &kv.key);
+                push_json_str(out, kv.key);
                 out.push(':');
-                write_json_value(out, kv.value.as_ref());
+                write_json_value(out, kv.value);
             }
             out.push('}');
         }

@@ -17,44 +17,65 @@ mod service;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use log_server_wire::otlp::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+use bytes::Bytes;
+use log_server_wire::otlp::{
+    collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    },
+    view::ExportRequestView,
 };
-use tonic::Status;
+use prost::Message as _;
+use tonic::{codec::DecodeBuf, Status};
 
-use self::map::{RecordView, ResourceView, ScopeView};
-use super::{grpc::Handler, ingress::Ingress};
+use self::map::{RecordLine, ResourceColumns, ScopeColumns};
+use super::{
+    grpc::{codec::FromRequestBytes, Handler},
+    ingress::Ingress,
+};
 use crate::{
     format::{LineFormatter, ReceivedAt},
     record::Record,
 };
 
-/// Log records in a request.
-pub fn record_count(request: &ExportLogsServiceRequest) -> usize {
-    request
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum()
+/// An `ExportLogsServiceRequest` as it came off the wire, read later with
+/// [`ExportRequestView`] (the gRPC codec hands the handler these bytes).
+#[derive(Debug, Clone, Default)]
+pub struct RawExport(pub Bytes);
+
+impl FromRequestBytes for RawExport {
+    fn from_request_bytes(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let len = bytes::Buf::remaining(buf);
+        Ok(RawExport(bytes::Buf::copy_to_bytes(buf, len)))
+    }
+}
+
+impl From<&ExportLogsServiceRequest> for RawExport {
+    /// The request's protobuf encoding (OTLP/JSON bodies come this way).
+    fn from(request: &ExportLogsServiceRequest) -> Self {
+        RawExport(request.encode_to_vec().into())
+    }
 }
 
 /// Takes every record of `request` into the pipeline, lets go of the
 /// request (and of `charge`, its bytes in the memory budget), then waits
-/// until the records are as far as `--grpc_ack` asks. UNAVAILABLE, with
-/// nothing taken, when the queue stays full.
+/// until the records are as far as `--grpc_ack` asks. INVALID_ARGUMENT for
+/// bytes that are not an export request, UNAVAILABLE when the queue stays
+/// full: either way before anything is taken.
 pub(crate) async fn export<C>(
     handler: &Handler,
-    request: ExportLogsServiceRequest,
+    request: RawExport,
     charge: C,
     received: Instant,
 ) -> Result<ExportLogsServiceResponse, Status> {
-    let count = u32::try_from(record_count(&request))
+    let view = ExportRequestView::parse(&request.0).map_err(|e| {
+        Status::invalid_argument(format!("not a valid OTLP ExportLogsServiceRequest: {e}"))
+    })?;
+    let count = u32::try_from(view.record_count())
         .map_err(|_| Status::invalid_argument("more than 4 billion log records in one request"))?;
     let mut truncated = 0;
     let end = handler
         .accept_record(&handler.stats().otlp_records, |ingress| {
-            (count > 0).then(|| sequence(ingress, &request, count, received, &mut truncated))
+            (count > 0).then(|| sequence(ingress, view, count, received, &mut truncated))
         })
         .await?;
     drop(request);
@@ -75,7 +96,7 @@ pub(crate) async fn export<C>(
 /// the order the request lists them.
 fn sequence(
     ingress: &Ingress,
-    request: &ExportLogsServiceRequest,
+    request: ExportRequestView<'_>,
     count: u32,
     received: Instant,
     truncated: &mut usize,
@@ -96,7 +117,7 @@ fn sequence(
 /// lines had to be cut to fit a file.
 pub fn write_lines(
     formatter: &LineFormatter,
-    request: &ExportLogsServiceRequest,
+    request: ExportRequestView<'_>,
     first: u64,
     received_ns: u64,
     at: &ReceivedAt,
@@ -104,15 +125,15 @@ pub fn write_lines(
 ) -> usize {
     let mut truncated = 0;
     let mut seq = first;
-    for resource_logs in &request.resource_logs {
-        let resource = ResourceView::new(resource_logs.resource.as_ref());
-        for scope_logs in &resource_logs.scope_logs {
-            let scope = ScopeView::new(scope_logs.scope.as_ref());
-            for record in &scope_logs.log_records {
-                let view = RecordView::new(&resource, &scope, record, received_ns);
-                let (extras, n) = view.extras();
+    for resource_logs in request.resource_logs() {
+        let resource = ResourceColumns::new(resource_logs.resource());
+        for scope_logs in resource_logs.scope_logs() {
+            let scope = ScopeColumns::new(scope_logs.scope());
+            for record in scope_logs.log_records() {
+                let line = RecordLine::new(&resource, &scope, record, received_ns);
+                let (extras, n) = line.extras();
                 truncated += usize::from(formatter.write_with_extras(
-                    &view.fields(),
+                    &line.fields(),
                     &extras[..n],
                     seq,
                     at,

@@ -3,9 +3,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use log_server_wire::otlp::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use log_server_wire::otlp::collector::logs::v1::ExportLogsServiceResponse;
 use tonic::{Request, Response, Status};
 
 use crate::ingest::grpc::{
@@ -16,7 +14,7 @@ use crate::ingest::grpc::{
 impl LogsService for Handler {
     async fn export(
         &self,
-        request: Request<ExportLogsServiceRequest>,
+        request: Request<super::RawExport>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let received = Instant::now();
         // The request's bytes stay charged until its lines are formatted.

@@ -1,6 +1,41 @@
-use log_server_wire::otlp::common::v1::{ArrayValue, KeyValueList};
+use log_server_wire::otlp::{
+    collector::logs::v1::ExportLogsServiceRequest,
+    common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue, KeyValueList},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    resource::v1::Resource,
+    view::ExportRequestView,
+};
+use prost::Message as _;
 
 use super::*;
+
+/// Runs `f` on the line of `record` (under `resource`), read as the server
+/// reads a request: encoded, then viewed.
+fn with_line<R>(
+    resource: Option<Resource>,
+    record: LogRecord,
+    received_ns: u64,
+    f: impl FnOnce(&RecordLine<'_>) -> R,
+) -> R {
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource,
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    };
+    let bytes = request.encode_to_vec();
+    let view = ExportRequestView::parse(&bytes).unwrap();
+    let resource_logs = view.resource_logs().next().unwrap();
+    let resource = ResourceColumns::new(resource_logs.resource());
+    let scope_logs = resource_logs.scope_logs().next().unwrap();
+    let scope = ScopeColumns::new(scope_logs.scope());
+    let record = scope_logs.log_records().next().unwrap();
+    f(&RecordLine::new(&resource, &scope, record, received_ns))
+}
 
 fn any(value: Value) -> Option<AnyValue> {
     Some(AnyValue { value: Some(value) })
@@ -13,10 +48,17 @@ fn kv(key: &str, value: Value) -> KeyValue {
     }
 }
 
+/// A value as JSON, read as the server reads it (the body of a record).
 fn json(value: Option<AnyValue>) -> String {
-    let mut out = String::new();
-    write_json_value(&mut out, value.as_ref());
-    out
+    let record = LogRecord {
+        body: value,
+        ..LogRecord::default()
+    };
+    with_line(None, record, 0, |line| {
+        let mut out = String::new();
+        write_json_value(&mut out, line.record.body);
+        out
+    })
 }
 
 #[test]
@@ -99,30 +141,28 @@ fn a_second_value_for_a_column_stays_in_the_attributes() {
         kv("code.line.number", Value::IntValue(11)),
         kv("code.filepath", Value::StringValue("app.py".into())),
     ]);
-    let (resource, scope) = (ResourceView::new(None), ScopeView::new(None));
-    let view = RecordView::new(&resource, &scope, &record, 0);
-    let f = view.fields();
-    assert_eq!(f.line_number, "10");
-    // No directory: the name is the file column and there is no path.
-    assert_eq!(f.filename, "app.py");
-    assert_eq!(f.path_name, "");
-    assert_eq!(view.attributes, r#"{"code.line.number":11}"#);
+    with_line(None, record, 0, |line| {
+        let f = line.fields();
+        assert_eq!(f.line_number, "10");
+        // No directory: the name is the file column and there is no path.
+        assert_eq!(f.filename, "app.py");
+        assert_eq!(f.path_name, "");
+        assert_eq!(line.attributes, r#"{"code.line.number":11}"#);
+    });
 }
 
 /// Timestamp: the record's time, else its observed time, else receipt.
 #[test]
 fn the_timestamp_falls_back_to_observed_then_received() {
-    let (resource, scope) = (ResourceView::new(None), ScopeView::new(None));
     let stamp = |time, observed| {
         let record = LogRecord {
             time_unix_nano: time,
             observed_time_unix_nano: observed,
             ..LogRecord::default()
         };
-        RecordView::new(&resource, &scope, &record, 3_000_000_007)
-            .fields()
-            .timestamp
-            .to_owned()
+        with_line(None, record, 3_000_000_007, |line| {
+            line.fields().timestamp.to_owned()
+        })
     };
     assert_eq!(stamp(1_000_000_001, 2), "1970-01-01T00:00:01.000000001Z");
     assert_eq!(stamp(0, 2_000_000_000), "1970-01-01T00:00:02.000000000Z");
@@ -140,13 +180,12 @@ fn resource_fills_process_columns_and_empty_extras_are_left_out() {
         ],
         ..Resource::default()
     };
-    let resource = ResourceView::new(Some(&resource));
-    let scope = ScopeView::new(None);
     let mut record = one_record(vec![kv("process.pid", Value::IntValue(8))]);
     record.trace_id = vec![0; 16];
-    let view = RecordView::new(&resource, &scope, &record, 0);
-    assert_eq!(view.fields().process_id, "8");
-    assert_eq!(view.fields().process_name, "node");
-    let (_, n) = view.extras();
-    assert_eq!(n, 0);
+    with_line(Some(resource), record, 0, |line| {
+        assert_eq!(line.fields().process_id, "8");
+        assert_eq!(line.fields().process_name, "node");
+        let (_, n) = line.extras();
+        assert_eq!(n, 0);
+    });
 }
