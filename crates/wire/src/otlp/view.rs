@@ -48,7 +48,15 @@ enum Wire<'a> {
     I32(u32),
 }
 
+#[inline]
 fn varint(buf: &mut &[u8]) -> Result<u64, ViewError> {
+    // Tags, lengths and small numbers: one byte.
+    if let Some((&b, rest)) = buf.split_first() {
+        if b < 0x80 {
+            *buf = rest;
+            return Ok(u64::from(b));
+        }
+    }
     let mut value = 0u64;
     for i in 0..10 {
         let (&b, rest) = buf.split_first().ok_or(ViewError::Truncated)?;
@@ -466,17 +474,26 @@ pub struct LogRecordRef<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],
     pub event_name: &'a str,
-    bytes: &'a [u8],
+    /// The part of the record's bytes that holds its attributes (from the
+    /// first to the end of the last), so reading them skips the rest.
+    attributes: &'a [u8],
 }
 
 impl<'a> LogRecordRef<'a> {
     fn read(bytes: &'a [u8]) -> Self {
-        let mut r = LogRecordRef {
-            bytes,
-            ..LogRecordRef::default()
-        };
-        for (n, w) in fields(bytes) {
+        let mut r = LogRecordRef::default();
+        let (mut first_attribute, mut after_attributes) = (None, 0);
+        let mut iter = FieldIter(bytes);
+        loop {
+            let at = bytes.len() - iter.0.len();
+            let Some(Ok((n, w))) = iter.next() else {
+                break;
+            };
             match (n, w) {
+                (6, _) => {
+                    first_attribute.get_or_insert(at);
+                    after_attributes = bytes.len() - iter.0.len();
+                }
                 (1, Wire::I64(v)) => r.time_unix_nano = v,
                 (11, Wire::I64(v)) => r.observed_time_unix_nano = v,
                 // An enum is an int32 on the wire (negative ones sign-extended).
@@ -491,11 +508,14 @@ impl<'a> LogRecordRef<'a> {
                 _ => {}
             }
         }
+        if let Some(first) = first_attribute {
+            r.attributes = &bytes[first..after_attributes];
+        }
         r
     }
 
     pub fn attributes(&self) -> impl Iterator<Item = KeyValueRef<'a>> {
-        key_values(self.bytes, 6)
+        key_values(self.attributes, 6)
     }
 }
 
