@@ -309,3 +309,25 @@ fn an_oversized_export_is_refused_whole() {
     assert_eq!(code, Code::ResourceExhausted);
     assert!(s.stop().is_empty());
 }
+
+/// Small on the wire, huge as lines: a request of empty records (2 bytes
+/// each) is refused with RESOURCE_EXHAUSTED before any line is made, and
+/// the same request within the record limit is taken.
+#[test]
+fn a_request_of_many_empty_records_is_refused() {
+    let mut s = otlp_server(|c| c.max_frame_size = 1 << 20);
+    let addr = s.server().grpc_addr().unwrap();
+    let empty = |n| request("shop", vec![LogRecord::default(); n]);
+    let most = (1 << 20) / log_server::ingest::otlp::MIN_RECORD_BYTES;
+    let (refused, taken) = runtime().block_on(async {
+        let mut c = client(addr).await;
+        // 500,000 records: ~1 MB of request, ~65 MB of lines.
+        let refused = c.export(empty(500_000)).await.unwrap_err();
+        let taken = c.export(empty(most)).await;
+        (refused, taken)
+    });
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("at most"), "{refused}");
+    taken.unwrap();
+    assert_eq!(s.stop().len(), most);
+}

@@ -200,6 +200,8 @@ pub(crate) struct Handler {
     queue_wait: Duration,
     /// Records sequenced but still waiting for room in the queue.
     pushes: Arc<Pushes>,
+    /// Largest request, bytes (`--max_frame_size`).
+    max_message_bytes: usize,
 }
 
 /// Counts records that hold sequence numbers but are not in the queue
@@ -292,6 +294,11 @@ impl Handler {
 
     pub(crate) fn stats(&self) -> &IngestStats {
         &self.stats
+    }
+
+    /// Largest request accepted, bytes (`--max_frame_size`).
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 
     /// Pushes a sequenced record without blocking the runtime thread: at
@@ -489,6 +496,7 @@ pub fn start(
         ack: config.ack,
         queue_wait: config.queue_wait,
         pushes: pushes.clone(),
+        max_message_bytes: config.max_message_bytes,
     };
     let (stop, stop_rx) = watch::channel(false);
     let thread = thread::Builder::new()

@@ -37,6 +37,14 @@ use crate::{
     record::Record,
 };
 
+/// Wire bytes each log record of a request is charged at least, so that a
+/// request holds at most `--max_frame_size / 32` records (131,072 at the
+/// default). An empty record is 2 bytes on the wire but at least ~130 bytes
+/// of line: without this, a 4 MiB request of empty records would become
+/// 270 MB of lines. Real records are 100 bytes and more; SDKs send 512 a
+/// request, collectors a few thousand.
+pub const MIN_RECORD_BYTES: usize = 32;
+
 /// An `ExportLogsServiceRequest` as it came off the wire, read later with
 /// [`ExportRequestView`] (the gRPC codec hands the handler these bytes).
 #[derive(Debug, Clone, Default)]
@@ -70,6 +78,13 @@ pub(crate) async fn export<C>(
     let view = ExportRequestView::parse(&request.0).map_err(|e| {
         Status::invalid_argument(format!("not a valid OTLP ExportLogsServiceRequest: {e}"))
     })?;
+    let most = handler.max_message_bytes() / MIN_RECORD_BYTES;
+    if view.record_count() > most {
+        return Err(Status::resource_exhausted(format!(
+            "{} log records in one request; at most {most} are accepted (one per {MIN_RECORD_BYTES} bytes of the request size limit): send smaller batches",
+            view.record_count()
+        )));
+    }
     let count = u32::try_from(view.record_count())
         .map_err(|_| Status::invalid_argument("more than 4 billion log records in one request"))?;
     let mut truncated = 0;
