@@ -432,6 +432,28 @@ mod tests {
         assert_eq!(status.encode_to_vec(), b"\x08\x03\x12\x03bad");
     }
 
+    /// The JSON response is proto3 JSON: `{}` without partial success, the
+    /// warning's non-default fields (int64 as a string) with it.
+    #[test]
+    fn the_json_response_is_proto3_json() {
+        use log_server_wire::otlp::collector::logs::v1::ExportLogsPartialSuccess;
+        assert_eq!(response_json(&ExportLogsServiceResponse::default()), "{}");
+        let warning = |rejected, message: &str| ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: message.into(),
+            }),
+        };
+        assert_eq!(
+            response_json(&warning(0, "2 \"cut\"")),
+            r#"{"partialSuccess":{"errorMessage":"2 \"cut\""}}"#
+        );
+        assert_eq!(
+            response_json(&warning(3, "")),
+            r#"{"partialSuccess":{"rejectedLogRecords":"3"}}"#
+        );
+    }
+
     #[test]
     fn content_types_are_matched_without_parameters_or_case() {
         let kind = |v: &'static str| {
