@@ -10,6 +10,7 @@
 //! fields -> encode -> TCP bytes          (the client side)
 //! gRPC: proto::LogRequest -> decode::fields_from_request -> fields
 //! OTLP: ExportLogsServiceRequest bytes -> otlp::view (borrowed, checked)
+//! OTLP/JSON body -> otlp::json::decode_request -> ExportLogsServiceRequest
 //! ```
 //!
 //! - [`frame`]: split a TCP byte stream into length-prefixed frames (pure).
@@ -22,8 +23,9 @@
 //! - [`logger_capnp`], [`hello_capnp`], [`proto`]: code generated from
 //!   `schema/` and `proto/` at the top of the repository (see `build.rs`);
 //!   `proto` holds the messages and the tonic clients.
-//! - [`otlp`]: OTLP logs: the generated messages and client, and
-//!   [`otlp::view`], a zero-copy reader of an export request's bytes.
+//! - [`otlp`]: OTLP logs: the generated messages and client,
+//!   [`otlp::view`], a zero-copy reader of an export request's bytes, and
+//!   [`otlp::json`], OTLP/JSON bodies -> the generated messages.
 //! - [`output`]: the names of the files the server writes, for tools that
 //!   read them back.
 

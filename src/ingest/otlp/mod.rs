@@ -12,6 +12,7 @@
 //! response's `partial_success` only carries warnings (records cut to fit
 //! a file).
 
+pub mod http;
 pub mod map;
 mod service;
 
@@ -22,9 +23,10 @@ use log_server_wire::otlp::{
     collector::logs::v1::{
         ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
     },
-    view::ExportRequestView,
+    view::{ExportRequestView, ViewError},
 };
 use prost::Message as _;
+use thiserror::Error;
 use tonic::{codec::DecodeBuf, Status};
 
 use self::map::{RecordLine, ResourceColumns, ScopeColumns};
@@ -64,35 +66,58 @@ impl From<&ExportLogsServiceRequest> for RawExport {
     }
 }
 
+/// Why an export was refused. Nothing of it was taken.
+#[derive(Debug, Error)]
+pub(crate) enum Refused {
+    /// The bytes are not an export request (gRPC INVALID_ARGUMENT, HTTP 400).
+    #[error("not a valid OTLP ExportLogsServiceRequest: {0}")]
+    Invalid(#[from] ViewError),
+    /// More records than [`MIN_RECORD_BYTES`] allows (gRPC
+    /// RESOURCE_EXHAUSTED, HTTP 413): retrying the same request cannot help.
+    #[error("{count} log records in one request; at most {most} are accepted (one per {MIN_RECORD_BYTES} bytes of the request size limit): send smaller batches")]
+    TooManyRecords { count: usize, most: usize },
+    /// The pipeline's answer: UNAVAILABLE when the queue stayed full
+    /// (retryable; HTTP 503).
+    #[error("{}", .0.message())]
+    Pipeline(Status),
+}
+
+impl From<Refused> for Status {
+    fn from(refused: Refused) -> Status {
+        match refused {
+            Refused::Invalid(_) => Status::invalid_argument(refused.to_string()),
+            Refused::TooManyRecords { .. } => Status::resource_exhausted(refused.to_string()),
+            Refused::Pipeline(status) => status,
+        }
+    }
+}
+
 /// Takes every record of `request` into the pipeline, lets go of the
 /// request (and of `charge`, its bytes in the memory budget), then waits
-/// until the records are as far as `--grpc_ack` asks. INVALID_ARGUMENT for
-/// bytes that are not an export request, UNAVAILABLE when the queue stays
-/// full: either way before anything is taken.
+/// until the records are as far as `--grpc_ack` asks. Refused before
+/// anything is taken: bytes that are not an export request, too many
+/// records, a queue that stays full.
 pub(crate) async fn export<C>(
     handler: &Handler,
     request: RawExport,
     charge: C,
     received: Instant,
-) -> Result<ExportLogsServiceResponse, Status> {
-    let view = ExportRequestView::parse(&request.0).map_err(|e| {
-        Status::invalid_argument(format!("not a valid OTLP ExportLogsServiceRequest: {e}"))
-    })?;
+) -> Result<ExportLogsServiceResponse, Refused> {
+    let view = ExportRequestView::parse(&request.0)?;
     let most = handler.max_message_bytes() / MIN_RECORD_BYTES;
-    if view.record_count() > most {
-        return Err(Status::resource_exhausted(format!(
-            "{} log records in one request; at most {most} are accepted (one per {MIN_RECORD_BYTES} bytes of the request size limit): send smaller batches",
-            view.record_count()
-        )));
+    let count = view.record_count();
+    if count > most {
+        return Err(Refused::TooManyRecords { count, most });
     }
-    let count = u32::try_from(view.record_count())
-        .map_err(|_| Status::invalid_argument("more than 4 billion log records in one request"))?;
+    // At most max_message_bytes / 32 (far below u32::MAX), as checked.
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
     let mut truncated = 0;
     let end = handler
         .accept_record(&handler.stats().otlp_records, |ingress| {
             (count > 0).then(|| sequence(ingress, view, count, received, &mut truncated))
         })
-        .await?;
+        .await
+        .map_err(Refused::Pipeline)?;
     drop(request);
     drop(charge);
     handler.acknowledge(end).await;

@@ -22,5 +22,6 @@ impl LogsService for Handler {
         super::export(self, request.into_inner(), charge, received)
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 }

@@ -7,3 +7,5 @@
 pub use crate::generated::opentelemetry::proto::{collector, common, logs, resource};
 
 pub mod view;
+
+pub mod json;
