@@ -1,12 +1,14 @@
-//! Interop with a Cap'n Proto implementation that is not ours: the Python
-//! example client in `clients/python/` (pycapnp, the C++ library) against
-//! an in-process server.
+//! Interop with implementations that are not ours, against an in-process
+//! server: the Python example client in `clients/python/` (pycapnp, the C++
+//! Cap'n Proto library), the Node client (@grpc/grpc-js), and the real
+//! OpenTelemetry SDKs of Node and Python through OTLP.
 
 use std::process::Command;
 
 use crate::util::*;
 
-/// The Python that has pycapnp: `LOG_SERVER_PYTHON` (set by `.ci/run`),
+/// The Python that has pycapnp and the OpenTelemetry SDK:
+/// `LOG_SERVER_PYTHON` (set by `.ci/run`),
 /// else the `.venv` that `scripts/setup-python.sh` makes, else `python3`.
 fn python() -> String {
     if let Ok(p) = std::env::var("LOG_SERVER_PYTHON") {
@@ -232,8 +234,8 @@ fn node_concurrent_unary_calls_do_not_wait_for_delayed_acks() {
 // exporter (clients/python/requirements-otel.txt), each configured the way
 // a user does (OTEL_EXPORTER_OTLP_* variables), against an in-process server.
 
-/// Records each SDK test logs: more than one default batch would need
-/// (512) is not needed to cover the mapping; 200 keeps the debug run short.
+/// Records each mapping test logs: enough for several records of each
+/// level and exception, few enough for a short debug run.
 const OTEL_RECORDS: usize = 200;
 
 /// An OpenTelemetry SDK client and how it exports.
