@@ -9,6 +9,7 @@
 //! TCP bytes -> frame -> decode -> fields (Fields / RawFields)
 //! fields -> encode -> TCP bytes          (the client side)
 //! gRPC: proto::LogRequest -> decode::fields_from_request -> fields
+//! OTLP/JSON body -> otlp_json::decode_request -> otlp::...::ExportLogsServiceRequest
 //! ```
 //!
 //! - [`frame`]: split a TCP byte stream into length-prefixed frames (pure).
@@ -21,6 +22,9 @@
 //! - [`logger_capnp`], [`hello_capnp`], [`proto`]: code generated from
 //!   `schema/` and `proto/` at the top of the repository (see `build.rs`);
 //!   `proto` holds the messages and the tonic clients.
+//! - [`otlp_json`]: an OTLP/JSON `ExportLogsServiceRequest` (the body of
+//!   OTLP/HTTP `POST /v1/logs` as `application/json`) -> the prost
+//!   [`otlp`] messages the protobuf body and OTLP/gRPC give.
 //! - [`output`]: the names of the files the server writes, for tools that
 //!   read them back.
 
@@ -29,6 +33,7 @@ pub mod encode;
 pub mod fields;
 pub mod frame;
 mod generated;
+pub mod otlp_json;
 pub mod output;
 pub mod unpack;
 

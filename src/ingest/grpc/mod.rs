@@ -573,6 +573,7 @@ async fn serve<R>(
     let legacy = LogServiceServer::new(handler.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
+    let otlp_http = crate::ingest::otlp::http::router(handler.clone(), config.max_message_bytes);
     let otlp = LogsServiceServer::new(handler)
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(transport_limit);
@@ -585,14 +586,16 @@ async fn serve<R>(
         Arc::new(RateLimiter::new(DIAGNOSTICS_PER_SECOND)),
         stop.clone(),
     );
-    // The gRPC services and, on the same port's HTTP side, /metrics.
+    // The gRPC services and, on the same port's HTTP side, /metrics and
+    // OTLP/HTTP's POST /v1/logs.
     let routes = tonic::service::Routes::new(health)
         .add_service(reflection)
         .add_service(bridge)
         .add_service(legacy)
         .add_service(otlp)
         .into_axum_router()
-        .merge(prometheus::router(exporter));
+        .merge(prometheus::router(exporter))
+        .merge(otlp_http);
     let routes = tonic::service::Routes::from(routes);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(h2.max_concurrent_streams)
@@ -601,7 +604,8 @@ async fn serve<R>(
         .http2_keepalive_timeout(Some(h2.keepalive_timeout))
         .initial_stream_window_size(h2.stream_window)
         .initial_connection_window_size(h2.connection_window)
-        // HTTP/1.1 too, for `GET /metrics` (Prometheus scrapes over it).
+        // HTTP/1.1 too, for `GET /metrics` (Prometheus scrapes over it) and
+        // OTLP/HTTP exporters.
         .accept_http1(true)
         .layer(BudgetLayer(budget))
         // The decoder's size limit, per call (see codec.rs).

@@ -12,6 +12,7 @@
 //! response's `partial_success` only carries warnings (records cut to fit
 //! a file).
 
+pub mod http;
 pub mod map;
 mod service;
 
