@@ -309,3 +309,413 @@ fn an_oversized_export_is_refused_whole() {
     assert_eq!(code, Code::ResourceExhausted);
     assert!(s.stop().is_empty());
 }
+
+// OTLP/HTTP: `POST /v1/logs` on the gRPC port.
+
+/// An HTTP answer read by [`http1`].
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`),
+/// written and read with a plain std socket: the request line, `headers`,
+/// a `Content-Length` unless `headers` set one, and `body`.
+fn http1(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!("{method} /v1/logs HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {answer:?}"));
+    let head = std::str::from_utf8(&answer[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let answer = Answer {
+        status,
+        headers,
+        body: answer[end + 4..].to_vec(),
+    };
+    assert_ne!(
+        answer.header("transfer-encoding"),
+        Some("chunked"),
+        "this client reads only Content-Length bodies"
+    );
+    answer
+}
+
+fn post(addr: SocketAddr, content_type: &str, body: &[u8]) -> Answer {
+    http1(addr, "POST", &[("Content-Type", content_type)], body)
+}
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// An OTLP/JSON request of one record a message, as the JavaScript
+/// exporter writes it.
+fn json_request(messages: &[String]) -> String {
+    let records: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "timeUnixNano": "1795502173123456789",
+                "severityNumber": 9,
+                "body": { "stringValue": m },
+            })
+        })
+        .collect();
+    serde_json::json!({ "resourceLogs": [{
+        "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "shop" } }] },
+        "scopeLogs": [{ "scope": { "name": "checkout" }, "logRecords": records }],
+    }]})
+    .to_string()
+}
+
+fn proto_request(messages: &[String]) -> Vec<u8> {
+    let records = messages.iter().map(|m| record(m, 9)).collect();
+    prost::Message::encode_to_vec(&request("shop", records))
+}
+
+/// The `google.rpc.Status` of an error answer (protobuf body).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// A body exactly as the JavaScript http/json exporter sends it
+/// (`@opentelemetry/exporter-logs-otlp-http`: camelCase keys, hex ids,
+/// nanoseconds as strings, zero counts written out).
+const JS_EXPORTER_BODY: &str = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}},{"key":"host.name","value":{"stringValue":"otel-host"}},{"key":"process.pid","value":{"intValue":4242}}],"droppedAttributesCount":0},"scopeLogs":[{"scope":{"name":"checkout","version":"1.2.3"},"logRecords":[{"timeUnixNano":"1795502173123456789","observedTimeUnixNano":"1795502173200000000","severityNumber":13,"severityText":"WARN","body":{"stringValue":"conn=1 n=0 from the js exporter"},"attributes":[{"key":"user.id","value":{"stringValue":"ada"}},{"key":"cart","value":{"kvlistValue":{"values":[{"key":"items","value":{"intValue":3}}]}}}],"droppedAttributesCount":0,"flags":1,"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"abababababababab"}]}]}]}"#;
+
+/// Over HTTP/1.1, protobuf and JSON bodies, plain and gzipped, are all
+/// answered 200 with an empty `ExportLogsServiceResponse` in the request's
+/// content type, and every record becomes one line, once, in order; the
+/// JavaScript exporter's body is mapped column by column like a gRPC
+/// export.
+#[test]
+fn otlp_http_protobuf_and_json_bodies_become_lines() {
+    let mut s = otlp_server(|_| {});
+    let addr = s.server().grpc_addr().unwrap();
+    let mut n = 0;
+    let mut next = |count: usize| {
+        let m: Vec<String> = (n..n + count).map(|i| message(0, i)).collect();
+        n += count;
+        m
+    };
+    for (content_type, gzipped) in [
+        (PROTOBUF, false),
+        (JSON, false),
+        (PROTOBUF, true),
+        (JSON, true),
+    ] {
+        let messages = next(5);
+        let mut body = match content_type {
+            PROTOBUF => proto_request(&messages),
+            _ => json_request(&messages).into_bytes(),
+        };
+        let mut headers = vec![("Content-Type", content_type)];
+        if gzipped {
+            body = gzip(&body);
+            headers.push(("Content-Encoding", "gzip"));
+        }
+        let answer = http1(addr, "POST", &headers, &body);
+        assert_eq!(
+            answer.status, 200,
+            "{content_type} gzip={gzipped}: {answer:?}"
+        );
+        assert_eq!(answer.header("content-type"), Some(content_type));
+        match content_type {
+            PROTOBUF => assert!(answer.body.is_empty(), "{answer:?}"),
+            _ => assert_eq!(answer.body, b"{}"),
+        }
+    }
+    let answer = post(
+        addr,
+        "application/json; charset=utf-8",
+        JS_EXPORTER_BODY.as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let lines = s.stop();
+    let (from_js, ours): (Vec<String>, Vec<String>) =
+        lines.into_iter().partition(|l| l.contains("conn=1 "));
+    assert_all_once_in_order(&ours, &[n]);
+    assert_eq!(from_js.len(), 1, "{from_js:#?}");
+    for expected in [
+        "2026-11-24T06:36:13.123456789Z",
+        "otel-host",
+        "checkout",
+        " WARNING ",
+        "conn=1 n=0 from the js exporter",
+        "pid=4242",
+        "svc=shop",
+        r#"attrs={"user.id":"ada","cart":{"items":3}}"#,
+        "trace_id=0102030405060708090a0b0c0d0e0f10",
+        "span_id=abababababababab",
+        "flags=1",
+    ] {
+        assert!(
+            from_js[0].contains(expected),
+            "{expected:?} not in {}",
+            from_js[0]
+        );
+    }
+}
+
+/// h2c with prior knowledge (what gRPC-less HTTP/2 clients do): a
+/// protobuf export is answered 200 and written; a body streamed without a
+/// Content-Length past `--max_frame_size` is answered 413 and nothing of
+/// it is written.
+#[test]
+fn otlp_http_over_h2c() {
+    let mut s = otlp_server(|c| c.max_frame_size = 64 * 1024);
+    let addr = s.server().grpc_addr().unwrap();
+    runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let post = |body: Vec<u8>, chunks: usize| {
+            let client = client.clone();
+            async move {
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri(format!("http://{addr}/v1/logs"))
+                    .header("content-type", PROTOBUF)
+                    .body(())
+                    .unwrap();
+                let mut ready = client.ready().await.unwrap();
+                let (response, mut stream) = ready.send_request(request, false).unwrap();
+                let size = body.len().div_ceil(chunks);
+                let mut chunks = body.chunks(size).peekable();
+                while let Some(chunk) = chunks.next() {
+                    stream.reserve_capacity(chunk.len());
+                    // The server may answer and reset the stream before
+                    // the rest is sent (413): stop sending then.
+                    if stream
+                        .send_data(
+                            bytes::Bytes::copy_from_slice(chunk),
+                            chunks.peek().is_none(),
+                        )
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                let response = response.await.unwrap();
+                let status = response.status();
+                let mut body = response.into_body();
+                let mut bytes = Vec::new();
+                while let Some(Ok(chunk)) = body.data().await {
+                    bytes.extend_from_slice(&chunk);
+                }
+                (status, bytes)
+            }
+        };
+        let messages: Vec<String> = (0..3).map(|n| message(0, n)).collect();
+        let (status, body) = post(proto_request(&messages), 1).await;
+        assert_eq!(status, 200);
+        assert!(body.is_empty());
+        let big: Vec<String> = (0..2000).map(|n| message(1, n)).collect();
+        let big = proto_request(&big);
+        assert!(big.len() > 64 * 1024);
+        let (status, body) = post(big, 8).await;
+        assert_eq!(status, 413);
+        let status: RpcStatus = prost::Message::decode(&body[..]).unwrap();
+        assert_eq!(status.code, Code::ResourceExhausted as i32);
+    });
+    assert_all_once_in_order(&s.stop(), &[3]);
+}
+
+/// Each way a request can be wrong gets its answer, with a
+/// `google.rpc.Status` body in the request's content type, and nothing of
+/// it is written: 400 for a body that does not decode (protobuf, JSON,
+/// gzip), 413 above `--max_frame_size` (announced, or a gzip bomb that
+/// would expand past it), 415 for another content type or encoding, 405
+/// for another method. A good request after all of them is written.
+#[test]
+fn otlp_http_refusals() {
+    let max = 64 * 1024;
+    let mut s = otlp_server(|c| c.max_frame_size = max);
+    let addr = s.server().grpc_addr().unwrap();
+
+    let answer = post(addr, PROTOBUF, b"\x0a\xff\xff\xff\xff\x0f");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.header("content-type"), Some(PROTOBUF));
+    let status: RpcStatus = prost::Message::decode(&answer.body[..]).unwrap();
+    assert_eq!(status.code, Code::InvalidArgument as i32);
+    assert!(status.message.contains("protobuf"), "{status:?}");
+
+    let answer = post(
+        addr,
+        JSON,
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"not hex"}]}]}]}"#,
+    );
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.header("content-type"), Some(JSON));
+    let status: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(status["code"], 3);
+    assert!(
+        status["message"].as_str().unwrap().contains("hex"),
+        "{status}"
+    );
+
+    let answer = http1(
+        addr,
+        "POST",
+        &[("Content-Type", JSON), ("Content-Encoding", "gzip")],
+        b"not gzip at all",
+    );
+    assert_eq!(answer.status, 400, "{answer:?}");
+
+    // Announced too large: refused before the body is sent.
+    let too_long = (max + 1).to_string();
+    let answer = http1(
+        addr,
+        "POST",
+        &[("Content-Type", PROTOBUF), ("Content-Length", &too_long)],
+        b"",
+    );
+    assert_eq!(answer.status, 413, "{answer:?}");
+    let status: RpcStatus = prost::Message::decode(&answer.body[..]).unwrap();
+    assert_eq!(status.code, Code::ResourceExhausted as i32);
+
+    // 16 MiB of JSON-ish zeros in a few KiB of gzip members.
+    let member = gzip(&vec![b' '; 1 << 20]);
+    let bomb = member.repeat(16);
+    assert!(bomb.len() < max);
+    let answer = http1(
+        addr,
+        "POST",
+        &[("Content-Type", JSON), ("Content-Encoding", "gzip")],
+        &bomb,
+    );
+    assert_eq!(answer.status, 413, "{answer:?}");
+
+    let good = proto_request(&[message(0, 0)]);
+    let answer = post(addr, "text/plain", &good);
+    assert_eq!(answer.status, 415, "{answer:?}");
+    let answer = http1(
+        addr,
+        "POST",
+        &[("Content-Type", PROTOBUF), ("Content-Encoding", "br")],
+        &good,
+    );
+    assert_eq!(answer.status, 415, "{answer:?}");
+    let answer = http1(addr, "GET", &[], b"");
+    assert_eq!(answer.status, 405, "{answer:?}");
+    assert_eq!(answer.header("allow"), Some("POST"));
+    let answer = http1(addr, "PUT", &[("Content-Type", PROTOBUF)], &good);
+    assert_eq!(answer.status, 405, "{answer:?}");
+
+    let answer = post(addr, PROTOBUF, &good);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let report = s.server.take().unwrap().shutdown();
+    assert_eq!(report.otlp_records, 1);
+    assert_all_once_in_order(
+        &read_lines(&s.config.log_dir, s.config.writer.max_files),
+        &[1],
+    );
+}
+
+/// With the writer stuck, the queue fills and a POST is refused whole with
+/// 503 and `Retry-After` (what OTLP/HTTP exporters retry on); every record
+/// of every POST answered 200, protobuf and JSON alike, is written once,
+/// in order.
+#[test]
+fn otlp_http_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, fifo) = fifo_log_dir(dir.path());
+    let server = log_server::server::Server::start(ServerConfig {
+        port: 0,
+        grpc_port: 0,
+        log_dir: logs,
+        queue_capacity: 4,
+        grpc_ack: AckMode::Queued,
+        grpc_queue_wait: Duration::from_millis(200),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.grpc_addr().unwrap();
+    let per_post = 10;
+    let mut posts = 0;
+    let refused = loop {
+        let messages: Vec<String> = (0..per_post)
+            .map(|n| message(0, posts * per_post + n))
+            .collect();
+        let answer = if posts % 2 == 0 {
+            post(addr, PROTOBUF, &proto_request(&messages))
+        } else {
+            post(addr, JSON, json_request(&messages).as_bytes())
+        };
+        if answer.status != 200 {
+            break answer;
+        }
+        posts += 1;
+        assert!(posts < 10_000, "the queue never filled");
+    };
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
+    let report = server.shutdown();
+    let accepted = posts * per_post;
+    assert_eq!(report.otlp_records, accepted as u64);
+    assert_eq!(report.writer.lines, accepted as u64);
+    let bytes = reader.join().unwrap();
+    let lines: Vec<String> = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_all_once_in_order(&lines, &[accepted]);
+}
