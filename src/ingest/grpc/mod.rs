@@ -603,7 +603,9 @@ async fn serve<R>(
         .add_service(otlp)
         .into_axum_router()
         .merge(prometheus::router(exporter))
-        .merge(otlp_http);
+        .merge(otlp_http)
+        // A 404 for HTTP requests to unknown paths, UNIMPLEMENTED for gRPC.
+        .fallback(crate::ingest::otlp::http::fallback);
     let routes = tonic::service::Routes::from(routes);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(h2.max_concurrent_streams)

@@ -179,6 +179,30 @@ impl Refusal {
     }
 }
 
+/// The answer to a request no route of the gRPC port serves. A gRPC call
+/// (`Content-Type: application/grpc...`) gets gRPC's UNIMPLEMENTED, as tonic
+/// answers it; anything else a 404. Tonic's answer alone (HTTP 200 with a
+/// `grpc-status` header) is a success to an HTTP client: an OTLP/HTTP
+/// exporter posting to a wrong path (`OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`
+/// without `/v1/logs`) would drop its records believing them delivered.
+pub(crate) async fn fallback(request: Request<Body>) -> Response<Body> {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let (parts, ()) = Status::unimplemented("").into_http::<()>().into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    // The path is not echoed: it is the client's text.
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        Code::NotFound,
+        format!("nothing is served at this path; OTLP/HTTP logs go to POST {LOGS_PATH}"),
+    )
+    .into_response(Kind::of(request.headers()))
+}
+
 /// Serves one `POST /v1/logs`.
 async fn post_logs(handler: &Handler, max_body: usize, request: Request<Body>) -> Response<Body> {
     let received = Instant::now();
