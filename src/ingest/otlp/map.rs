@@ -243,6 +243,12 @@ impl<'r> RecordLine<'r> {
             }
             None => view.filename = std::mem::take(&mut view.path_name),
         }
+        // A stack trace ends in a line break (Python's do): without it, the
+        // text line does not end its `stack=` in ` | `.
+        view.stack_trace = match std::mem::take(&mut view.stack_trace) {
+            Cow::Borrowed(t) => Cow::Borrowed(t.trim_end_matches(['\n', '\r'])),
+            Cow::Owned(t) => Cow::Owned(t.trim_end_matches(['\n', '\r']).to_owned()),
+        };
         // Process columns from the resource when the record has none.
         for (slot, from) in [
             (&mut view.process_id, &resource.process_id),

@@ -189,3 +189,16 @@ fn resource_fills_process_columns_and_empty_extras_are_left_out() {
         assert_eq!(n, 0);
     });
 }
+
+/// A stack trace's final line break is not written (it would end the text
+/// line's `stack=` in ` | `); the ones inside stay.
+#[test]
+fn a_stack_trace_loses_only_its_final_line_break() {
+    let record = one_record(vec![kv(
+        "exception.stacktrace",
+        Value::StringValue("Traceback:\n  at f\nValueError\r\n".into()),
+    )]);
+    with_line(None, record, 0, |line| {
+        assert_eq!(line.fields().stack_trace, "Traceback:\n  at f\nValueError");
+    });
+}
