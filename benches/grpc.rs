@@ -1,5 +1,8 @@
-//! gRPC ingest on loopback, server in-process (release): unary calls with
-//! 64 in flight, one client stream, and the latency of a `written`
+//! gRPC ingest on loopback, server in-process (release), at the server's
+//! defaults (10 MiB files, rotation, fsync on rotation, `written` acks):
+//! unary calls with 64 in flight, beside the same calls to a tonic server
+//! whose handler does nothing (tonic's own ceiling on this machine, same
+//! client, same run); one client stream; and the latency of a `written`
 //! acknowledgement (printed as percentiles after the throughput runs).
 //!
 //! `cargo bench --bench grpc`
@@ -11,12 +14,17 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
+    ingest::grpc::{
+        codec::MessageLimitLayer,
+        service::log_bridge_server::{LogBridge, LogBridgeServer},
+    },
     metrics::{new_latency_histogram, record_latency, LatencySummary},
     server::{Server, ServerConfig},
-    writer::WriterConfig,
 };
-use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
-use tonic::transport::Channel;
+use log_server_wire::proto::{
+    log_bridge_client::LogBridgeClient, LogRequest, LogResponse, LogSummary,
+};
+use tonic::{transport::Channel, Request, Response, Status, Streaming};
 
 const UNARY: usize = 20_480; // a multiple of CONCURRENCY
 const CONCURRENCY: usize = 64;
@@ -44,13 +52,49 @@ fn start(dir: &std::path::Path) -> Server {
         port: 0,
         grpc_port: 0,
         log_dir: dir.to_path_buf(),
-        writer: WriterConfig {
-            max_file_size: 1 << 30,
-            ..WriterConfig::default()
-        },
         ..ServerConfig::default()
     })
     .unwrap()
+}
+
+/// A `LogBridge` that answers at once and keeps nothing: what tonic itself
+/// costs per call.
+struct NoOp;
+
+#[tonic::async_trait]
+impl LogBridge for NoOp {
+    async fn log_message(&self, _: Request<LogRequest>) -> Result<Response<LogResponse>, Status> {
+        Ok(Response::new(LogResponse { success: true }))
+    }
+
+    async fn log_stream(
+        &self,
+        request: Request<Streaming<LogRequest>>,
+    ) -> Result<Response<LogSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut accepted = 0;
+        while stream.message().await?.is_some() {
+            accepted += 1;
+        }
+        Ok(Response::new(LogSummary { accepted }))
+    }
+}
+
+/// Serves [`NoOp`] on 127.0.0.1:0 (with TCP_NODELAY, as log-server's
+/// sockets have it) on `rt`; returns its address.
+fn start_noop(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .layer(MessageLimitLayer(4 << 20))
+            .add_service(LogBridgeServer::new(NoOp))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
 }
 
 async fn client(addr: SocketAddr) -> LogBridgeClient<Channel> {
@@ -100,6 +144,16 @@ fn grpc_ingest(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(15));
 
     g.throughput(Throughput::Elements(UNARY as u64));
+    let noop = start_noop(&rt);
+    g.bench_function(format!("tonic_noop_unary_{CONCURRENCY}_in_flight"), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                rt.block_on(unary(noop, UNARY));
+            }
+            t.elapsed()
+        })
+    });
     g.bench_function(format!("unary_{CONCURRENCY}_in_flight_written_ack"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
