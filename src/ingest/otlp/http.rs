@@ -3,8 +3,8 @@
 //! (<https://opentelemetry.io/docs/specs/otlp/#otlphttp>).
 //!
 //! The body (`application/x-protobuf` or `application/json`, gzip or not)
-//! -> an `ExportLogsServiceRequest` (prost, or
-//! [`log_server_wire::otlp::json`]) -> [`super::export`], the same path as
+//! -> the bytes of an `ExportLogsServiceRequest` (as they came, or from
+//! [`log_server_wire::otlp::json`]) -> `super::export`, the same path as
 //! OTLP/gRPC from there: taken whole or refused before anything is taken,
 //! answered per `--grpc_ack`, counted in `otlp_records`.
 //!

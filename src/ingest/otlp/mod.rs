@@ -4,7 +4,7 @@
 //!
 //! `ExportLogsServiceRequest` (OTLP/gRPC, or `POST /v1/logs`) ->
 //! [`map`] (each record's fields and extras) -> [`Ingress`] (sequence
-//! numbers, lines) -> queue, through the same gRPC [`Handler`] as
+//! numbers, lines) -> queue, through the same gRPC `Handler` as
 //! `LogMessage`: the same wait for room before anything is taken, the same
 //! `--grpc_ack`. A request is taken whole or not at all: when the queue
 //! stays full the answer is UNAVAILABLE (HTTP 503 with `Retry-After`), which
@@ -152,7 +152,7 @@ fn sequence(
 }
 
 /// Appends the line of every record of `request` to `out`, numbered from
-/// `first` (pure: what [`export`] does between decoding and the queue).
+/// `first` (pure: what `export` does between decoding and the queue).
 /// `received_ns` stands in for records without a time. Returns how many
 /// lines had to be cut to fit a file.
 pub fn write_lines(
