@@ -48,8 +48,29 @@ enum Wire<'a> {
     I32(u32),
 }
 
+/// What is wrong with a field's encoding: two bytes, so that results come
+/// back in registers on the reader's hot path ([`ViewError`] at the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bad {
+    Truncated,
+    BadVarint,
+    WireType(u8),
+    FieldZero,
+}
+
+impl From<Bad> for ViewError {
+    fn from(bad: Bad) -> Self {
+        match bad {
+            Bad::Truncated => ViewError::Truncated,
+            Bad::BadVarint => ViewError::BadVarint,
+            Bad::WireType(t) => ViewError::WireType(t),
+            Bad::FieldZero => ViewError::FieldZero,
+        }
+    }
+}
+
 #[inline]
-fn varint(buf: &mut &[u8]) -> Result<u64, ViewError> {
+fn varint(buf: &mut &[u8]) -> Result<u64, Bad> {
     // Tags, lengths and small numbers: one byte.
     if let Some((&b, rest)) = buf.split_first() {
         if b < 0x80 {
@@ -57,21 +78,27 @@ fn varint(buf: &mut &[u8]) -> Result<u64, ViewError> {
             return Ok(u64::from(b));
         }
     }
+    varint_long(buf)
+}
+
+#[inline(never)]
+fn varint_long(buf: &mut &[u8]) -> Result<u64, Bad> {
     let mut value = 0u64;
     for i in 0..10 {
-        let (&b, rest) = buf.split_first().ok_or(ViewError::Truncated)?;
+        let (&b, rest) = buf.split_first().ok_or(Bad::Truncated)?;
         *buf = rest;
         value |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
             return Ok(value);
         }
     }
-    Err(ViewError::BadVarint)
+    Err(Bad::BadVarint)
 }
 
-fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], ViewError> {
+#[inline]
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Bad> {
     if buf.len() < n {
-        return Err(ViewError::Truncated);
+        return Err(Bad::Truncated);
     }
     let (head, rest) = buf.split_at(n);
     *buf = rest;
@@ -83,40 +110,42 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], ViewError> {
 struct FieldIter<'a>(&'a [u8]);
 
 impl<'a> FieldIter<'a> {
-    fn field(&mut self) -> Result<(u32, Wire<'a>), ViewError> {
+    #[inline]
+    fn field(&mut self) -> Result<(u32, Wire<'a>), Bad> {
         let buf = &mut self.0;
         let tag = varint(buf)?;
-        let number = u32::try_from(tag >> 3).map_err(|_| ViewError::FieldZero)?;
+        let number = u32::try_from(tag >> 3).map_err(|_| Bad::FieldZero)?;
         if number == 0 {
-            return Err(ViewError::FieldZero);
+            return Err(Bad::FieldZero);
         }
         let wire = match tag & 7 {
             0 => Wire::Varint(varint(buf)?),
             1 => {
                 let b = take(buf, 8)?;
-                Wire::I64(u64::from_le_bytes(
-                    b.try_into().map_err(|_| ViewError::Truncated)?,
-                ))
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                Wire::I64(u64::from_le_bytes(le))
             }
             2 => {
-                let len = usize::try_from(varint(buf)?).map_err(|_| ViewError::Truncated)?;
+                let len = usize::try_from(varint(buf)?).map_err(|_| Bad::Truncated)?;
                 Wire::Len(take(buf, len)?)
             }
             5 => {
                 let b = take(buf, 4)?;
-                Wire::I32(u32::from_le_bytes(
-                    b.try_into().map_err(|_| ViewError::Truncated)?,
-                ))
+                let mut le = [0u8; 4];
+                le.copy_from_slice(b);
+                Wire::I32(u32::from_le_bytes(le))
             }
-            other => return Err(ViewError::WireType(other as u8)),
+            other => return Err(Bad::WireType(other as u8)),
         };
         Ok((number, wire))
     }
 }
 
 impl<'a> Iterator for FieldIter<'a> {
-    type Item = Result<(u32, Wire<'a>), ViewError>;
+    type Item = Result<(u32, Wire<'a>), Bad>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {
             return None;
@@ -131,6 +160,7 @@ impl<'a> Iterator for FieldIter<'a> {
 }
 
 /// The fields of a message already checked: reading cannot fail.
+#[inline]
 fn fields(bytes: &[u8]) -> impl Iterator<Item = (u32, Wire<'_>)> {
     FieldIter(bytes).map_while(Result::ok)
 }
@@ -185,7 +215,7 @@ fn check(
 ) -> Result<usize, ViewError> {
     let mut records = 0;
     for field in FieldIter(bytes) {
-        let (number, wire) = field?;
+        let (number, wire) = field.map_err(ViewError::from)?;
         let Some(kind) = schema(number) else {
             continue;
         };
@@ -366,6 +396,7 @@ impl<'a> ExportRequestView<'a> {
 }
 
 /// The embedded messages of field `number`, in order.
+#[inline]
 fn messages(bytes: &[u8], number: u32) -> impl Iterator<Item = &[u8]> {
     fields(bytes).filter_map(move |(n, w)| match w {
         Wire::Len(b) if n == number => Some(b),
