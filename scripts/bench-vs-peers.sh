@@ -433,7 +433,9 @@ run_one() { # SYSTEM CONNECTIONS
         mapfile -t files < <(out_files "$run/out" "$sys")
         size=0
         if [ ${#files[@]} -gt 0 ]; then
-            size=$(stat -c %s "${files[@]}" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+            # A file may be rotated away between the listing and the stat:
+            # count the others (the next poll sees the new names).
+            size=$({ stat -c %s "${files[@]}" 2>/dev/null || true; } | awk '{ s += $1 } END { print s + 0 }')
         fi
         now=$(date +%s.%N)
         if [ "$size" != "$last_size" ]; then
