@@ -7,6 +7,14 @@
 # watched with stat while sending; lines are counted afterwards). Lines are counted, never assumed: a
 # shortfall is printed as lost.
 #
+# log-server runs at the defaults a user gets (10 MiB files, 10 of them,
+# --fsync rotate), so it rotates many times per run and its files keep only
+# the last ~100 MiB: its count is the `lines=` of its shutdown summary (lines
+# written, rotated out or not), checked against the files: `unwritten=0`, the
+# last message of every connection is in the files, and the files hold
+# whole lines only. `log-server-1g` is the same server with 1 GiB files (no
+# rotation during a run), counted from the file like the peers, shown apart.
+#
 # rsyslog and syslog-ng come from Debian packages. They conflict as packages,
 # so one is installed with apt-get (rsyslog, unless syslog-ng-core already is)
 # and the other is unpacked with `dpkg -x` into a cache dir and run from there.
@@ -19,12 +27,14 @@ usage() {
 Usage: scripts/bench-vs-peers.sh [--total N] [--only SYSTEM] [--no-build] [-h]
 
 Compares log-server with rsyslog and syslog-ng: same message count, 1 and 2
-connections, time until the last line is in the output file.
+connections, time until the last line is in the output file. log-server runs
+at its defaults (10 MiB files, 10 files, --fsync rotate); log-server-1g is the
+no-rotation variant (1 GiB files), labelled apart.
 
   --total N        messages per run, split over the connections (default 2000000;
                    env TOTAL)
-  --only SYSTEM    run only rsyslog, syslog-ng or log-server (repeatable, or a
-                   comma-separated list)
+  --only SYSTEM    run only rsyslog, syslog-ng, log-server or log-server-1g
+                   (repeatable, or a comma-separated list)
   --no-build       use target/release/{log-server,loadgen} as they are instead
                    of running `cargo build --release` first
   -h, --help       this text
@@ -55,7 +65,7 @@ read -r -a CONNS <<<"${CONNECTIONS:-1 2}"
 SIZE=200
 PEERS_PRIVATE="${PEERS_PRIVATE:-0}"
 CACHE="${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/log-server-bench-peers}"
-ALL_SYSTEMS=(rsyslog syslog-ng log-server)
+ALL_SYSTEMS=(rsyslog syslog-ng log-server log-server-1g)
 SYSTEMS=()
 BUILD=1
 
@@ -83,10 +93,12 @@ if [ ${#SYSTEMS[@]} -eq 0 ]; then
     SYSTEMS=("${ALL_SYSTEMS[@]}")
 else
     for s in "${SYSTEMS[@]}"; do
-        case "$s" in rsyslog|syslog-ng|log-server) ;; *) die "--only: unknown system '$s' (rsyslog, syslog-ng, log-server)" ;; esac
+        case "$s" in rsyslog|syslog-ng|log-server|log-server-1g) ;;
+            *) die "--only: unknown system '$s' (rsyslog, syslog-ng, log-server, log-server-1g)" ;; esac
     done
 fi
 wants() { local s; for s in "${SYSTEMS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+wants_log_server() { wants log-server || wants log-server-1g; }
 for t in bc ss stat dd tail wc awk sed timeout; do
     command -v "$t" >/dev/null || die "'$t' is needed but not installed"
 done
@@ -222,7 +234,7 @@ if [ "$BUILD" = 1 ]; then
         die "cargo build failed (use --no-build to run the binaries already in target/release)"
 fi
 [ -x "$LOADGEN" ] || die "$LOADGEN missing: cargo build --release -p loadgen"
-wants log-server && { [ -x "$LOG_SERVER" ] || die "$LOG_SERVER missing: cargo build --release -p log-server"; }
+wants_log_server && { [ -x "$LOG_SERVER" ] || die "$LOG_SERVER missing: cargo build --release -p log-server"; }
 
 # ---------------------------------------------------------------- helpers
 # A port nobody listens on, below the ephemeral range so that no outgoing
@@ -299,6 +311,11 @@ launch_daemon() {
             LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" -F "${args[@]}" >"$logf" 2>&1 &
             ;;
         log-server)
+            # The defaults, spelled out so that the table says what ran.
+            "$LOG_SERVER" --port "$PORT" --only_tcp --log_dir "$run/out" --fsync rotate \
+                --max_file_size 10485760 --max_files 10 --stats_interval 0 >"$logf" 2>&1 &
+            ;;
+        log-server-1g)
             "$LOG_SERVER" --port "$PORT" --only_tcp --log_dir "$run/out" --fsync rotate \
                 --max_file_size 1073741824 --max_files 2 --stats_interval 0 >"$logf" 2>&1 &
             ;;
@@ -309,8 +326,12 @@ launch_daemon() {
 
 out_files() { # the output files that exist now
     local dir="$1" sys="$2"
-    if [ "$sys" = log-server ]; then
-        compgen -G "$dir/_main.log*" || true
+    if [[ "$sys" == log-server* ]]; then
+        # Oldest first (_main.log.9 .. _main.log.0, then _main.log), so that
+        # the last line of the last file is the last line written.
+        { compgen -G "$dir/_main.log.*" || true; } | awk '{ n = $0; sub(/.*\./, "", n); print n "\t" $0 }' |
+            sort -k1,1nr | cut -f2-
+        [ ! -f "$dir/_main.log" ] || echo "$dir/_main.log"
     else
         [ -f "$dir/messages.log" ] && echo "$dir/messages.log"
     fi
@@ -334,7 +355,59 @@ stop_daemon() {
 }
 
 # ---------------------------------------------------------------- runs
-declare -A R_MSGS=() R_SECS=() R_RATE=() R_MBS=() R_LOST=() R_NOTE=()
+declare -A R_MSGS=() R_SECS=() R_RATE=() R_MBS=() R_LOST=() R_NOTE=() R_RSS=()
+
+# summary_field LOG NAME: NAME=value from log-server's shutdown summary.
+summary_field() {
+    grep -F 'Stopped;' "$1" | tail -1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2; exit }'
+}
+
+# log_server_check RUN C PER: what log-server's own summary and its files
+# say about a run of C connections of PER messages each; prints "lines bytes
+# problem" (problem "-" when none). With rotation the files keep only the
+# newest ~100 MiB, so the count is the summary's lines=, and the files must
+# agree with it: nothing unwritten, whole lines, and what they kept of each
+# connection (loadgen numbers its messages "c=CCCC n=NNNNNNNNNN") is a run
+# without a gap that ends at that connection's last message. A connection
+# that finished early may have been rotated out entirely; the newest file's
+# last line must then still be some connection's last message.
+log_server_check() {
+    local run="$1" c="$2" per="$3" lines bytes unwritten i f problem="-" files=()
+    lines=$(summary_field "$run/daemon.log" lines)
+    bytes=$(summary_field "$run/daemon.log" bytes)
+    unwritten=$(summary_field "$run/daemon.log" unwritten)
+    if [ -z "$lines" ] || [ -z "$bytes" ]; then
+        echo "0 0 no-summary"
+        return
+    fi
+    [ "$unwritten" = 0 ] || problem="unwritten=$unwritten"
+    mapfile -t files < <(out_files "$run/out" log-server)
+    if [ ${#files[@]} -eq 0 ]; then
+        problem="no-files"
+    else
+        # Whole lines: every file ends with a newline.
+        for f in "${files[@]}"; do
+            if [ -s "$f" ] && [ "$(tail -c 1 "$f" | od -An -tx1 | tr -d ' ')" != 0a ]; then
+                problem="partial-line"
+            fi
+        done
+        local gaps
+        gaps=$(cat "${files[@]}" | awk -v last=$((per - 1)) '
+            match($0, / c=[0-9]+ n=[0-9]+ /) {
+                split(substr($0, RSTART + 1, RLENGTH - 2), f, /[ =]/)
+                k = f[2] + 0; n = f[4] + 0
+                if ((k in prev) && n != prev[k] + 1) { print "gap-in-c" k; bad = 1; exit }
+                prev[k] = n; tail = n
+            }
+            END {
+                if (bad) exit
+                for (k in prev) if (prev[k] != last) { print "c" k "-ends-at-" prev[k]; exit }
+                if (tail != last) print "last-line-is-not-a-last-message"
+            }')
+        [ -z "$gaps" ] || problem="$gaps"
+    fi
+    echo "$lines $bytes $problem"
+}
 run_one() { # SYSTEM CONNECTIONS
     local sys="$1" c="$2" per total run t0 t1 deadline files mode status=ok
     per=$((TOTAL / c))
@@ -344,7 +417,7 @@ run_one() { # SYSTEM CONNECTIONS
     rm -rf "$run"
     mkdir -p "$run"
     start_daemon "$sys" "$run"
-    case "$sys" in log-server) mode=tcp ;; *) mode=syslog ;; esac
+    case "$sys" in log-server*) mode=tcp ;; *) mode=syslog ;; esac
     say "$sys, $c connection(s): $total messages (loadgen $mode, port $PORT)"
     # Timing: loadgen runs in the background while this loop polls the
     # output files' sizes (stat only, no reading, so it takes nothing from
@@ -360,7 +433,9 @@ run_one() { # SYSTEM CONNECTIONS
         mapfile -t files < <(out_files "$run/out" "$sys")
         size=0
         if [ ${#files[@]} -gt 0 ]; then
-            size=$(stat -c %s "${files[@]}" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+            # A file may be rotated away between the listing and the stat:
+            # count the others (the next poll sees the new names).
+            size=$({ stat -c %s "${files[@]}" 2>/dev/null || true; } | awk '{ s += $1 } END { print s + 0 }')
         fi
         now=$(date +%s.%N)
         if [ "$size" != "$last_size" ]; then
@@ -391,13 +466,29 @@ run_one() { # SYSTEM CONNECTIONS
     done
     [ "$lg_done" = 1 ] || { kill "$lg" 2>/dev/null || true; wait "$lg" 2>/dev/null || true; }
     t1=$t_last
+    # Peak resident memory of the daemon over the run (VmHWM), before it
+    # exits.
+    R_RSS[$sys,$c]=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$DPID/status" 2>/dev/null || echo "?")
     stop_daemon "$sys" "$run"
-    # Final exact count over whole files, after the daemon flushed and exited.
-    mapfile -t files < <(out_files "$run/out" "$sys")
+    # Final exact count, after the daemon flushed and exited: log-server at
+    # its defaults rotates its oldest lines away, so its summary counts (see
+    # log_server_check); every other run counts the lines in its file.
     local lines=0 bytes=0
-    if [ ${#files[@]} -gt 0 ]; then
-        lines=$(cat "${files[@]}" | wc -l)
-        bytes=$(cat "${files[@]}" | wc -c)
+    if [ "$sys" = log-server ]; then
+        local problem
+        read -r lines bytes problem < <(log_server_check "$run" "$c" "$per")
+        if [ "$problem" != - ]; then
+            say "$sys, $c connection(s): $problem"
+            [ "$status" = ok ] && status="$problem"
+            # A run whose files disagree with its summary counts as lossy.
+            [ "$lines" -eq "$total" ] && lines=$((total - 1))
+        fi
+    else
+        mapfile -t files < <(out_files "$run/out" "$sys")
+        if [ ${#files[@]} -gt 0 ]; then
+            lines=$(cat "${files[@]}" | wc -l)
+            bytes=$(cat "${files[@]}" | wc -c)
+        fi
     fi
     local secs rate mbs
     secs=$(echo "$t1 - $t0" | bc -l)
@@ -421,7 +512,7 @@ run_one() { # SYSTEM CONNECTIONS
 vers="loadgen $SIZE-byte messages, total $TOTAL per run"
 wants rsyslog && vers+="; $(LD_LIBRARY_PATH="$RSYSLOG_LIBS" "$RSYSLOGD" -v 2>/dev/null | head -1 | awk '{ print $1, $2 }')"
 wants syslog-ng && vers+="; syslog-ng $(LD_LIBRARY_PATH="$SYSLOGNG_LIBS" "$SYSLOGNG" --version 2>/dev/null | awk '/^Installer-Version:/ { print $2 }')"
-wants log-server && vers+="; log-server $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+wants_log_server && vers+="; log-server $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')"
 echo "versions: $vers"
 echo
 
@@ -431,7 +522,7 @@ for sys in "${ALL_SYSTEMS[@]}"; do
 done
 
 # ---------------------------------------------------------------- table
-printf '%-11s %5s %10s %9s %11s %8s %10s %6s\n' system conns messages seconds msgs/s MB/s ls/system lost
+printf '%-13s %5s %10s %9s %11s %8s %10s %6s %8s\n' system conns messages seconds msgs/s MB/s ls/system lost 'RSS MiB'
 for sys in "${ALL_SYSTEMS[@]}"; do
     wants "$sys" || continue
     for c in "${CONNS[@]}"; do
@@ -439,14 +530,17 @@ for sys in "${ALL_SYSTEMS[@]}"; do
         if [ -n "${R_RATE[log-server,$c]:-}" ] && [ "$(echo "${R_RATE[$sys,$c]} > 0" | bc)" = 1 ]; then
             ratio=$(printf '%.2f' "$(echo "${R_RATE[log-server,$c]} / ${R_RATE[$sys,$c]}" | bc -l)")
         fi
-        line=$(printf '%-11s %5s %10s %9.3f %11.0f %8.1f %10s %6s %s' "$sys" "$c" "${R_MSGS[$sys,$c]}" \
+        line=$(printf '%-13s %5s %10s %9.3f %11.0f %8.1f %10s %6s %8s %s' "$sys" "$c" "${R_MSGS[$sys,$c]}" \
             "${R_SECS[$sys,$c]}" "${R_RATE[$sys,$c]}" "${R_MBS[$sys,$c]}" "$ratio" "${R_LOST[$sys,$c]}" \
-            "${R_NOTE[$sys,$c]}")
+            "${R_RSS[$sys,$c]}" "${R_NOTE[$sys,$c]}")
         echo "${line% }"
     done
 done
 echo "(seconds: from the start of sending until the last line is in the file; MB/s: output file bytes / seconds, 1 MB = 10^6 B;"
-echo " ls/system: log-server msgs/s over that system's at the same connection count; lost: lines sent minus lines in the file)"
+echo " ls/system: log-server (defaults) msgs/s over that system's at the same connection count; lost: lines sent minus"
+echo " lines written (log-server: its summary's lines=, checked against its files; others: lines in the file);"
+echo " RSS MiB: the daemon's peak resident memory (VmHWM) over the run; log-server: defaults, 10 MiB x 10 files,"
+echo " --fsync rotate; log-server-1g: 1 GiB files, no rotation during the run)"
 lost_any=0
 for k in "${!R_LOST[@]}"; do [ "${R_LOST[$k]}" = 0 ] || lost_any=1; done
 exit "$lost_any"

@@ -32,8 +32,15 @@ use crate::record::Record;
 /// Default `--queue_capacity`, in records.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
-/// Default bound on the bytes of lines waiting in the queue.
-pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound on the bytes of lines waiting in the queue. Sized from a
+/// measurement (issue 10, `scripts/bench-vs-peers.sh` at the defaults,
+/// 4 M messages over 1 and 2 connections, 8/16/32/64 MiB side by side):
+/// throughput did not change from 8 to 64 MiB (the writer rarely falls
+/// more than a few MiB behind: rotation's fsync has little left to write),
+/// but at 64 MiB a stalled writer let the server's peak RSS reach 56 MiB,
+/// against 20-27 MiB at 32 MiB. 32 MiB keeps ~60 ms of lines at full speed
+/// for a slow disk and the peak under 64 MiB.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 /// Hands out the global order: every line gets one number, with no gaps.
 #[derive(Debug, Default)]

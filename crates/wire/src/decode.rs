@@ -353,18 +353,12 @@ fn with_limit(mut options: ReaderOptions, words: usize) -> ReaderOptions {
 /// "read limit exceeded" error. A plain message charges exactly its
 /// segment's words, so a limit of the segment's size never refuses one.
 fn logger_fields_fast(segment: &[u8], limit_words: usize) -> Option<([&[u8]; TEXT_FIELDS], Level)> {
-    let word = |i: usize| -> Option<u64> {
-        let at = i.checked_mul(8)?;
-        Some(u64::from_le_bytes(
-            segment.get(at..at.checked_add(8)?)?.try_into().ok()?,
-        ))
-    };
-    // Signed 30-bit word offset of a struct or list pointer.
-    let offset = |p: u64| i64::from((p as u32 as i32) >> 2);
-    let root = word(0)?;
+    let root = u64::from_le_bytes(*segment.first_chunk::<8>()?);
     if root & 3 != 0 {
         return None;
     }
+    // Signed 30-bit word offset of a struct or list pointer.
+    let offset = |p: u64| i64::from((p as u32 as i32) >> 2);
     let data_words = ((root >> 32) & 0xffff) as usize;
     let pointers = (root >> 48) as usize;
     if data_words == 0 {
@@ -379,36 +373,39 @@ fn logger_fields_fast(segment: &[u8], limit_words: usize) -> Option<([&[u8]; TEX
         segment[start * 8],
         segment[start * 8 + 1],
     ])));
-    // capnp charges one word for the root pointer, then the whole struct.
+    // The pointer section is in the segment (checked above): one slice, so
+    // the loop reads whole words without a bounds check per word (this loop
+    // runs for every field of every TCP message).
+    let section = &segment[pointer_base * 8..(pointer_base + pointers) * 8];
+    // capnp charges one word for the root pointer, then the whole struct,
+    // then each text as it is referenced. A text is at most 2^29 bytes and
+    // there are at most TEXT_FIELDS of them, so the sum cannot overflow and
+    // is compared once, after the loop: over the limit is `None` either way.
     let mut charged = 1 + data_words + pointers;
     let mut texts: [&[u8]; TEXT_FIELDS] = [&[]; TEXT_FIELDS];
-    for (i, text) in texts.iter_mut().enumerate().take(pointers) {
-        let at = pointer_base + i;
-        let p = word(at)?;
+    for (i, (text, p)) in texts.iter_mut().zip(section.chunks_exact(8)).enumerate() {
+        let p = u64::from_le_bytes(p.try_into().ok()?);
         if p == 0 {
             continue; // null: empty text
         }
         // A list pointer (kind 1) of bytes (element size 2) with at least the
         // NUL terminator.
         let count = (p >> 35) as usize;
-        if p & 3 != 1 || (p >> 32) & 7 != 2 || count == 0 {
+        if p & 0x7_0000_0003 != 0x2_0000_0001 || count == 0 {
             return None;
         }
-        let first = usize::try_from(at as i64 + 1 + offset(p))
-            .ok()?
-            .checked_mul(8)?;
-        let bytes = segment.get(first..first.checked_add(count)?)?;
-        charged = charged.checked_add(count.div_ceil(8))?;
-        if charged > limit_words {
-            return None;
-        }
+        // The pointer's word plus one plus its offset: fits an i64 easily
+        // (a word index below 2^61 and an offset below 2^29).
+        let first = usize::try_from((pointer_base + i) as i64 + 1 + offset(p)).ok()?;
+        let bytes = segment.get(first.checked_mul(8)?..)?.get(..count)?;
+        charged += count.div_ceil(8);
         let (&nul, body) = bytes.split_last()?;
         if nul != 0 {
             return None;
         }
         *text = body;
     }
-    Some((texts, level))
+    (charged <= limit_words).then_some((texts, level))
 }
 
 /// Size of the root struct's data section, in words, read from the root
