@@ -407,11 +407,13 @@ fn write_text(
 }
 
 /// One fixed-width column: `s` cut at `width` characters or padded to it.
+#[inline]
 fn column(line: &mut Line<'_>, s: &[u8], width: usize) -> Option<()> {
     let written = escape_text(line, s, width, false)?;
     pad(line, written, width)
 }
 
+#[inline]
 fn pad(line: &mut Line<'_>, written: usize, width: usize) -> Option<()> {
     const SPACES: [u8; 64] = [b' '; 64];
     let mut left = width.saturating_sub(written);
@@ -421,6 +423,52 @@ fn pad(line: &mut Line<'_>, written: usize, width: usize) -> Option<()> {
         left -= n;
     }
     Some(())
+}
+
+/// Where the first byte of `bytes` is that a line cannot take as it is:
+/// anything but printable ASCII and tab (text lines), or anything but
+/// printable ASCII, `"` and `\\` included (`json`, inside a JSON string).
+/// Eight bytes a step: a field is almost always plain, and this scan ran a
+/// byte at a time over every byte of every line (the largest part of
+/// formatting's instructions).
+#[inline]
+fn first_special(bytes: &[u8], json: bool) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Some byte of `v` is zero (exact as a yes/no, not as a position).
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let special = |b: u8| {
+        if json {
+            !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\'
+        } else {
+            !is_plain_ascii(b)
+        }
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // A byte below 0x20, or 0x7f and above, or (JSON) a quote or a
+        // backslash: then look at this chunk byte by byte (a tab in a text
+        // line gets here and is fine).
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+        let del_or_high = (w.wrapping_add(ONES) | w) & HIGH != 0;
+        let escaped = json
+            && (has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\'))));
+        if below_space || del_or_high || escaped {
+            if let Some(i) = chunk.iter().position(|&b| special(b)) {
+                return Some(at + i);
+            }
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| special(b))
+        .map(|i| at + i)
 }
 
 /// True for bytes that can be copied to a text line as they are: printable
@@ -442,7 +490,7 @@ fn escape_text(line: &mut Line<'_>, bytes: &[u8], max: usize, mark: bool) -> Opt
     // UTF-8 too, so nothing validated it before). Only when the whole field
     // fits, so the check reads no more than is written.
     if bytes.len() <= max && line.out.len() + bytes.len() <= line.end {
-        let special = bytes.iter().position(|&b| !is_plain_ascii(b));
+        let special = first_special(bytes, false);
         examined(special.map_or(bytes.len(), |at| at + 1));
         if special.is_none() {
             line.push(bytes)?;
@@ -624,9 +672,7 @@ fn json_object(bytes: &[u8]) -> Option<Cow<'_, [u8]>> {
 /// reached its end first. One pass, reading no more than it writes.
 fn escape_json(line: &mut Line<'_>, bytes: &[u8], cap: usize) -> Option<()> {
     if bytes.len() <= cap && line.out.len() + bytes.len() <= line.end {
-        let special = bytes
-            .iter()
-            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\');
+        let special = first_special(bytes, true);
         examined(special.map_or(bytes.len(), |at| at + 1));
         if special.is_none() {
             return line.push(bytes);

@@ -1141,3 +1141,42 @@ fn attributes_are_an_object_in_json_and_metadata_in_text() {
         "{text}"
     );
 }
+
+/// The eight-bytes-a-step scan finds the same first special byte as a scan
+/// byte by byte, for every byte value at every position of every length
+/// around a word, in both kinds of line.
+#[test]
+fn the_word_scan_agrees_with_the_byte_scan() {
+    for json in [false, true] {
+        let slow = |bytes: &[u8]| {
+            bytes.iter().position(|&b| {
+                if json {
+                    !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\'
+                } else {
+                    !((0x20..0x7f).contains(&b) || b == b'\t')
+                }
+            })
+        };
+        for len in 0..=19 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert_eq!(
+                        super::first_special(&bytes, json),
+                        slow(&bytes),
+                        "json={json} len={len} at={at} byte={b:#x}"
+                    );
+                }
+            }
+        }
+        // Borrows between bytes must not hide or invent one.
+        for w in [
+            *b"\x00\x01\x1f\x20~\x7f\x80\xff",
+            *b" !\"#[\\]~",
+            *b"\t\t\t\t\t\t\t\t",
+        ] {
+            assert_eq!(super::first_special(&w, json), slow(&w), "{w:?}");
+        }
+    }
+}

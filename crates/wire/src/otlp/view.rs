@@ -26,7 +26,7 @@ pub enum ViewError {
     #[error("the protobuf message ends in the middle of a field")]
     Truncated,
     #[error("a protobuf varint is longer than 10 bytes")]
-    BadVarint,
+    LongVarint,
     #[error("protobuf wire type {0} (groups or invalid) is not supported")]
     WireType(u8),
     #[error("protobuf field number 0 is invalid")]
@@ -53,7 +53,7 @@ enum Wire<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bad {
     Truncated,
-    BadVarint,
+    LongVarint,
     WireType(u8),
     FieldZero,
 }
@@ -62,7 +62,7 @@ impl From<Bad> for ViewError {
     fn from(bad: Bad) -> Self {
         match bad {
             Bad::Truncated => ViewError::Truncated,
-            Bad::BadVarint => ViewError::BadVarint,
+            Bad::LongVarint => ViewError::LongVarint,
             Bad::WireType(t) => ViewError::WireType(t),
             Bad::FieldZero => ViewError::FieldZero,
         }
@@ -92,7 +92,7 @@ fn varint_long(buf: &mut &[u8]) -> Result<u64, Bad> {
             return Ok(value);
         }
     }
-    Err(Bad::BadVarint)
+    Err(Bad::LongVarint)
 }
 
 #[inline]

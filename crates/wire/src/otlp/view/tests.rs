@@ -208,7 +208,7 @@ fn malformed_bytes_are_refused_with_a_reason() {
     );
     assert_eq!(
         ExportRequestView::parse(&[0x80; 12]).unwrap_err(),
-        ViewError::BadVarint
+        ViewError::LongVarint
     );
     // resource_logs as a varint.
     assert!(matches!(
