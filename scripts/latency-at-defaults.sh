@@ -37,6 +37,9 @@ for run in $(seq "$RUNS"); do
     kill -TERM "$pid"
     wait "$pid" || true
     latency=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o 'latency=n=[^ ]* p50=[^ ]* p90=[^ ]* p99=[^ ]* p99.9=[^ ]* max=[^ ]*' | tail -1)
+    # The same split by stage: receive -> queued, queued -> written.
+    stages=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o '\(to_queue\|queue_to_written\)=n=[^ ]* p50=[^ ]* p90=[^ ]* p99=[^ ]* p99.9=[^ ]* max=[^ ]*' | tail -2 | tr '\n' ' ')
     echo "run $run: $BIN ${SERVER_ARGS:+($SERVER_ARGS) }at $RATE msg/s: $latency"
+    [ -z "$stages" ] || echo "       by stage: $stages"
     rm -rf "$dir"
 done
