@@ -412,17 +412,7 @@ fn reflection_lists_the_services() {
 #[test]
 fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let (logs, fifo) = fifo_log_dir(dir.path());
-    let server = log_server::server::Server::start(ServerConfig {
-        port: 0,
-        grpc_port: 0,
-        log_dir: logs.clone(),
-        queue_capacity: 4,
-        grpc_ack: AckMode::Queued,
-        grpc_queue_wait: Duration::from_millis(200),
-        ..ServerConfig::default()
-    })
-    .unwrap();
+    let (server, fifo) = stuck_grpc_server(dir.path());
     let addr = server.grpc_addr().unwrap();
     let accepted = runtime().block_on(async {
         let mut client = LogBridgeClient::new(channel(addr).await);
@@ -442,16 +432,9 @@ fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
         }
     });
     // Read the FIFO until the writer is done.
-    let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
-    let report = server.shutdown();
+    let (report, lines) = shutdown_reading_fifo(server, fifo);
     assert_eq!(report.grpc_messages, accepted as u64);
     assert_eq!(report.writer.lines, accepted as u64);
-    let bytes = reader.join().unwrap();
-    let lines: Vec<String> = String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
     assert_all_once_in_order(&lines, &[accepted]);
 }
 

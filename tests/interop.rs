@@ -503,24 +503,6 @@ fn otel_node_http_exporter_at_a_wrong_path_is_not_told_success() {
     assert!(!out.status.success(), "{summary}");
 }
 
-/// A server whose writer is stuck (its `_main.log` is a FIFO nobody reads
-/// yet) and whose queue holds four exports; a full queue is answered after
-/// 200 ms (gRPC UNAVAILABLE, HTTP 503), before anything is taken.
-fn stuck_otlp_server(root: &std::path::Path) -> (log_server::server::Server, std::path::PathBuf) {
-    let (logs, fifo) = fifo_log_dir(root);
-    let server = log_server::server::Server::start(log_server::server::ServerConfig {
-        port: 0,
-        grpc_port: 0,
-        log_dir: logs,
-        queue_capacity: 4,
-        grpc_ack: log_server::ingest::grpc::AckMode::Queued,
-        grpc_queue_wait: std::time::Duration::from_millis(200),
-        ..log_server::server::ServerConfig::default()
-    })
-    .unwrap();
-    (server, fifo)
-}
-
 /// Records and batch size of the full-queue tests: 20 exports of 50, more
 /// than the FIFO's pipe buffer (64 KiB, which the stuck writer still
 /// fills: some 200 lines) and the queue hold together.
@@ -538,7 +520,7 @@ fn otel_sdk_retries_while_the_queue_is_full(sdk: Sdk) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, fifo) = stuck_otlp_server(dir.path());
+    let (server, fifo) = stuck_grpc_server(dir.path());
     let mut child = sdk
         .command(server.grpc_addr().unwrap(), FULL_QUEUE_RECORDS)
         .args(["--batch", FULL_QUEUE_BATCH])
@@ -601,7 +583,7 @@ fn otel_node_grpc_exporter_is_told_of_a_full_queue() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, fifo) = stuck_otlp_server(dir.path());
+    let (server, fifo) = stuck_grpc_server(dir.path());
     let out = sdk
         .command(server.grpc_addr().unwrap(), FULL_QUEUE_RECORDS)
         .args(["--batch", FULL_QUEUE_BATCH])

@@ -2,9 +2,9 @@
 //! client on loopback, checked line by line in the files. (The real SDKs
 //! of Node and Python are in `interop`.)
 
-use std::{net::SocketAddr, thread, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use log_server::{format::LineFormat, ingest::grpc::AckMode, server::ServerConfig};
+use log_server::{format::LineFormat, server::ServerConfig};
 use log_server_wire::otlp::{
     collector::logs::v1::{logs_service_client::LogsServiceClient, ExportLogsServiceRequest},
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue, KeyValueList},
@@ -245,17 +245,7 @@ fn a_body_with_newlines_is_one_line() {
 #[test]
 fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let (logs, fifo) = fifo_log_dir(dir.path());
-    let server = log_server::server::Server::start(ServerConfig {
-        port: 0,
-        grpc_port: 0,
-        log_dir: logs,
-        queue_capacity: 4,
-        grpc_ack: AckMode::Queued,
-        grpc_queue_wait: Duration::from_millis(200),
-        ..ServerConfig::default()
-    })
-    .unwrap();
+    let (server, fifo) = stuck_grpc_server(dir.path());
     let addr = server.grpc_addr().unwrap();
     let per_export = 10;
     let exports = runtime().block_on(async {
@@ -277,17 +267,10 @@ fn a_full_queue_answers_unavailable_and_loses_nothing_accepted() {
             }
         }
     });
-    let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
-    let report = server.shutdown();
+    let (report, lines) = shutdown_reading_fifo(server, fifo);
     let accepted = exports * per_export;
     assert_eq!(report.otlp_records, accepted as u64);
     assert_eq!(report.writer.lines, accepted as u64);
-    let bytes = reader.join().unwrap();
-    let lines: Vec<String> = String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
     assert_all_once_in_order(&lines, &[accepted]);
 }
 
@@ -697,17 +680,7 @@ fn otlp_http_refusals() {
 #[test]
 fn otlp_http_full_queue_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let (logs, fifo) = fifo_log_dir(dir.path());
-    let server = log_server::server::Server::start(ServerConfig {
-        port: 0,
-        grpc_port: 0,
-        log_dir: logs,
-        queue_capacity: 4,
-        grpc_ack: AckMode::Queued,
-        grpc_queue_wait: Duration::from_millis(200),
-        ..ServerConfig::default()
-    })
-    .unwrap();
+    let (server, fifo) = stuck_grpc_server(dir.path());
     let addr = server.grpc_addr().unwrap();
     let per_post = 10;
     let mut posts = 0;
@@ -728,16 +701,9 @@ fn otlp_http_full_queue_answers_503_with_retry_after() {
     };
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
-    let report = server.shutdown();
+    let (report, lines) = shutdown_reading_fifo(server, fifo);
     let accepted = posts * per_post;
     assert_eq!(report.otlp_records, accepted as u64);
     assert_eq!(report.writer.lines, accepted as u64);
-    let bytes = reader.join().unwrap();
-    let lines: Vec<String> = String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
     assert_all_once_in_order(&lines, &[accepted]);
 }

@@ -186,6 +186,41 @@ pub(crate) fn fifo_log_dir(root: &Path) -> (PathBuf, PathBuf) {
     (logs, fifo)
 }
 
+/// A server with gRPC (and OTLP) on port 0 whose writer is stuck (its
+/// `_main.log` is a FIFO nobody reads yet), whose queue holds four records
+/// and which answers a full queue after 200 ms (gRPC UNAVAILABLE, HTTP 503),
+/// before anything is taken, with `queued` acks; and the FIFO.
+pub(crate) fn stuck_grpc_server(root: &Path) -> (Server, PathBuf) {
+    let (logs, fifo) = fifo_log_dir(root);
+    let server = Server::start(ServerConfig {
+        port: 0,
+        grpc_port: 0,
+        log_dir: logs,
+        queue_capacity: 4,
+        grpc_ack: log_server::ingest::grpc::AckMode::Queued,
+        grpc_queue_wait: Duration::from_millis(200),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    (server, fifo)
+}
+
+/// Unsticks a server made by [`stuck_grpc_server`]: reads its FIFO while it
+/// shuts down; returns its report and every line the FIFO carried.
+pub(crate) fn shutdown_reading_fifo(
+    server: Server,
+    fifo: PathBuf,
+) -> (log_server::server::ShutdownReport, Vec<String>) {
+    let reader = std::thread::spawn(move || fs::read(fifo).unwrap());
+    let report = server.shutdown();
+    let lines = String::from_utf8(reader.join().unwrap())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (report, lines)
+}
+
 /// Every line of every log file, oldest file first; every file must end
 /// with a whole line (read it once the writer is done).
 pub(crate) fn read_lines(dir: &Path, max_files: usize) -> Vec<String> {

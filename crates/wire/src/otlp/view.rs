@@ -310,9 +310,19 @@ fn check_log_record(bytes: &[u8]) -> Result<usize, ViewError> {
     Ok(1)
 }
 
-fn check_scope_logs(bytes: &[u8]) -> Result<usize, ViewError> {
+/// Checks a `ResourceLogs` or a `ScopeLogs`: field 1 its `header` (a
+/// resource or a scope, whose attributes are its field `attributes`),
+/// field 2 its `children`, field 3 its schema URL.
+fn check_group(
+    message: &'static str,
+    bytes: &[u8],
+    header: &'static str,
+    header_schema: impl Fn(u32) -> Option<Kind>,
+    attributes: u32,
+    children: fn(&[u8]) -> Result<usize, ViewError>,
+) -> Result<usize, ViewError> {
     check(
-        "ScopeLogs",
+        message,
         bytes,
         |n| match n {
             1 | 2 => Some(Kind::Message),
@@ -321,48 +331,45 @@ fn check_scope_logs(bytes: &[u8]) -> Result<usize, ViewError> {
         },
         |n, b| {
             if n == 2 {
-                return check_log_record(b);
+                children(b)
+            } else {
+                check_attributes_holder(header, b, &header_schema, attributes)
             }
-            check_attributes_holder(
-                "InstrumentationScope",
-                b,
-                |n| match n {
-                    1 | 2 => Some(Kind::Str),
-                    3 => Some(Kind::Message),
-                    4 => Some(Kind::Varint),
-                    _ => None,
-                },
-                3,
-            )
         },
     )
 }
 
+fn check_scope_logs(bytes: &[u8]) -> Result<usize, ViewError> {
+    let scope = |n| match n {
+        1 | 2 => Some(Kind::Str),
+        3 => Some(Kind::Message),
+        4 => Some(Kind::Varint),
+        _ => None,
+    };
+    check_group(
+        "ScopeLogs",
+        bytes,
+        "InstrumentationScope",
+        scope,
+        3,
+        check_log_record,
+    )
+}
+
 fn check_resource_logs(bytes: &[u8]) -> Result<usize, ViewError> {
-    check(
+    let resource = |n| match n {
+        // entity_refs (3) is not read: skipped unchecked.
+        1 => Some(Kind::Message),
+        2 => Some(Kind::Varint),
+        _ => None,
+    };
+    check_group(
         "ResourceLogs",
         bytes,
-        |n| match n {
-            1 | 2 => Some(Kind::Message),
-            3 => Some(Kind::Str),
-            _ => None,
-        },
-        |n, b| {
-            if n == 2 {
-                return check_scope_logs(b);
-            }
-            check_attributes_holder(
-                "Resource",
-                b,
-                |n| match n {
-                    // entity_refs (3) is not read: skipped unchecked.
-                    1 => Some(Kind::Message),
-                    2 => Some(Kind::Varint),
-                    _ => None,
-                },
-                1,
-            )
-        },
+        "Resource",
+        resource,
+        1,
+        check_scope_logs,
     )
 }
 
