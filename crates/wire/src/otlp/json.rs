@@ -24,7 +24,7 @@
 //! is bounded by serde_json's recursion limit (128), and the input's size
 //! by the caller.
 
-use std::{borrow::Cow, fmt, marker::PhantomData};
+use std::{borrow::Cow, cell::Cell, fmt, marker::PhantomData};
 
 use base64::Engine as _;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -45,13 +45,29 @@ use crate::otlp::{
 #[error("not a valid OTLP/JSON ExportLogsServiceRequest: {0}")]
 pub struct OtlpJsonError(#[from] serde_json::Error);
 
+/// Body bytes each decoded message (record, attribute, value...) must
+/// stand for at least. `{}` is two bytes of JSON but a generated message of
+/// up to ~200 bytes: without a bound, a 4 MiB body of empty records would
+/// take ~280 MB. Real OTLP/JSON spends ~30 bytes a message.
+pub const MIN_MESSAGE_BYTES: usize = 16;
+
+thread_local! {
+    /// Messages the decode running on this thread may still make.
+    static MESSAGES_LEFT: Cell<usize> = const { Cell::new(0) };
+}
+
 /// Decodes an OTLP/JSON `ExportLogsServiceRequest` (one JSON object, and
-/// nothing after it but whitespace).
+/// nothing after it but whitespace), making at most one message per
+/// [`MIN_MESSAGE_BYTES`] of `json`.
 pub fn decode_request(json: &[u8]) -> Result<ExportLogsServiceRequest, OtlpJsonError> {
+    MESSAGES_LEFT.with(|left| left.set(json.len() / MIN_MESSAGE_BYTES + 16));
     let mut de = serde_json::Deserializer::from_slice(json);
-    let Msg(request) = de::Deserialize::deserialize(&mut de)?;
-    de.end()?;
-    Ok(request)
+    let decoded = de::Deserialize::deserialize(&mut de).and_then(|Msg(request)| {
+        de.end()?;
+        Ok(request)
+    });
+    MESSAGES_LEFT.with(|left| left.set(0));
+    Ok(decoded?)
 }
 
 /// A message read from a JSON object key by key.
@@ -117,6 +133,16 @@ impl<'de, T: JsonMessage> Visitor<'de> for MsgVisitor<T> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Msg<T>, A::Error> {
+        let spent = MESSAGES_LEFT.with(|left| {
+            let n = left.get();
+            left.set(n.saturating_sub(1));
+            n == 0
+        });
+        if spent {
+            return Err(de::Error::custom(format_args!(
+                "more messages than one per {MIN_MESSAGE_BYTES} bytes of the body"
+            )));
+        }
         let mut message = T::default();
         while let Some(Key(key)) = map.next_key()? {
             if !message.field(&key, &mut map)? {

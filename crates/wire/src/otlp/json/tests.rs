@@ -556,3 +556,24 @@ proptest! {
         }
     }
 }
+
+/// Small in JSON, large in memory: a body of empty records (three bytes
+/// each) is refused before it makes more than one message per 16 bytes;
+/// the same records at a real size are decoded.
+#[test]
+fn a_body_of_empty_records_is_refused() {
+    let body = |n: usize, record: &str| {
+        let records = vec![record; n].join(",");
+        format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{records}]}}]}}]}}"#)
+    };
+    let err = decode_request(body(200_000, "{}").as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("more messages than"), "{err}");
+    let real = r#"{"timeUnixNano":"1","severityNumber":9,"body":{"stringValue":"hello"}}"#;
+    let decoded = decode_request(body(20_000, real).as_bytes()).unwrap();
+    assert_eq!(
+        decoded.resource_logs[0].scope_logs[0].log_records.len(),
+        20_000
+    );
+    // The budget is per call: the next small body decodes.
+    decode_request(b"{}").unwrap();
+}
