@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use log_server::ingest::tcp::{uring_available, IoEngine};
+use log_server::ingest::tcp::{uring_available, IoEngine, BASE_READ_BUFFER};
 use log_server_wire::encode::{push_logger_frame, Packing};
 
 use crate::util::*;
@@ -491,6 +491,50 @@ fn buffers_shrink_after_a_large_frame() {
         drop(conn);
         let lines = s.stop();
         assert_eq!(lines.len(), 2);
+    });
+}
+
+/// A connection that went quiet after a burst holds no more than its base
+/// read buffer (and the decoder's small scratch): the buffer the burst grew
+/// is given back on the first small read, and no lines are kept allocated
+/// between reads. With io_uring that buffer would otherwise sit in the
+/// kernel's hands, in the read waiting for data, for as long as the
+/// connection stays open.
+#[test]
+fn a_quiet_connection_gives_back_what_a_burst_grew() {
+    each_engine(|engine| {
+        let mut s = TestServer::start_with(|c| c.io_engine = engine);
+        let stats = s.server().ingest_stats().clone();
+        let mut conn = TcpStream::connect(s.addr()).unwrap();
+        // 2 MB at once: reads fill the base buffer, so it grows.
+        conn.write_all(&frames(0, 10_000, false, None)).unwrap();
+        s.wait_written(10_000);
+        assert!(
+            stats.ingest_memory_peak_bytes.get() > BASE_READ_BUFFER as u64,
+            "the burst should have grown the buffer"
+        );
+        // Then a trickle: one small message, one small read.
+        let mut last = Vec::new();
+        push_logger_frame(&mut last, &fields(&message(0, 10_000)), Packing::Packed);
+        conn.write_all(&last).unwrap();
+        s.wait_written(10_001);
+        let bound = (BASE_READ_BUFFER + 4 * 1024) as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = stats.ingest_memory_bytes.get();
+            if now <= bound {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a quiet connection still holds {now} bytes (bound {bound})"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stats.connections_open.get(), 1);
+        drop(conn);
+        let lines = s.stop();
+        assert_all_once_in_order(&lines, &[10_001]);
     });
 }
 

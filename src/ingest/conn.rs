@@ -48,6 +48,10 @@ pub enum Feed {
 /// read of ordinary messages, so the common path never stops early.
 pub const WORK_PER_TURN: usize = 512 * 1024;
 
+/// Most bytes of lines a feed reserves before decoding: a busy connection's
+/// read (`--read_buffer`'s default). Larger feeds grow the lines as needed.
+const LINES_RESERVE: usize = 64 * 1024;
+
 /// Shared by all connections: counters and the diagnostics rate limit.
 #[derive(Debug)]
 pub struct ConnShared {
@@ -186,6 +190,20 @@ impl Connection {
         let formatter = self.shared.formatter;
         // Text lines carry neither sequence number nor receive time.
         let no_stamp = ReceivedAt::new(std::time::UNIX_EPOCH);
+        if let Pending::Lines { lines, .. } = &mut self.pending {
+            // A text line is about as long as its frame (200-byte frames
+            // make 195-byte lines): room for what this feed may decode,
+            // allocated now rather than held since the last publish. Only
+            // what the budget allows: the buffer may hold just part of a
+            // frame, and lines decoded past this are charged as they come.
+            if lines.capacity() == 0 {
+                let expect = buf.len().min(LINES_RESERVE);
+                let want = expect + expect / 8;
+                if self.charge.try_set(self.charge.held() + want) {
+                    lines.reserve_exact(want);
+                }
+            }
+        }
         let mut frames = Frames::new(buf, self.shared.max_frame_size);
         let mut result = None;
         let mut more = false;

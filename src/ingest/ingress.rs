@@ -206,7 +206,11 @@ impl Ingress {
                     count: std::mem::take(count),
                     received,
                     queued: received,
-                    lines: std::mem::replace(lines, Vec::with_capacity(lines.capacity())),
+                    // Taken, not replaced with a buffer of the same size:
+                    // the next feed sizes its lines to what it decodes, so
+                    // a connection between reads holds no line memory
+                    // (with 1,000 connections that was ~128 KiB each).
+                    lines: std::mem::take(lines),
                 };
                 self.queue.push_async(record).await;
             }

@@ -4,7 +4,11 @@
 
 use std::{io, time::Instant};
 
-use super::{buffer::resize, registry::Registry, thread::ThreadCtx};
+use super::{
+    buffer::{resize, ReadSize},
+    registry::Registry,
+    thread::ThreadCtx,
+};
 use crate::ingest::conn::{Connection, Feed};
 
 /// What a connection does after a read.
@@ -30,9 +34,7 @@ pub(super) async fn after_read(
     buf: &mut Vec<u8>,
 ) -> AfterRead {
     let received = Instant::now();
-    // The read filled the buffer: the client has more to send than fits.
-    let filled = buf.len() == buf.capacity();
-    match res {
+    let read = match res {
         Ok(0) => {
             return AfterRead::Done {
                 leftover: buf.len(),
@@ -41,6 +43,10 @@ pub(super) async fn after_read(
         Ok(n) => {
             ctx.conn.stats.tcp_bytes.add(n as u64);
             registry.touch(id, received);
+            ReadSize {
+                bytes: n,
+                filled: buf.len() == buf.capacity(),
+            }
         }
         Err(e) => {
             read_failed(ctx, conn, &e);
@@ -48,7 +54,7 @@ pub(super) async fn after_read(
                 leftover: buf.len(),
             };
         }
-    }
+    };
     let keep = 4 * ctx.config.read_buffer;
     loop {
         let feed = conn.feed(buf);
@@ -89,7 +95,7 @@ pub(super) async fn after_read(
             }
             Feed::Continue { consumed, need, .. } => {
                 buf.drain(..consumed);
-                if !resize(conn, ctx, registry, id, buf, need, filled).await {
+                if !resize(conn, ctx, registry, id, buf, need, read).await {
                     return AfterRead::Done {
                         leftover: buf.len(),
                     };
