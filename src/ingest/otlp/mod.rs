@@ -2,9 +2,11 @@
 //! served on the gRPC port beside `LogBridge` (docs/PROTOCOL.md, "OTLP
 //! logs").
 //!
-//! `ExportLogsServiceRequest` (OTLP/gRPC, or `POST /v1/logs`) ->
-//! [`map`] (each record's fields and extras) -> [`Ingress`] (sequence
-//! numbers, lines) -> queue, through the same gRPC `Handler` as
+//! The bytes of an `ExportLogsServiceRequest` (OTLP/gRPC's codec hands
+//! them over as they came, [`http`] gives a protobuf body as it is and a
+//! JSON one encoded) -> the wire crate's zero-copy view (checked whole
+//! first) -> [`map`] (each record's fields and extras) -> [`Ingress`]
+//! (sequence numbers, lines) -> queue, through the same gRPC `Handler` as
 //! `LogMessage`: the same wait for room before anything is taken, the same
 //! `--grpc_ack`. A request is taken whole or not at all: when the queue
 //! stays full the answer is UNAVAILABLE (HTTP 503 with `Retry-After`), which
