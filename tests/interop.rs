@@ -467,6 +467,81 @@ fn otel_python_logging_grpc_exporter_records_arrive_once_mapped() {
     otel_sdk_records_arrive_once_mapped(Sdk::Python);
 }
 
+/// With `--format json`: every record once, one JSON object a line, the
+/// columns under their keys, the body's line break a `\n` escape inside
+/// the message, and what has no column (other attributes, resource, scope,
+/// severity text) as JSON objects and strings.
+fn otel_sdk_records_arrive_once_as_json(sdk: Sdk) {
+    if !sdk.installed() {
+        return;
+    }
+    let mut s = TestServer::start_with(|c| {
+        c.only_tcp = false;
+        c.grpc_port = 0;
+        c.format = log_server::format::LineFormat::Json;
+    });
+    let addr = s.server().grpc_addr().unwrap();
+    let out = sdk.command(addr, OTEL_RECORDS).output().unwrap();
+    let summary = otel_summary(sdk, &out);
+    assert_eq!(summary["exported"], OTEL_RECORDS, "{summary}");
+    let lines = s.stop();
+    assert_eq!(lines.len(), OTEL_RECORDS, "{sdk:?}: {lines:#?}");
+    let (host, logger, file, svc) = sdk.columns();
+    let svc = svc.trim_start_matches("svc=");
+    let mut seen = vec![0u32; OTEL_RECORDS];
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{sdk:?}: {e}: {line}"));
+        let message = v["message"].as_str().unwrap_or_default();
+        let n: usize = message
+            .strip_prefix("conn=0 n=")
+            .and_then(|m| m.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{sdk:?}: message {message:?} in {line}"));
+        seen[n] += 1;
+        assert!(
+            message.contains(&format!("exporter\nsecond line of {n}")),
+            "{line}"
+        );
+        assert_eq!(v["hostname"], host, "{line}");
+        assert_eq!(v["logger_name"], logger, "{line}");
+        assert_eq!(v["level"], sdk.level(n), "{line}");
+        assert_eq!(v["filename"], file, "{line}");
+        assert_eq!(v["function_name"], "main", "{line}");
+        assert_eq!(v["service_name"], svc, "{line}");
+        assert!(v["severity_text"].is_string(), "{line}");
+        // Only what no column took, as objects: the Node script's resource
+        // is host and service alone (no key), Python's records carry no
+        // attribute but the code location (no key).
+        for key in ["resource", "attributes"] {
+            assert!(v.get(key).is_none_or(|r| r.is_object()), "{key}: {line}");
+        }
+        assert!(
+            v.get("resource").is_some() || v.get("attributes").is_some(),
+            "{line}"
+        );
+        assert_eq!(
+            v["stack_trace"].as_str().is_some_and(|t| !t.is_empty()),
+            n % 10 == 9,
+            "{line}"
+        );
+    }
+    assert!(
+        seen.iter().all(|&c| c == 1),
+        "{sdk:?}: not every record once: {seen:?}"
+    );
+}
+
+#[test]
+fn otel_node_http_protobuf_exporter_records_arrive_once_as_json() {
+    otel_sdk_records_arrive_once_as_json(Sdk::Node("proto"));
+}
+
+#[test]
+fn otel_python_logging_grpc_exporter_records_arrive_once_as_json() {
+    otel_sdk_records_arrive_once_as_json(Sdk::Python);
+}
+
 /// A common mistake: the logs endpoint variable set to the bare port for an
 /// HTTP exporter (the SDK posts to `/`, not `/v1/logs`). Whatever the path,
 /// an exporter that is told its records were delivered must find them in
