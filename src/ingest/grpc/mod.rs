@@ -260,12 +260,10 @@ impl Handler {
     /// Accepts messages: waits for room, sequences them into one record and
     /// queues it. Returns the sequence number after the last one.
     async fn accept(&self, requests: &[LogRequest], received: Instant) -> Result<u64, Status> {
-        let count = self
-            .accept_record(&self.stats.grpc_messages, |ingress| {
-                ingress.sequence_fields(requests.iter().map(fields_from_request), received)
-            })
-            .await?;
-        Ok(count)
+        self.accept_record(&self.stats.grpc_messages, |ingress| {
+            ingress.sequence_fields(requests.iter().map(fields_from_request), received)
+        })
+        .await
     }
 
     /// Waits for room in the queue, then has `make` sequence one record

@@ -12,6 +12,7 @@
 
 use std::{borrow::Cow, fmt::Write as _};
 
+use base64::Engine as _;
 use log_server_wire::{
     fields::{Fields, Level},
     otlp::view::{AnyValueRef, KeyValueRef, LogRecordRef, ResourceRef, ScopeRef},
@@ -40,20 +41,13 @@ impl<'a> ResourceColumns<'a> {
         let mut others = JsonObject::default();
         for kv in resource.attributes() {
             let slot = match kv.key {
-                "host.name" => &mut view.host_name,
-                "service.name" => &mut view.service_name,
-                "process.pid" => &mut view.process_id,
-                "process.executable.name" => &mut view.process_name,
-                _ => {
-                    others.add(kv);
-                    continue;
-                }
+                "host.name" => Some(&mut view.host_name),
+                "service.name" => Some(&mut view.service_name),
+                "process.pid" => Some(&mut view.process_id),
+                "process.executable.name" => Some(&mut view.process_name),
+                _ => None,
             };
-            if slot.is_empty() {
-                *slot = text_of(kv.value);
-            } else {
-                others.add(kv);
-            }
+            fill(slot, kv, &mut others);
         }
         if resource.dropped_attributes_count() > 0 {
             others.add_raw(
@@ -106,6 +100,16 @@ impl<'a> ScopeColumns<'a> {
     }
 }
 
+/// Puts the value of `kv` in its column `slot`, unless the attribute has no
+/// column or the column is filled already (the first of two names for one
+/// column fills it): then `kv` is kept in `others`, never dropped.
+fn fill<'a>(slot: Option<&mut Cow<'a, str>>, kv: KeyValueRef<'a>, others: &mut JsonObject) {
+    match slot {
+        Some(slot) if slot.is_empty() => *slot = text_of(kv.value),
+        _ => others.add(kv),
+    }
+}
+
 /// Most extras one line can have (see [`RecordLine::extras`]).
 pub const MAX_EXTRAS: usize = 10;
 
@@ -136,36 +140,6 @@ pub struct RecordLine<'r> {
     flags: String,
     dropped: String,
     severity_number: String,
-}
-
-/// The record attributes that fill a column, by OpenTelemetry's semantic
-/// conventions (current names first, then the older ones SDKs still send).
-#[derive(Debug, Clone, Copy)]
-enum Column {
-    FilePath,
-    Function,
-    Line,
-    Namespace,
-    Pid,
-    ProcessName,
-    ThreadId,
-    ThreadName,
-    Stack,
-}
-
-fn column_of(key: &str) -> Option<Column> {
-    Some(match key {
-        "code.file.path" | "code.filepath" => Column::FilePath,
-        "code.function.name" | "code.function" => Column::Function,
-        "code.line.number" | "code.lineno" => Column::Line,
-        "code.namespace" => Column::Namespace,
-        "process.pid" => Column::Pid,
-        "process.executable.name" => Column::ProcessName,
-        "thread.id" => Column::ThreadId,
-        "thread.name" => Column::ThreadName,
-        "exception.stacktrace" => Column::Stack,
-        _ => return None,
-    })
 }
 
 impl<'r> RecordLine<'r> {
@@ -210,28 +184,21 @@ impl<'r> RecordLine<'r> {
         };
         let mut others = JsonObject::default();
         for kv in record.attributes() {
-            let slot = match column_of(kv.key) {
-                Some(Column::FilePath) => &mut view.path_name,
-                Some(Column::Function) => &mut view.function_name,
-                Some(Column::Line) => &mut view.line_number,
-                Some(Column::Namespace) => &mut view.module,
-                Some(Column::Pid) => &mut view.process_id,
-                Some(Column::ProcessName) => &mut view.process_name,
-                Some(Column::ThreadId) => &mut view.thread_id,
-                Some(Column::ThreadName) => &mut view.thread_name,
-                Some(Column::Stack) => &mut view.stack_trace,
-                None => {
-                    others.add(kv);
-                    continue;
-                }
+            // OpenTelemetry's semantic conventions: current names first,
+            // then the older ones SDKs still send.
+            let slot = match kv.key {
+                "code.file.path" | "code.filepath" => Some(&mut view.path_name),
+                "code.function.name" | "code.function" => Some(&mut view.function_name),
+                "code.line.number" | "code.lineno" => Some(&mut view.line_number),
+                "code.namespace" => Some(&mut view.module),
+                "process.pid" => Some(&mut view.process_id),
+                "process.executable.name" => Some(&mut view.process_name),
+                "thread.id" => Some(&mut view.thread_id),
+                "thread.name" => Some(&mut view.thread_name),
+                "exception.stacktrace" => Some(&mut view.stack_trace),
+                _ => None,
             };
-            // The first of two names for one column fills it; a second
-            // value is kept with the other attributes.
-            if slot.is_empty() {
-                *slot = text_of(kv.value);
-            } else {
-                others.add(kv);
-            }
+            fill(slot, kv, &mut others);
         }
         // The file column shows the file's name; the whole path is `path`.
         match view.path_name.rfind('/') {
@@ -450,8 +417,9 @@ pub fn write_json_value(out: &mut String, value: Option<AnyValueRef<'_>>) {
             "\"-Infinity\""
         }),
         Some(AnyValueRef::Bytes(b)) => {
+            // Standard base64 with padding, as OTLP/JSON writes bytes.
             out.push('"');
-            base64(out, b);
+            base64::engine::general_purpose::STANDARD.encode_string(b, out);
             out.push('"');
         }
         Some(AnyValueRef::Array(a)) => {
@@ -504,26 +472,6 @@ fn push_json_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[plain..]);
     out.push('"');
-}
-
-/// Standard base64 with padding (what OTLP/JSON uses for bytes).
-fn base64(out: &mut String, bytes: &[u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * k)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
 }
 
 #[cfg(test)]
