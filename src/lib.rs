@@ -34,10 +34,13 @@
 //!   fsyncs and compresses rotated files.
 //! - [`metrics`]: counters, internal events and latency histograms;
 //!   [`prometheus`]: them as `GET /metrics`.
+//! - [`forward`]: after the writer, beside the pipeline: follows the files
+//!   and sends every line on over OTLP (`--forward_otlp`), at least once.
 //! - [`systemd`]: READY/STOPPING/WATCHDOG notifications to the service
 //!   manager, beside the data flow.
 
 pub mod format;
+pub mod forward;
 pub mod ingest;
 pub mod metrics;
 pub mod progress;

@@ -31,12 +31,16 @@ use log_server::systemd::Notifier;
 use log_server::writer::compress::Compression;
 use log_server::{
     format::LineFormat,
+    forward::{
+        export::{ExportConfig, Protocol},
+        ForwardConfig, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_LINES,
+    },
     ingest::{
         budget::DEFAULT_INGEST_MEMORY,
         grpc::{AckMode, Http2Limits},
         tcp::IoEngine,
     },
-    metrics::{IngestStats, Stage, WriterStats},
+    metrics::{ForwardStats, IngestStats, Stage, WriterStats},
     queue::DEFAULT_QUEUE_CAPACITY,
     server::{self, Server, ServerConfig},
     writer::{
@@ -158,6 +162,27 @@ struct Args {
     /// Also serve GET /metrics (Prometheus text) on this port of its own, on --host; /metrics is always on the gRPC port too.
     #[arg(long = "metrics_port", alias = "metrics-port")]
     metrics_port: Option<u16>,
+    /// Forward every line written, at least once, to this OTLP endpoint (an OpenTelemetry Collector, another log-server): http://host:4317 for OTLP/gRPC, https:// for TLS. Off by default.
+    #[arg(long = "forward_otlp", alias = "forward-otlp", value_name = "URL")]
+    forward_otlp: Option<String>,
+    /// OTLP/gRPC, or OTLP/HTTP with protobuf bodies to URL/v1/logs.
+    #[arg(long = "forward_protocol", alias = "forward-protocol", value_enum, default_value_t = Protocol::Grpc)]
+    forward_protocol: Protocol,
+    /// A resource attribute added to every forwarded record, as key=value (repeatable), e.g. deployment.environment=prod.
+    #[arg(long = "forward_resource", alias = "forward-resource", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    forward_resource: Vec<(String, String)>,
+    /// PEM file of a CA to trust (besides the system's) for an https:// --forward_otlp.
+    #[arg(long = "forward_ca", alias = "forward-ca", value_name = "FILE")]
+    forward_ca: Option<PathBuf>,
+    /// Seconds an export request may take before it is retried.
+    #[arg(long = "forward_timeout", alias = "forward-timeout", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    forward_timeout: u64,
+    /// Most lines in one export request.
+    #[arg(long = "forward_batch_lines", alias = "forward-batch-lines", default_value_t = DEFAULT_BATCH_LINES)]
+    forward_batch_lines: usize,
+    /// Most bytes in one export request (keep it under the destination's largest request: 4 MiB for a Collector's gRPC receiver by default).
+    #[arg(long = "forward_batch_bytes", alias = "forward-batch-bytes", default_value_t = DEFAULT_BATCH_BYTES)]
+    forward_batch_bytes: usize,
     /// Seconds between stats lines on stderr (0 = off).
     #[arg(
         long = "stats_interval",
@@ -220,6 +245,18 @@ impl Args {
                 shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
                 ..WriterConfig::default()
             },
+            forward: self.forward_otlp.as_ref().map(|url| ForwardConfig {
+                export: ExportConfig {
+                    url: url.clone(),
+                    protocol: self.forward_protocol,
+                    timeout: Duration::from_secs(self.forward_timeout),
+                    ca_file: self.forward_ca.clone(),
+                },
+                resource: self.forward_resource.clone(),
+                batch_lines: self.forward_batch_lines,
+                batch_bytes: self.forward_batch_bytes,
+                stop_timeout: Duration::from_secs(2),
+            }),
             ..ServerConfig::default()
         }
     }
@@ -233,6 +270,16 @@ struct Mode(u32);
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:04o}", self.0)
+    }
+}
+
+/// `key=value`, the key not empty.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not key=value (e.g. deployment.environment=prod)"
+        )),
     }
 }
 
@@ -468,9 +515,10 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
     notify(&notifier, "READY=1\nSTATUS=Listening.");
     let stop = Arc::new(AtomicBool::new(false));
     let stats = (args.stats_interval > 0).then(|| {
-        let (server_stats, writer_stats, stop) = (
+        let (server_stats, writer_stats, forward_stats, stop) = (
             server.ingest_stats().clone(),
             server.writer().clone(),
+            server.forward_stats().cloned(),
             stop.clone(),
         );
         let queue_len = {
@@ -485,6 +533,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
                     interval,
                     &server_stats,
                     &writer_stats.stats,
+                    forward_stats.as_deref(),
                     queue_len,
                     &stop,
                 )
@@ -570,6 +619,11 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         rotations = report.writer.rotations,
         retries = report.writer.retries,
         diagnostics_dropped = diagnostics::Sink::dropped(),
+        forwarded = report.forward.map(|f| f.lines),
+        forward_behind = report.forward.map(|f| f.behind),
+        forward_lost = report.forward.map(|f| f.lost),
+        forward_resent = report.forward.map(|f| f.resent),
+        forward_rejected = report.forward.map(|f| f.rejected),
         latency = %report.writer.latency,
         to_queue = %report.writer.to_queue,
         queue_to_written = %report.writer.queue_to_written,
@@ -745,9 +799,11 @@ fn stats_loop(
     interval: Duration,
     ingest: &IngestStats,
     writer: &WriterStats,
+    forward: Option<&ForwardStats>,
     queue_len: impl Fn() -> usize,
     stop: &AtomicBool,
 ) {
+    let mut last_forwarded = 0;
     let mut last = Instant::now();
     let (mut last_tcp, mut last_grpc, mut last_otlp, mut last_lines, mut last_bytes) =
         (0, 0, 0, 0, 0);
@@ -782,6 +838,21 @@ fn stats_loop(
             rotations = writer.rotations.get(),
             "stats"
         );
+        if let Some(f) = forward {
+            let forwarded = f.lines.get();
+            tracing::info!(
+                forwarded_per_s = per_s(forwarded, last_forwarded),
+                lag_lines = f.lag_lines(lines),
+                lag_s = format!("{:.1}", f.lag_seconds(lines)),
+                lost_lines = f.lost_lines.get(),
+                lost_files = f.lost_files.get(),
+                rejected = f.rejected.get(),
+                retries = f.retries.get(),
+                resent = f.resent.get(),
+                "forward stats"
+            );
+            last_forwarded = forwarded;
+        }
         (last_tcp, last_grpc, last_otlp, last_lines, last_bytes) = (tcp, grpc, otlp, lines, bytes);
     }
 }

@@ -373,3 +373,88 @@ mod tests {
         assert_eq!(s.stage_latency(Stage::ToQueue).count, 2);
     }
 }
+
+/// What the forwarder (`--forward_otlp`) has done so far.
+#[derive(Debug)]
+pub struct ForwardStats {
+    /// Lines the destination acknowledged (those it said it rejected
+    /// included: they were delivered and answered).
+    pub lines: Counter,
+    /// Of all lines sent, those the destination said it rejected
+    /// (`partial_success`) or refused as bad data (dropped after a
+    /// non-retryable answer).
+    pub rejected: Counter,
+    /// Export requests acknowledged.
+    pub batches: Counter,
+    /// Export requests sent again after a retryable answer or none.
+    pub retries: Counter,
+    /// Lines rotation removed before they were forwarded.
+    pub lost_lines: Counter,
+    /// Files rotation removed before they were forwarded in full.
+    pub lost_files: Counter,
+    /// Lines sent again after a stop that left a batch unacknowledged: the
+    /// destination may have them twice.
+    pub resent: Counter,
+    /// Lines of batches the destination refused as bad data (not
+    /// retryable): counted in `rejected`, never acknowledged, dropped.
+    pub dropped: Counter,
+    /// Empty lines passed over (a line torn by a crash, terminated).
+    pub skipped: Counter,
+    /// Lines in the files at startup not yet forwarded.
+    pub backlog_at_start: Counter,
+    /// When the forwarder last had sent everything written, in ms since
+    /// `epoch`.
+    caught_up_ms: Counter,
+    epoch: std::time::Instant,
+}
+
+impl Default for ForwardStats {
+    fn default() -> Self {
+        ForwardStats {
+            lines: Counter::default(),
+            rejected: Counter::default(),
+            batches: Counter::default(),
+            retries: Counter::default(),
+            lost_lines: Counter::default(),
+            lost_files: Counter::default(),
+            resent: Counter::default(),
+            dropped: Counter::default(),
+            skipped: Counter::default(),
+            backlog_at_start: Counter::default(),
+            caught_up_ms: Counter::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl ForwardStats {
+    /// Lines written to the files and not yet forwarded (nor lost), given
+    /// the writer's count of lines written since startup.
+    pub fn lag_lines(&self, written: u64) -> u64 {
+        (self.backlog_at_start.get() + written).saturating_sub(
+            self.lines.get() + self.rejected_dropped() + self.lost_lines.get() + self.skipped.get(),
+        )
+    }
+
+    /// Rejected lines that were never acknowledged (dropped as bad data):
+    /// they are in `rejected` but not in `lines`.
+    fn rejected_dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    /// Seconds since the forwarder last had nothing left to send; 0 when it
+    /// has nothing left now.
+    pub fn lag_seconds(&self, written: u64) -> f64 {
+        if self.lag_lines(written) == 0 {
+            return 0.0;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now.saturating_sub(self.caught_up_ms.get()) as f64 / 1000.0
+    }
+
+    /// The forwarder has sent everything written.
+    pub fn caught_up(&self) {
+        self.caught_up_ms
+            .set(self.epoch.elapsed().as_millis() as u64);
+    }
+}

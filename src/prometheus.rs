@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::{
     ingest::ingress::Ingress,
-    metrics::{Counter, IngestStats},
+    metrics::{Counter, ForwardStats, IngestStats},
     writer::WriterShared,
 };
 
@@ -46,6 +46,8 @@ pub struct Sources {
     pub ingest: Arc<IngestStats>,
     pub writer: Arc<WriterShared>,
     pub ingress: Arc<Ingress>,
+    /// `--forward_otlp`'s counters, when forwarding is on.
+    pub forward: Option<Arc<ForwardStats>>,
 }
 
 /// The exporter: a registry holding one collector over [`Sources`].
@@ -93,7 +95,7 @@ impl PipelineCollector {
                 .map(|&(v, c)| (Some((key, v)), c.get()))
                 .collect()
         };
-        vec![
+        let mut families = vec![
             Family(
                 "messages_received",
                 "Log messages accepted, by transport.",
@@ -225,8 +227,68 @@ impl PipelineCollector {
                 G,
                 one(&i.grpc_inflight_bytes),
             ),
-        ]
+        ];
+        if let Some(f) = &self.0.forward {
+            families.extend(forward_families(f, w.lines.get()));
+        }
+        families
     }
+}
+
+/// `--forward_otlp`'s families, exported only when forwarding is on.
+fn forward_families(f: &ForwardStats, written: u64) -> Vec<Family> {
+    use MetricType::{Counter as C, Gauge as G};
+    let one = |c: &Counter| vec![(None, c.get())];
+    vec![
+        Family(
+            "forwarded_lines",
+            "Lines the forwarding destination acknowledged.",
+            C,
+            one(&f.lines),
+        ),
+        Family(
+            "forward_rejected_lines",
+            "Lines the forwarding destination rejected (partial success, or refused as bad data).",
+            C,
+            one(&f.rejected),
+        ),
+        Family(
+            "forward_retries",
+            "Export requests sent again after a retryable answer or none.",
+            C,
+            one(&f.retries),
+        ),
+        Family(
+            "forward_lost_lines",
+            "Lines rotation removed before they were forwarded.",
+            C,
+            one(&f.lost_lines),
+        ),
+        Family(
+            "forward_lost_files",
+            "Log files rotation removed before they were forwarded in full.",
+            C,
+            one(&f.lost_files),
+        ),
+        Family(
+            "forward_resent_lines",
+            "Lines sent again after a stop left them unacknowledged (the destination may have them twice).",
+            C,
+            one(&f.resent),
+        ),
+        Family(
+            "forward_lag_lines",
+            "Lines written to the files and not yet forwarded.",
+            G,
+            vec![(None, f.lag_lines(written))],
+        ),
+        Family(
+            "forward_lag_milliseconds",
+            "Time since forwarding last had nothing left to send (0 when it has nothing left).",
+            G,
+            vec![(None, (f.lag_seconds(written) * 1000.0) as u64)],
+        ),
+    ]
 }
 
 impl Collector for PipelineCollector {

@@ -19,6 +19,7 @@ use log_server_wire::frame::DEFAULT_MAX_FRAME_SIZE;
 
 use crate::{
     format::{LineFormat, LineFormatter, LINE_OVERHEAD},
+    forward::{self, ForwardConfig, ForwardError, ForwardHandle, LossBook},
     ingest::{
         budget::{MemoryBudget, DEFAULT_INGEST_MEMORY},
         conn::ConnShared,
@@ -116,6 +117,8 @@ pub struct ServerConfig {
     /// `--allow_shared_log_dir` (in `dir`) and `--shutdown_timeout`, plus
     /// retries and the gap timeout.
     pub writer: WriterConfig,
+    /// `--forward_otlp` and its options; `None`: no forwarding.
+    pub forward: Option<ForwardConfig>,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +151,7 @@ impl Default for ServerConfig {
             metrics_port: None,
             grpc_message_timeout: DEFAULT_GRPC_MESSAGE_TIMEOUT,
             writer: WriterConfig::default(),
+            forward: None,
         }
     }
 }
@@ -172,6 +176,8 @@ pub enum ServerError {
     Grpc(#[from] GrpcError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 impl ServerConfig {
@@ -292,6 +298,8 @@ pub struct Server {
     /// `--metrics_port`, if given.
     metrics: Option<MetricsServer>,
     writer: Option<WriterHandle>,
+    /// `--forward_otlp`, if given.
+    forward: Option<ForwardHandle>,
     /// The writer's watermarks; kept here so they outlive the writer.
     progress: Arc<Progress>,
     ingress: Arc<Ingress>,
@@ -310,10 +318,27 @@ pub struct ShutdownReport {
     pub grpc_messages: u64,
     pub otlp_records: u64,
     pub decode_errors: u64,
+    /// What forwarding did, if it was on.
+    pub forward: Option<ForwardSummary>,
     /// Messages given a sequence number: every message accepted, plus any a
     /// connection had decoded but could not queue before the shutdown
     /// deadline.
     pub sequenced: u64,
+}
+
+/// Forwarding's counts at the stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardSummary {
+    /// Lines the destination acknowledged.
+    pub lines: u64,
+    /// Lines rotation removed before they were forwarded.
+    pub lost: u64,
+    /// Lines written and not forwarded yet: the next start sends them.
+    pub behind: u64,
+    /// Lines sent again after an earlier unclean stop.
+    pub resent: u64,
+    /// Lines the destination rejected.
+    pub rejected: u64,
 }
 
 impl ShutdownReport {
@@ -343,12 +368,34 @@ impl Server {
 
         // Beside the queue: the writer advances it, gRPC waits on it.
         let progress = Arc::new(Progress::new(0));
+        // The forwarder learns from the writer's finisher which rotated
+        // files were compressed or removed.
+        let loss_book = config
+            .forward
+            .as_ref()
+            .map(|_| LossBook::new(config.writer.max_files));
+        let mut writer_config = config.writer.clone();
+        if let Some(book) = &loss_book {
+            writer_config.on_removed = Some(Arc::new(book.clone()));
+        }
         let writer = writer::spawn(
             &config.log_dir,
-            config.writer.clone(),
+            writer_config,
             queue.clone(),
             progress.clone(),
         )?;
+        // Before ingest: the backlog it counts and the writer's line count
+        // from here on add up to the lines not yet forwarded.
+        let forward = match (&config.forward, loss_book) {
+            (Some(f), Some(book)) => Some(forward::start(
+                f.clone(),
+                &config.log_dir,
+                config.writer.max_files,
+                config.writer.dir.file_mode,
+                book,
+            )?),
+            _ => None,
+        };
         let formatter = LineFormatter::new(
             config.format,
             config.writer.max_file_size.try_into().unwrap_or(usize::MAX),
@@ -392,6 +439,7 @@ impl Server {
             ingest: ingest_stats.clone(),
             writer: writer.shared().clone(),
             ingress: ingress.clone(),
+            forward: forward.as_ref().map(|f| f.stats().clone()),
         }));
         let metrics = match config.metrics_port {
             Some(port) => Some(MetricsServer::start(
@@ -433,6 +481,7 @@ impl Server {
             grpc,
             metrics,
             writer: Some(writer),
+            forward,
             progress,
             ingress,
             ingest_stats,
@@ -475,6 +524,11 @@ impl Server {
         &self.progress
     }
 
+    /// The forwarder's counters, if `--forward_otlp` is on.
+    pub fn forward_stats(&self) -> Option<&Arc<crate::metrics::ForwardStats>> {
+        self.forward.as_ref().map(ForwardHandle::stats)
+    }
+
     /// The writer's counters.
     pub fn writer(&self) -> &Arc<WriterShared> {
         self.writer
@@ -510,9 +564,23 @@ impl Server {
             grpc.shutdown();
         }
         let writer = writer.shutdown();
+        // After the writer: the forwarder's count of what is left includes
+        // the last lines written.
+        let forward = self.forward.take().map(|f| {
+            let stats = f.stats().clone();
+            f.stop();
+            ForwardSummary {
+                lines: stats.lines.get(),
+                lost: stats.lost_lines.get(),
+                behind: stats.lag_lines(writer.lines),
+                resent: stats.resent.get(),
+                rejected: stats.rejected.get(),
+            }
+        });
         let s = &self.ingest_stats;
         ShutdownReport {
             writer,
+            forward,
             tcp_messages: s.tcp_messages.get(),
             grpc_messages: s.grpc_messages.get(),
             otlp_records: s.otlp_records.get(),
@@ -538,6 +606,13 @@ impl Server {
         if self.grpc.as_ref().is_some_and(GrpcIngest::is_finished) {
             return Some("gRPC");
         }
+        if self
+            .forward
+            .as_ref()
+            .is_some_and(ForwardHandle::is_finished)
+        {
+            return Some("forwarder");
+        }
         None
     }
 
@@ -553,5 +628,6 @@ impl Drop for Server {
         drop(self.tcp.take());
         drop(self.grpc.take());
         drop(self.writer.take());
+        drop(self.forward.take());
     }
 }

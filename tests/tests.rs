@@ -5,6 +5,7 @@ mod util;
 
 mod amplification;
 mod faults;
+mod forward;
 mod grpc;
 mod interop;
 mod load;

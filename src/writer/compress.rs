@@ -16,7 +16,7 @@ use std::{
 };
 
 use super::{
-    file::{LogDir, LogFile},
+    file::{FileId, LogDir, LogFile},
     rotate::rotated_name,
 };
 
@@ -56,8 +56,13 @@ impl Compression {
 /// What became of one rotated file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Placed {
-    /// Compressed into this slot of the chain.
-    At(usize),
+    /// Compressed into this slot of the chain; `from` was the plain file,
+    /// `to` is the compressed one.
+    At {
+        slot: usize,
+        from: FileId,
+        to: Option<FileId>,
+    },
     /// Rotated out of the chain (removed) before it was compressed.
     Gone,
 }
@@ -97,9 +102,14 @@ pub fn compress_rotated<D: LogDir>(
     for i in 0..max_files.saturating_sub(1) {
         let name = rotated_name(i);
         if dir.id(&name)? == Some(id) {
-            dir.rename(TEMP, &format!("{name}{suffix}"))?;
+            let compressed = format!("{name}{suffix}");
+            dir.rename(TEMP, &compressed)?;
             ignore_missing(dir.remove(&name))?;
-            return Ok(Placed::At(i));
+            return Ok(Placed::At {
+                slot: i,
+                from: id,
+                to: dir.id(&compressed)?,
+            });
         }
     }
     ignore_missing(dir.remove(TEMP))?;

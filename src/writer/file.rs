@@ -78,6 +78,11 @@ pub trait LogFile: Send + 'static {
     /// little left to do, and does not hold the file system's journal.
     /// Advisory: a failure changes nothing for durability.
     fn start_writeback(&self, _offset: u64, _len: u64) {}
+    /// Another descriptor of the same file, for the forwarder to read a
+    /// file rotation removed (`None` where there is no real file).
+    fn duplicate(&self) -> Option<File> {
+        None
+    }
 }
 
 /// A file as opened for appending.
@@ -596,6 +601,10 @@ impl LogFile for File {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+
+    fn duplicate(&self) -> Option<File> {
+        self.try_clone().ok()
     }
 
     fn start_writeback(&self, offset: u64, len: u64) {

@@ -109,6 +109,20 @@ pub struct WriterConfig {
     pub dir: DirOptions,
     /// What rotated files become (`--compress`).
     pub compress: Compression,
+    /// Told of every file rotation removes (the forwarder counts the lines
+    /// it had not sent yet).
+    pub on_removed: Option<Arc<dyn RemovedFileHook>>,
+}
+
+/// Told, on the finisher thread, of what happens to rotated files after the
+/// writer let them go: the forwarder follows them by identity.
+pub trait RemovedFileHook: Send + Sync + std::fmt::Debug {
+    /// Rotation removed `file`, which is still readable through the
+    /// descriptor handed over (the last one: closing it frees the blocks).
+    fn removed(&self, file: std::fs::File);
+    /// The rotated file `from` was compressed into the file `to`, which
+    /// took its place in the chain.
+    fn compressed(&self, from: file::FileId, to: file::FileId);
 }
 
 impl Default for WriterConfig {
@@ -128,6 +142,7 @@ impl Default for WriterConfig {
             max_batch_bytes: 4 * 1024 * 1024,
             dir: DirOptions::default(),
             compress: Compression::None,
+            on_removed: None,
         }
     }
 }
@@ -400,6 +415,7 @@ pub fn spawn_with<D: LogDir>(
         dir: compressor_dir,
         chain: files.chain(),
         max_files: config.max_files,
+        on_removed: config.on_removed.clone(),
     };
     let shared = Arc::new(WriterShared::new());
     let writer = Writer {

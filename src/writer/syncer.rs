@@ -34,6 +34,8 @@ pub(super) struct Finisher<D: LogDir> {
     /// The rotation chain's lock (see `rotate.rs`).
     pub chain: Arc<Mutex<()>>,
     pub max_files: usize,
+    /// Told of each removed file before it is closed (`--forward_otlp`).
+    pub on_removed: Option<Arc<dyn super::RemovedFileHook>>,
 }
 
 impl<D: LogDir> Finisher<D> {
@@ -44,6 +46,11 @@ impl<D: LogDir> Finisher<D> {
             let mut file = match job {
                 Job::Rotated(file) => file,
                 Job::Close(file) => {
+                    if let Some(hook) = &self.on_removed {
+                        if let Some(dup) = file.duplicate() {
+                            hook.removed(dup);
+                        }
+                    }
                     drop(file);
                     continue;
                 }
@@ -59,7 +66,12 @@ impl<D: LogDir> Finisher<D> {
                     self.compress,
                     self.max_files,
                 ) {
-                    Ok(Placed::At(slot)) => tracing::debug!(slot, "Compressed a rotated log file."),
+                    Ok(Placed::At { slot, from, to }) => {
+                        tracing::debug!(slot, "Compressed a rotated log file.");
+                        if let (Some(hook), Some(to)) = (&self.on_removed, to) {
+                            hook.compressed(from, to);
+                        }
+                    }
                     Ok(Placed::Gone) => tracing::warn!(
                         "A rotated log file was rotated out before it could be compressed."
                     ),
