@@ -45,7 +45,9 @@ Env: TIMEOUT (seconds per run to wait for all lines, default 120),
      target/release/log-server), PEERS_DIR (config templates, default
      scripts/peers), BENCH_CACHE (where the unpacked peer
      packages are kept, default ~/.cache/log-server-bench-peers),
-     PEERS_PRIVATE=1 (unpack both peers there, install no package).
+     PEERS_PRIVATE=1 (unpack both peers there, install no package),
+     LOG_SERVER_ARGS (more flags for the log-server run, printed with the
+     table; e.g. "--forward_otlp http://127.0.0.1:4321").
 Needs root to install missing Debian packages (apt-get). Exits 1 if any run
 lost lines (or wrote more lines than were sent).
 EOF
@@ -58,6 +60,7 @@ done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS_DIR="${PEERS_DIR:-$ROOT/scripts/peers}"
 TOTAL="${TOTAL:-2000000}"
+LOG_SERVER_ARGS="${LOG_SERVER_ARGS:-}"
 TIMEOUT="${TIMEOUT:-120}"
 # Seconds the output must stay unchanged after loadgen ends for a run to be over.
 SETTLE="${SETTLE:-1.5}"
@@ -313,7 +316,7 @@ launch_daemon() {
         log-server)
             # The defaults, spelled out so that the table says what ran.
             "$LOG_SERVER" --port "$PORT" --only_tcp --log_dir "$run/out" --fsync rotate \
-                --max_file_size 10485760 --max_files 10 --stats_interval 0 >"$logf" 2>&1 &
+                --max_file_size 10485760 --max_files 10 --stats_interval 0 $LOG_SERVER_ARGS >"$logf" 2>&1 &
             ;;
         log-server-1g)
             "$LOG_SERVER" --port "$PORT" --only_tcp --log_dir "$run/out" --fsync rotate \
@@ -541,6 +544,7 @@ echo " ls/system: log-server (defaults) msgs/s over that system's at the same co
 echo " lines written (log-server: its summary's lines=, checked against its files; others: lines in the file);"
 echo " RSS MiB: the daemon's peak resident memory (VmHWM) over the run; log-server: defaults, 10 MiB x 10 files,"
 echo " --fsync rotate; log-server-1g: 1 GiB files, no rotation during the run)"
+[ -z "$LOG_SERVER_ARGS" ] || echo " log-server ran with: $LOG_SERVER_ARGS"
 lost_any=0
 for k in "${!R_LOST[@]}"; do [ "${R_LOST[$k]}" = 0 ] || lost_any=1; done
 exit "$lost_any"

@@ -2,7 +2,7 @@
 //! and the shutdown deadline, the process's last act, in-process too.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -940,4 +940,112 @@ fn latency_is_reported_by_stage() {
             "{field}: {summary}"
         );
     }
+}
+
+/// The value of `key=` in a diagnostics line, as a number.
+fn field(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_forwarding_server_killed_then_stopped_then_started_again_forwards_every_line_at_least_once() {
+    // B: OTLP ingest, in-process.
+    let b = TestServer::start_with(|c| {
+        c.only_tcp = false;
+        c.grpc_port = 0;
+    });
+    let url = format!("http://{}", b.server().grpc_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let args = [
+        "--forward_otlp",
+        url.as_str(),
+        "--max_file_size",
+        "1048576",
+        "--max_frame_size",
+        "65536",
+        "--forward_batch_lines",
+        "256",
+    ];
+    // Run 1: killed (-9) while lines are being forwarded.
+    let (mut child, port) = start_binary(&logs, &args);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&frames(0, 30_000, false, None)).unwrap();
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_lines_so_far(&b.config.log_dir, 10).len() < 2_000 {
+        assert!(Instant::now() < deadline, "nothing forwarded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    wait_bounded(&mut child, Duration::from_secs(30));
+    // Run 2: more lines, then SIGTERM.
+    let (mut child, mut stderr, port) = start_on_port_0(&logs, &args);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&frames(1, 5_000, false, None)).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGTERM);
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success(), "{err}");
+    let summary = err.lines().find(|l| l.contains("Stopped;")).unwrap_or("");
+    let resent = field(summary, "forward_resent").unwrap_or_else(|| panic!("{err}"));
+    // Run 3: forwards whatever is left, then stops.
+    let (mut child, mut stderr, port) = start_on_port_0(&logs, &args);
+    let run3 = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&frames(2, 1_000, false, None)).unwrap();
+    drop(s);
+    let in_a: std::collections::BTreeSet<(usize, usize)> = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines: Vec<_> = read_lines_so_far(&logs, 10)
+                .iter()
+                .filter_map(|l| parse_message(l))
+                .collect();
+            if lines.iter().filter(|m| m.0 == 2).count() == 1_000 {
+                break lines.into_iter().collect();
+            }
+            assert!(Instant::now() < deadline, "run 3 did not write its lines");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let in_b = loop {
+        let got: Vec<_> = read_lines_so_far(&b.config.log_dir, 10)
+            .iter()
+            .filter_map(|l| parse_message(l))
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = got.iter().copied().collect();
+        if in_a.is_subset(&distinct) {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B has {} of A's {} lines",
+            in_a.intersection(&distinct).count(),
+            in_a.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    signal(&child, libc::SIGTERM);
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
+    let err = run3.join().unwrap();
+    let summary = err.lines().find(|l| l.contains("Stopped;")).unwrap_or("");
+    let resent = resent + field(summary, "forward_resent").unwrap_or_else(|| panic!("{err}"));
+    // At least once: every line of A's files is in B. Twice only for the
+    // lines the restarts after the kill said they sent again.
+    let twice = in_b.len() - in_b.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert!(twice as u64 <= resent, "{twice} lines twice, {resent} resent");
+    assert!(in_a.len() >= 31_000, "A wrote {}", in_a.len());
 }

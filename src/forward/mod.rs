@@ -750,6 +750,7 @@ impl Forwarder {
     /// The checkpoint for a batch about to be sent.
     fn store_sent(&mut self, sent: u64) {
         let Some(c) = self.checkpoint() else { return };
+        let sent = sent.max(c.sent);
         self.store(Checkpoint { sent, ..c }, false);
     }
 
@@ -764,10 +765,13 @@ impl Forwarder {
     fn checkpoint(&self) -> Option<Checkpoint> {
         let key = self.book.lock().current?;
         let acked = self.acked?;
+        // Lines an earlier unclean stop left unacknowledged and not sent
+        // again yet stay marked as such.
+        let resend_until = self.current.as_ref().map_or(0, |c| c.resend_until);
         Some(Checkpoint {
             head: key.head,
             acked,
-            sent: acked,
+            sent: acked.max(resend_until),
         })
     }
 
