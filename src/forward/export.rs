@@ -196,7 +196,8 @@ pub struct Exporter {
 enum Transport {
     Grpc(tonic::client::Grpc<Channel>),
     Http {
-        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        /// Boxed: it is much larger than the gRPC client, and built once.
+        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
         /// `URL/v1/logs`.
         uri: Uri,
     },
@@ -269,7 +270,7 @@ impl Exporter {
                     .wrap_connector(http);
                 let client = Client::builder(TokioExecutor::new()).build(connector);
                 Transport::Http {
-                    client,
+                    client: Box::new(client),
                     uri: target.http_uri(&config.url)?,
                 }
             }
@@ -285,9 +286,7 @@ impl Exporter {
     pub async fn send(&mut self, request: Bytes) -> Outcome {
         let timeout = self.timeout;
         let sent = match &mut self.transport {
-            Transport::Grpc(grpc) => {
-                tokio::time::timeout(timeout, send_grpc(grpc, request, timeout)).await
-            }
+            Transport::Grpc(grpc) => tokio::time::timeout(timeout, send_grpc(grpc, request)).await,
             Transport::Http { client, uri } => {
                 tokio::time::timeout(timeout, send_http(client, uri, request)).await
             }
@@ -336,7 +335,10 @@ impl Target {
             ));
         }
         // `[::1]` -> `::1` for the TLS server name.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         Ok(Target { uri, host, tls })
     }
 
@@ -357,12 +359,13 @@ impl Target {
             None => path,
         };
         let mut parts = self.uri.clone().into_parts();
-        parts.path_and_query = Some(
-            PathAndQuery::try_from(path_and_query).map_err(|_| ExportError::Url {
-                url: url.to_owned(),
-                reason: "its path does not parse",
-            })?,
-        );
+        parts.path_and_query =
+            Some(
+                PathAndQuery::try_from(path_and_query).map_err(|_| ExportError::Url {
+                    url: url.to_owned(),
+                    reason: "its path does not parse",
+                })?,
+            );
         Uri::from_parts(parts).map_err(|_| ExportError::Url {
             url: url.to_owned(),
             reason: "its path does not parse",
@@ -430,11 +433,7 @@ fn rustls_config(tls: bool, ca: Option<&CaFile>) -> Result<rustls::ClientConfig,
 
 // ---- OTLP/gRPC ----
 
-async fn send_grpc(
-    grpc: &mut tonic::client::Grpc<Channel>,
-    request: Bytes,
-    timeout: Duration,
-) -> Outcome {
+async fn send_grpc(grpc: &mut tonic::client::Grpc<Channel>, request: Bytes) -> Outcome {
     if let Err(e) = grpc.ready().await {
         return Outcome::Retry {
             after: None,
@@ -444,9 +443,9 @@ async fn send_grpc(
             ),
         };
     }
-    let mut request = tonic::Request::new(request);
-    // Tells the receiver too how long the answer may take (grpc-timeout).
-    request.set_timeout(timeout);
+    // No grpc-timeout: tonic's channel would enforce it too, racing
+    // `Exporter::send`'s own bound and naming the timeout CANCELLED.
+    let request = tonic::Request::new(request);
     let path = PathAndQuery::from_static(EXPORT_METHOD);
     match grpc.unary(request, path, RawCodec).await {
         Ok(response) => accepted(response.into_inner()),
@@ -458,20 +457,24 @@ async fn send_grpc(
 fn grpc_outcome(status: &Status) -> Outcome {
     let code = status.code();
     let message = status.message();
+    // "ended in", not "the receiver answered": tonic reports a connection
+    // that failed on our side as UNAVAILABLE too.
     let reason = if message.is_empty() {
-        format!("The receiver answered {}.", code_name(code))
+        format!("The OTLP/gRPC call ended in {}.", code_name(code))
     } else {
         format!(
-            "The receiver answered {}: {}.",
+            "The OTLP/gRPC call ended in {}: {}.",
             code_name(code),
-            escape(message)
+            escape(message).trim_end_matches('.')
         )
     };
     let after = retry_info(status.details());
     match code {
-        Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::Unavailable | Code::DataLoss => {
-            Outcome::Retry { after, reason }
-        }
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Unavailable
+        | Code::DataLoss => Outcome::Retry { after, reason },
         // tonic's words for a message over its size limit, on either side;
         // log-server's transport refuses requests above twice its frame size
         // so. Retrying the same bytes could never succeed.
@@ -669,14 +672,15 @@ async fn send_http(
     let response = match client.request(request).await {
         Ok(r) => r,
         Err(e) => {
-            let what = if e.is_connect() {
-                "The connection to the receiver failed"
-            } else {
-                "The request to the receiver failed"
+            // hyper-util's own text ("client error (Connect)") says less
+            // than its source does.
+            let (what, detail) = match (e.is_connect(), StdError::source(&e)) {
+                (true, Some(source)) => ("The connection to the receiver failed", chain(source)),
+                _ => ("The request to the receiver failed", chain(&e)),
             };
             return Outcome::Retry {
                 after: None,
-                reason: format!("{what}: {}.", chain(&e).trim_end_matches('.')),
+                reason: format!("{what}: {}.", detail.trim_end_matches('.')),
             };
         }
     };
