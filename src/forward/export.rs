@@ -19,7 +19,7 @@ use std::{
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use http::{header, uri::PathAndQuery, HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -685,11 +685,30 @@ async fn send_http(
         }
     };
     let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map(|b| b.to_bytes());
+    let body = read_bounded(body, MAX_RESPONSE_BYTES).await;
     http_outcome(parts.status, &parts.headers, body)
+}
+
+/// The first `max` bytes of `body` (all of it when shorter), reading no
+/// further: a receiver's answer of any size costs at most `max` bytes and
+/// one frame. The rest is left unread (hyper then closes the connection
+/// rather than reusing it).
+async fn read_bounded<B>(mut body: B, max: usize) -> Result<Bytes, Box<dyn StdError + Send + Sync>>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut out = bytes::BytesMut::new();
+    while out.len() < max {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(mut data) = frame.map_err(Into::into)?.into_data() {
+            data.truncate(max - out.len());
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// The outcome of an OTLP/HTTP answer: its status, headers and body (or

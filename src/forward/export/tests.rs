@@ -584,14 +584,31 @@ fn http_endpoint_errors_are_refused() {
 }
 
 #[test]
-fn http_answer_is_read_only_up_to_its_bound() {
-    // A 1 MiB error page: the reason holds the start of it, and the read
-    // stops at the bound rather than holding the whole body.
-    let (outcome, _) = http_send(Reply::new(404, vec![b'a'; 1 << 20]));
+fn http_large_error_page_gives_its_start_as_the_reason() {
+    let mut page = b"<html>no such route".to_vec();
+    page.resize(1 << 20, b'a');
+    let (outcome, _) = http_send(Reply::new(404, page));
     let Outcome::Refused { reason } = outcome else {
         panic!("expected Refused, got {outcome:?}");
     };
+    assert!(reason.contains("<html>no such route"), "{reason}");
     assert!(reason.len() < 700, "{} bytes", reason.len());
+}
+
+#[test]
+fn http_answer_is_read_only_up_to_its_bound() {
+    // An endless answer in 1 KiB frames: the read stops at the bound, having
+    // pulled at most one frame more than it keeps.
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let frames = std::iter::repeat_with(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'a'; 1024])))
+    });
+    let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+    let read = runtime().block_on(read_bounded(body, 10_000)).unwrap();
+    assert_eq!(read.len(), 10_000);
+    assert_eq!(pulled.load(std::sync::atomic::Ordering::Relaxed), 10);
 }
 
 #[test]
