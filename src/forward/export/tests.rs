@@ -597,14 +597,15 @@ fn http_large_error_page_gives_its_start_as_the_reason() {
 
 #[test]
 fn http_answer_is_read_only_up_to_its_bound() {
-    // An endless answer in 1 KiB frames: the read stops at the bound, having
-    // pulled at most one frame more than it keeps.
+    // A 1 MiB answer in 1 KiB frames: the read stops at the bound, having
+    // pulled no frame past the one that reached it.
     let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = pulled.clone();
     let frames = std::iter::repeat_with(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'a'; 1024])))
-    });
+    })
+    .take(1024);
     let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
     let read = runtime().block_on(read_bounded(body, 10_000)).unwrap();
     assert_eq!(read.len(), 10_000);
