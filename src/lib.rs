@@ -38,6 +38,7 @@
 //!   manager, beside the data flow.
 
 pub mod format;
+pub mod forward;
 pub mod ingest;
 pub mod metrics;
 pub mod progress;
