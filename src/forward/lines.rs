@@ -66,13 +66,23 @@
 //! - a message that itself ends in text shaped like a metadata suffix
 //!   (` [metadata: pid=1]`) is read as metadata;
 //! - the file column when `path=` is set (the path's last part is the file
-//!   name again).
+//!   name again), and a file name without a path that holds a `/`.
 //!
 //! Both formats lose the timestamp's own text once it is read as a time
 //! (another log-server writes it back as UTC with nanoseconds), a severity
 //! number within OTLP's range beyond what the level says (INFO3 comes back
 //! as INFO, 9), and the type of bytes values (they were written as base64
 //! strings).
+//!
+//! What another log-server then writes differs from the line read here
+//! only in: the timestamp's spelling (the same instant; B's own receive
+//! time for an empty one in text, A's `received_at` in JSON); the level of
+//! a name OTLP has no number for (STREAM -> DEBUG, LOGON .. REPORT ->
+//! INFO, `LEVEL(n)` by n), with A's level name as `severity=` (every line
+//! without one gains it); `attrs=` as compact JSON; a JSON line's stack
+//! trace without trailing line breaks (ingest trims them); JSON's `seq` as
+//! the attribute `log_server.seq`. The tests (`lines/tests.rs`) hold B's
+//! lines to exactly that.
 
 mod json;
 mod pb;
@@ -676,9 +686,8 @@ fn time_of(s: &str) -> Option<u64> {
     }
     let offset = match b.get(at..)? {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let (h, m) = (num(at + 1..at + 3)?, num(at + 4..at + 6)?);
-            let _ = (h1, h2, m1, m2);
             if h > 23 || m > 59 {
                 return None;
             }
