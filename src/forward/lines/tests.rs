@@ -485,7 +485,7 @@ fn hand_picked_native_messages_round_trip() {
             "2026-01-02T15:04:05.123456789Z",
             Some(1_767_366_245_123_456_789),
             9,
-            "{\"user\":\"ada\",\"n\":1.5,\"pid=1 x\":\" svc=y\",\"l\":[1,{\"a\":null}]}",
+            "{\"user\":\"ada\",\"n\":1.5,\"pid=1 x\":\" svc=y severity=z\",\"l\":[1,{\"a\":null}]}",
         ),
         // Columns cut at their widths; LEVEL(n) in and out of OTLP's range.
         native(
@@ -588,7 +588,7 @@ fn otlp_request() -> ExportLogsServiceRequest {
                 "obj",
                 Value::KvlistValue(KeyValueList {
                     values: vec![
-                        kv("k", s(" svc=x ")),
+                        kv("k", s(" svc=x event=y ")),
                         KeyValue {
                             key: "empty".into(),
                             value: None,
