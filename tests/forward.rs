@@ -73,8 +73,9 @@ fn forwarder(
         forward: Some(forward_config(url, protocol)),
         ..ServerConfig::default()
     };
-    // Small files, to rotate often (a file must hold the largest line).
-    config.writer.max_file_size = 256 * 1024;
+    // Small files, to rotate often (a file must hold the largest line),
+    // yet ten of them hold what a test sends while a debug build forwards.
+    config.writer.max_file_size = 1024 * 1024;
     config.max_frame_size = 16 * 1024;
     tweak(&mut config);
     log_server::server::Server::start(config).expect("forwarding server starts")
@@ -127,7 +128,7 @@ fn every_line_of_a_reaches_b_once_in_order_across_rotations() {
     let f = report.forward.unwrap();
     assert_eq!((f.lines, f.lost, f.behind, f.resent), (n as u64, 0, 0, 0));
     assert!(
-        report.writer.rotations >= 10,
+        report.writer.rotations >= 3,
         "rotations: {}",
         report.writer.rotations
     );
@@ -158,8 +159,8 @@ fn a_forwards_over_http_from_compressed_rotated_files() {
     let n = 8_000;
     send_numbered(&a, 0, 0, n);
     wait_written(&a, n as u64);
-    wait_until("A to forward every line", || forwarded(&a) == n as u64);
-    drop(a.shutdown());
+    wait_until("A to forward every line", || forwarded(&a) >= n as u64);
+    assert!(a.shutdown().complete());
     let lines = read_lines(&b.config.log_dir, b.config.writer.max_files);
     assert_all_once_in_order(&lines, &[n]);
     // From JSON lines: A's sequence number travels as an attribute.
@@ -193,7 +194,7 @@ fn lines_wait_in_the_files_while_b_is_down_and_all_arrive_once_when_it_is_back()
     wait_until("A to forward every line to B", || forwarded(&a) == 3_000);
     send_numbered(&a, 0, 3_000, 1_000);
     wait_until("the later lines too", || forwarded(&a) == 4_000);
-    drop(a.shutdown());
+    assert!(a.shutdown().complete());
     let lines = read_lines(&b.config.log_dir, b.config.writer.max_files);
     assert_all_once_in_order(&lines, &[4_000]);
 }
@@ -218,7 +219,7 @@ fn a_stopped_and_started_again_resumes_at_its_checkpoint_without_duplicates() {
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 5_000);
     wait_until("the first lines forwarded", || forwarded(&a) == 5_000);
-    drop(a.shutdown());
+    assert!(a.shutdown().complete());
     let saved = checkpoint::load(a_dir.path()).unwrap().unwrap().unwrap();
     assert_eq!(
         saved.acked, saved.sent,
@@ -231,7 +232,7 @@ fn a_stopped_and_started_again_resumes_at_its_checkpoint_without_duplicates() {
     });
     send_numbered(&a, 0, 5_000, 2_000);
     wait_written(&a, 2_000);
-    drop(a.shutdown());
+    assert!(a.shutdown().complete());
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     assert_eq!(a.forward_stats().unwrap().backlog_at_start.get(), 2_000);
     send_numbered(&a, 0, 7_000, 3_000);
@@ -416,7 +417,7 @@ fn a_503_with_retry_after_is_retried_after_it_and_partial_success_is_counted_not
     assert_eq!(stats.retries.get(), 1);
     send_numbered(&a, 0, 100, 50);
     wait_until("the next lines", || forwarded(&a) == 150);
-    drop(a.shutdown());
+    assert!(a.shutdown().complete());
     // The 503'd request was sent again, the partly rejected one was not.
     let taken = r.taken.lock().unwrap();
     assert_eq!(taken.len(), 150, "{} requests", r.requests.lock().unwrap());
@@ -466,6 +467,6 @@ fn shutdown_reading_fifo_after(
         })
     };
     wait_until("A to forward everything", || forwarded(a) == 20_000);
-    drop(b.shutdown());
+    assert!(b.shutdown().complete());
     reader.join().unwrap().lines().map(str::to_string).collect()
 }

@@ -59,6 +59,8 @@ pub const DEFAULT_BATCH_LINES: usize = 2048;
 /// Default `--forward_batch_bytes`: well under the 4 MiB a gRPC server
 /// (a Collector's default, log-server's `--max_frame_size`) takes.
 pub const DEFAULT_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Batches taken at a reduced size before the size is doubled again.
+const REGROW_AFTER: u32 = 64;
 /// How often an idle forwarder looks for new lines.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -109,8 +111,11 @@ struct Book {
     current: Option<Key>,
     done: VecDeque<Key>,
     lost: VecDeque<Key>,
-    /// How many of `done` and `lost` to remember: more than the chain
-    /// holds, so no file still in it is forgotten.
+    /// Recent compressions, plain file -> compressed file: a file listed
+    /// (or claimed) just before its compression is known by its new inode.
+    renamed: VecDeque<(FileId, FileId)>,
+    /// How many of `done`, `lost` and `renamed` to remember: more than the
+    /// chain holds, so no file still in it is forgotten.
     remember: usize,
 }
 
@@ -119,7 +124,15 @@ impl Book {
         self.current.as_ref() == Some(key) || self.done.contains(key) || self.lost.contains(key)
     }
 
-    fn push(list: &mut VecDeque<Key>, key: Key, remember: usize) {
+    /// The inode `id`'s file has now (another after a compression).
+    fn resolve(&self, key: Key) -> Key {
+        match self.renamed.iter().rev().find(|(from, _)| *from == key.id) {
+            Some(&(_, to)) => Key { id: to, ..key },
+            None => key,
+        }
+    }
+
+    fn push<T>(list: &mut VecDeque<T>, key: T, remember: usize) {
         if list.len() == remember {
             list.pop_front();
         }
@@ -270,7 +283,17 @@ pub fn start(
     if config.batch_lines == 0 || config.batch_bytes == 0 {
         return Err(ForwardError::Batch);
     }
-    let exporter = Exporter::new(&config.export)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("log-forward-io")
+        .enable_all()
+        .build()
+        .map_err(ForwardError::Spawn)?;
+    // The client's connection task needs the runtime it will run on.
+    let exporter = {
+        let _entered = runtime.enter();
+        Exporter::new(&config.export)?
+    };
     let dir_error = |source| ForwardError::Dir {
         path: dir.to_path_buf(),
         source,
@@ -282,16 +305,11 @@ pub fn start(
         book.stats.caught_up();
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("log-forward-io")
-        .enable_all()
-        .build()
-        .map_err(ForwardError::Spawn)?;
     let stats = book.stats.clone();
     let forwarder = Forwarder {
         builder: RequestBuilder::new(config.resource.clone()),
         batch_lines: config.batch_lines,
+        taken_since_resize: 0,
         config,
         dir: dir.to_path_buf(),
         max_files,
@@ -440,8 +458,12 @@ struct Forwarder {
     file_mode: u32,
     book: LossBook,
     builder: RequestBuilder,
-    /// Lines a batch may hold now: halved after a "too large" answer.
+    /// Lines a batch may hold now: halved after a "too large" answer,
+    /// doubled again (up to the configured most) after a run of batches
+    /// taken, so one odd answer does not slow forwarding for good.
     batch_lines: usize,
+    /// Batches taken since `batch_lines` last changed.
+    taken_since_resize: u32,
     /// The client, moved into the request in flight and back.
     exporter: Option<Exporter>,
     runtime: tokio::runtime::Runtime,
@@ -500,15 +522,17 @@ impl Forwarder {
             let Ok(Some(file)) = follow::open(&self.dir, &entry) else {
                 continue;
             };
-            {
+            let key = {
                 let mut book = self.book.lock();
+                let key = book.resolve(key);
                 if book.knows(&key) {
                     continue;
                 }
                 // Claimed under the lock: from here on the hook will not
                 // count this file as lost, and it did not before.
                 book.current = Some(key);
-            }
+                key
+            };
             let resume = self.resume.take().filter(|r| r.key.head == key.head);
             let (offset, resend_until) = resume.map_or((0, 0), |r| (r.acked, r.sent));
             match Tail::new(file, offset) {
@@ -614,6 +638,13 @@ impl Forwarder {
                     if self.refused_since.take().is_some() {
                         tracing::info!("The forwarding destination takes requests again.");
                     }
+                    self.taken_since_resize += 1;
+                    if self.taken_since_resize >= REGROW_AFTER
+                        && self.batch_lines < self.config.batch_lines
+                    {
+                        self.batch_lines = (self.batch_lines * 2).min(self.config.batch_lines);
+                        self.taken_since_resize = 0;
+                    }
                     self.acked(batch.end);
                     return;
                 }
@@ -626,6 +657,7 @@ impl Forwarder {
                 }
                 Outcome::TooLarge { reason } if self.batch_lines > 1 => {
                     self.batch_lines = (self.batch_lines / 2).max(1);
+                    self.taken_since_resize = 0;
                     tracing::warn!(reason = %reason, batch_lines = self.batch_lines, "The forwarding destination found a request too large; sending smaller batches.");
                     self.rewind();
                     return;
@@ -737,13 +769,14 @@ impl Forwarder {
         if current.tail.pending() > 0 {
             tracing::warn!(bytes = current.tail.pending(), "A rotated log file ends in a line without its newline; that part is not forwarded.");
         }
-        let key = current.key;
         self.current = None;
         self.acked = None;
         let mut book = self.book.lock();
-        book.current = None;
-        let remember = book.remember;
-        Book::push(&mut book.done, key, remember);
+        // The book's key: compressed meanwhile, it has the new inode.
+        if let Some(key) = book.current.take() {
+            let remember = book.remember;
+            Book::push(&mut book.done, key, remember);
+        }
         true
     }
 
