@@ -49,7 +49,8 @@ start_b() {
 }
 
 rate_run() { # protocol run
-    local proto="$1" run="$2" adir="$WORK/a-$proto-$run" aport mport apid t0 t1 n
+    local proto="$1" run="$2"
+    local adir="$WORK/a-$proto-$run" aport mport apid t0 t1 n
     aport=$(free_port)
     "$BIN" --port "$aport" --only_tcp --log_dir "$adir" --stats_interval 0 >"$WORK/a0.log" 2>&1 &
     apid=$!; PIDS+=("$apid"); wait_port "$aport"
