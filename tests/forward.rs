@@ -292,6 +292,8 @@ enum Answer {
     Unavailable,
     /// 200 with `partial_success.rejected_log_records`.
     Partial(i64),
+    /// No answer at all (for 30 s).
+    Hang,
     Ok,
 }
 
@@ -355,7 +357,12 @@ fn serve(stream: TcpStream, script: &[Answer], taken: &Mutex<Vec<String>>, n: &M
             *n += 1;
             script.get(*n - 1).copied().unwrap_or(Answer::Ok)
         };
+        if let Answer::Hang = answer {
+            thread::sleep(Duration::from_secs(30));
+            return;
+        }
         let (status, extra, response) = match answer {
+            Answer::Hang => unreachable!("returned above"),
             Answer::Unavailable => ("503 Service Unavailable", "Retry-After: 1\r\n", vec![]),
             Answer::Partial(rejected) => (
                 "200 OK",
@@ -374,7 +381,7 @@ fn serve(stream: TcpStream, script: &[Answer], taken: &Mutex<Vec<String>>, n: &M
                 ExportLogsServiceResponse::default().encode_to_vec(),
             ),
         };
-        if !matches!(answer, Answer::Unavailable) {
+        if matches!(answer, Answer::Ok | Answer::Partial(_)) {
             let request = ExportLogsServiceRequest::decode(&body[..]).unwrap();
             let mut t = taken.lock().unwrap();
             for rl in request.resource_logs {
@@ -469,4 +476,36 @@ fn shutdown_reading_fifo_after(
     wait_until("A to forward everything", || forwarded(a) == 20_000);
     assert!(b.shutdown().complete());
     reader.join().unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_stop_with_a_request_unanswered_marks_it_sent_and_the_next_start_counts_it_resent() {
+    let silent = scripted(vec![Answer::Hang]);
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = forwarder(
+        a_dir.path(),
+        format!("http://{}", silent.addr),
+        Protocol::Http,
+        |_| {},
+    );
+    send_numbered(&a, 0, 0, 100);
+    wait_until("the request to reach the receiver", || {
+        *silent.requests.lock().unwrap() == 1
+    });
+    let report = a.shutdown();
+    assert_eq!(report.forward.unwrap().lines, 0);
+    let saved = checkpoint::load(a_dir.path()).unwrap().unwrap().unwrap();
+    assert!(saved.sent > saved.acked, "{saved:?}");
+    // The next start sends those lines again and says so.
+    let r = scripted(vec![]);
+    let a = forwarder(
+        a_dir.path(),
+        format!("http://{}", r.addr),
+        Protocol::Http,
+        |_| {},
+    );
+    wait_until("the lines sent again", || forwarded(&a) == 100);
+    let f = a.shutdown().forward.unwrap();
+    assert_eq!((f.lines, f.resent), (100, 100));
+    assert_eq!(r.taken.lock().unwrap().len(), 100);
 }

@@ -321,6 +321,7 @@ pub fn start(
         current: None,
         resume,
         acked: None,
+        in_flight: None,
         stored: None,
         refused_since: None,
     };
@@ -473,6 +474,9 @@ struct Forwarder {
     resume: Option<Resume>,
     /// Offset after the last acknowledged line of the current file.
     acked: Option<u64>,
+    /// Offset after the last line of the request in flight, if one is:
+    /// a stop that cannot wait for its answer leaves it marked as sent.
+    in_flight: Option<u64>,
     /// The checkpoint last stored, not to store the same one again.
     stored: Option<Checkpoint>,
     /// Since when the destination has refused every request.
@@ -608,7 +612,8 @@ impl Forwarder {
     /// bad data), storing the checkpoint before (what is in flight) and
     /// after (what is acknowledged). Returns early only at a stop.
     fn deliver(&mut self, batch: Batch) {
-        self.store_sent(batch.end);
+        self.in_flight = Some(batch.end);
+        self.store_checkpoint(false);
         let mut attempt = 0u32;
         loop {
             let Some(mut exporter) = self.exporter.take() else {
@@ -728,6 +733,7 @@ impl Forwarder {
     /// A batch is done with (taken, or dropped as bad data).
     fn acked(&mut self, end: u64) {
         self.acked = Some(end);
+        self.in_flight = None;
         self.store_checkpoint(false);
     }
 
@@ -735,6 +741,7 @@ impl Forwarder {
     /// batch after it is sent again, smaller).
     fn rewind(&mut self) {
         let _ = self.builder.take_encoded();
+        self.in_flight = None;
         let Some(current) = self.current.take() else {
             return;
         };
@@ -780,13 +787,6 @@ impl Forwarder {
         true
     }
 
-    /// The checkpoint for a batch about to be sent.
-    fn store_sent(&mut self, sent: u64) {
-        let Some(c) = self.checkpoint() else { return };
-        let sent = sent.max(c.sent);
-        self.store(Checkpoint { sent, ..c }, false);
-    }
-
     fn store_checkpoint(&mut self, durable: bool) {
         if let Some(c) = self.checkpoint() {
             self.store(c, durable);
@@ -801,10 +801,11 @@ impl Forwarder {
         // Lines an earlier unclean stop left unacknowledged and not sent
         // again yet stay marked as such.
         let resend_until = self.current.as_ref().map_or(0, |c| c.resend_until);
+        let sent = acked.max(resend_until).max(self.in_flight.unwrap_or(0));
         Some(Checkpoint {
             head: key.head,
             acked,
-            sent: acked.max(resend_until),
+            sent,
         })
     }
 
