@@ -82,8 +82,10 @@ for run in $(seq "$RUNS"); do rate_run grpc "$run"; rate_run http "$run"; done
 
 if [ "$INGEST" = 1 ]; then
     start_b ingest
-    echo "# ingest while forwarding every line to B over gRPC (B: $BIN at its defaults)"
+    echo "# ingest while forwarding every line to B over gRPC (B: $BIN at its defaults, on the same CPUs)"
     LOG_SERVER_ARGS="--forward_otlp http://127.0.0.1:$BGRPC" \
-        scripts/bench-vs-peers.sh --only syslog-ng,log-server --no-build
+        scripts/bench-vs-peers.sh --only syslog-ng,log-server --no-build | tail -12
     stop "$BPID"
+    echo "# the same log-server without forwarding, for comparison"
+    scripts/bench-vs-peers.sh --only log-server --no-build | tail -9
 fi

@@ -11,9 +11,9 @@
 //! the queue, so the files are its buffer (10 files of 10 MiB at the
 //! defaults) and neither ingest nor the writer ever waits for it. It runs
 //! on a thread of its own at a lower priority, with a one-thread runtime
-//! for the client: while one request is in flight the next batch is read
-//! and encoded, and what piles up meanwhile goes into that next batch (the
-//! faster lines come, the larger the batches).
+//! for the client. One request is in flight at a time; what the writer
+//! writes meanwhile goes into the next batch, so the faster lines come,
+//! the larger the batches.
 //!
 //! Files are known by [`Key`]: device and inode, plus the [`Head`] (a hash
 //! of the first line) that guards against an inode number used again. The
@@ -286,6 +286,8 @@ pub fn start(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("log-forward-io")
+        // Its I/O gives way to ingest and the writer too.
+        .on_thread_start(lower_priority)
         .enable_all()
         .build()
         .map_err(ForwardError::Spawn)?;
