@@ -11,7 +11,10 @@
 #    summary must count the same lines. Over gRPC, then over HTTP.
 # 2. With --ingest: ingest while forwarding, scripts/bench-vs-peers.sh
 #    (syslog-ng and log-server at the defaults) with log-server forwarding
-#    every line to B over gRPC (LOG_SERVER_ARGS).
+#    every line to B over gRPC (LOG_SERVER_ARGS). B shares this machine's
+#    CPUs, where a real destination (a Collector) runs elsewhere: B_NICE=19
+#    (nice) or B_NICE=idle (SCHED_IDLE) runs it at a low priority, labelled,
+#    to show A's own cost apart.
 #
 # Usage: scripts/forward-bench.sh [--lines N] [--runs R] [--ingest] [--no-build]
 set -euo pipefail
@@ -44,7 +47,9 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { prin
 # B: the destination, at its defaults.
 start_b() {
     BDIR="$WORK/b-$1"; BPORT=$(free_port); BGRPC=$(free_port)
-    "$BIN" --port "$BPORT" --grpc_port "$BGRPC" --log_dir "$BDIR" --stats_interval 0 >"$WORK/b-$1.log" 2>&1 &
+    local prio=(nice -n "${2:-0}")
+    [ "${2:-0}" != idle ] || prio=(chrt --idle 0)
+    "${prio[@]}" "$BIN" --port "$BPORT" --grpc_port "$BGRPC" --log_dir "$BDIR" --stats_interval 0 >"$WORK/b-$1.log" 2>&1 &
     BPID=$!; PIDS+=("$BPID"); wait_port "$BGRPC"
 }
 
@@ -81,8 +86,8 @@ echo "# forwarding rate, $LINES lines of ~200 bytes from A's files to B (both at
 for run in $(seq "$RUNS"); do rate_run grpc "$run"; rate_run http "$run"; done
 
 if [ "$INGEST" = 1 ]; then
-    start_b ingest
-    echo "# ingest while forwarding every line to B over gRPC (B: $BIN at its defaults, on the same CPUs)"
+    start_b ingest "${B_NICE:-0}"
+    echo "# ingest while forwarding every line to B over gRPC (B: $BIN at its defaults, on the same CPUs, nice ${B_NICE:-0})"
     LOG_SERVER_ARGS="--forward_otlp http://127.0.0.1:$BGRPC" \
         scripts/bench-vs-peers.sh --only syslog-ng,log-server --no-build | tail -12
     stop "$BPID"

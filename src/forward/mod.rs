@@ -824,12 +824,19 @@ impl Forwarder {
     }
 }
 
-/// Forwarding gives way to ingest and the writer when the CPUs are busy
-/// (nice 10 for this thread only; Linux threads have their own).
+/// Forwarding gives way to ingest and the writer when the CPUs are busy:
+/// this thread runs under `SCHED_IDLE` (a CPU only when nothing else of
+/// normal priority wants it; nice 10 still took ~10% of a busy machine),
+/// or at nice 19 where that is refused. Linux threads have their own.
 fn lower_priority() {
-    // SAFETY: gettid and setpriority take no pointers.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+    if !idle {
+        // SAFETY: gettid and setpriority take no pointers.
+        unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
