@@ -305,12 +305,30 @@ fn main() -> ExitCode {
             // After what was logged before it; not `eprintln!`, which
             // panics when stderr is gone.
             sink.flush(FINAL_FLUSH);
-            let _ = writeln!(std::io::stderr(), "log-server: {e:#}");
+            let _ = writeln!(std::io::stderr(), "log-server: {}", one_sentence(&e));
             ExitCode::FAILURE
         }
     };
     sink.flush(FINAL_FLUSH);
     code
+}
+
+/// An error and its causes as one line, each cause once: the library's
+/// errors name their cause in their own message (`cannot open X: <cause>`),
+/// so `{:#}` printed it twice.
+fn one_sentence(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// How the server's own diagnostics are written (`--log_format`).
@@ -905,6 +923,20 @@ mod tests {
             (0o600, 0o700)
         );
         assert!(config.writer.dir.allow_shared);
+    }
+
+    #[test]
+    fn a_startup_error_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(log_server::writer::file::DirError::Open {
+            path: "/x".into(),
+            source: io,
+        })
+        .context("cannot start");
+        assert_eq!(
+            one_sentence(&e),
+            "cannot start: cannot open the log directory /x: No such file"
+        );
     }
 
     /// The flags' defaults are the library's: every default is written

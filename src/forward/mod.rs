@@ -81,7 +81,7 @@ pub struct ForwardConfig {
 /// Why forwarding could not start.
 #[derive(Debug, Error)]
 pub enum ForwardError {
-    #[error("--forward_otlp: {0}")]
+    #[error(transparent)]
     Export(#[from] ExportError),
     #[error("cannot read the log directory {} to forward its files: {source}", path.display())]
     Dir {
@@ -303,6 +303,12 @@ pub fn start(
     let resume = resume_point(dir, max_files, &book).map_err(dir_error)?;
     let backlog = backlog(dir, max_files, &book, resume.as_ref()).map_err(dir_error)?;
     book.stats.backlog_at_start.add(backlog);
+    tracing::info!(
+        destination = %config.export.url,
+        protocol = ?config.export.protocol,
+        backlog,
+        "Forwarding every line written to the destination; {backlog} lines in the files are not forwarded yet."
+    );
     if backlog == 0 {
         book.stats.caught_up();
     }
