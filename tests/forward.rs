@@ -168,11 +168,9 @@ fn a_forwards_over_http_from_compressed_rotated_files() {
 }
 
 #[test]
-fn lines_wait_in_the_files_while_b_is_down_and_all_arrive_once_when_it_is_back() {
-    // B's port, then B gone.
+fn b_stopped_and_started_again_gets_every_line_once_the_rest_waiting_in_a_s_files() {
     let b = receiver(|_| {});
     let port = b.server().grpc_addr().unwrap().port();
-    drop(b);
     let a_dir = tempfile::tempdir().unwrap();
     let a = forwarder(
         a_dir.path(),
@@ -180,23 +178,31 @@ fn lines_wait_in_the_files_while_b_is_down_and_all_arrive_once_when_it_is_back()
         Protocol::Grpc,
         |_| {},
     );
-    send_numbered(&a, 0, 0, 3_000);
-    wait_written(&a, 3_000);
-    thread::sleep(Duration::from_millis(500));
-    assert_eq!(forwarded(&a), 0);
-    assert!(a.forward_stats().unwrap().retries.get() > 0);
+    send_numbered(&a, 0, 0, 2_000);
+    wait_until("the first lines forwarded", || forwarded(&a) == 2_000);
+    // B stops; what A writes meanwhile waits in its files.
+    let mut b = b;
+    let first = b.stop();
+    send_numbered(&a, 0, 2_000, 3_000);
+    wait_written(&a, 5_000);
+    wait_until("A to be refused and retry", || {
+        a.forward_stats().unwrap().retries.get() > 0
+    });
+    assert_eq!(forwarded(&a), 2_000);
     let lag = a
         .forward_stats()
         .unwrap()
         .lag_lines(a.writer().stats.lines.get());
     assert_eq!(lag, 3_000);
-    let b = receiver_on(port);
-    wait_until("A to forward every line to B", || forwarded(&a) == 3_000);
-    send_numbered(&a, 0, 3_000, 1_000);
-    wait_until("the later lines too", || forwarded(&a) == 4_000);
+    // B again, on the same port.
+    let mut b = receiver_on(port);
+    wait_until("A to forward every line to B", || forwarded(&a) == 5_000);
+    send_numbered(&a, 0, 5_000, 1_000);
+    wait_until("the later lines too", || forwarded(&a) == 6_000);
     assert!(a.shutdown().complete());
-    let lines = read_lines(&b.config.log_dir, b.config.writer.max_files);
-    assert_all_once_in_order(&lines, &[4_000]);
+    let mut lines = first;
+    lines.extend(b.stop());
+    assert_all_once_in_order(&lines, &[6_000]);
 }
 
 /// B again on `port` (a port just freed; retried if taken meanwhile).
