@@ -36,6 +36,8 @@
 //!   [`prometheus`]: them as `GET /metrics`.
 //! - [`forward`]: after the writer, beside the pipeline: follows the files
 //!   and sends every line on over OTLP (`--forward_otlp`), at least once.
+//! - [`rpc_status`]: `google.rpc.Status` and `RetryInfo`, the error
+//!   details both ends of OTLP use.
 //! - [`systemd`]: READY/STOPPING/WATCHDOG notifications to the service
 //!   manager, beside the data flow.
 
@@ -47,6 +49,7 @@ pub mod progress;
 pub mod prometheus;
 pub mod queue;
 pub mod record;
+pub mod rpc_status;
 pub mod server;
 pub mod systemd;
 pub mod writer;

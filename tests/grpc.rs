@@ -612,15 +612,29 @@ async fn partial_message(
 }
 
 /// The gRPC status of a raw call's answer (trailers-only or in trailers).
-async fn grpc_status(response: h2::client::ResponseFuture) -> Option<String> {
+/// A call's `grpc-status` and, when there is one, the RetryInfo delay in
+/// its `grpc-status-details-bin`.
+async fn grpc_status(response: h2::client::ResponseFuture) -> Option<(String, Option<Duration>)> {
     let response = response.await.ok()?;
-    if let Some(s) = response.headers().get("grpc-status") {
-        return Some(s.to_str().unwrap().to_string());
+    let read = |headers: &http::HeaderMap| {
+        let status = headers.get("grpc-status")?.to_str().unwrap().to_string();
+        let delay = headers.get("grpc-status-details-bin").and_then(|v| {
+            use base64::Engine as _;
+            let padded = v.to_str().ok()?.trim_end_matches('=');
+            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(padded)
+                .ok()?;
+            log_server::rpc_status::retry_delay(&bytes)
+        });
+        Some((status, delay))
+    };
+    if let Some(s) = read(response.headers()) {
+        return Some(s);
     }
     let mut body = response.into_body();
     while body.data().await.is_some() {}
     let trailers = body.trailers().await.ok()??;
-    Some(trailers.get("grpc-status")?.to_str().unwrap().to_string())
+    read(&trailers)
 }
 
 /// Many calls each announcing a large message and sending part of it would
@@ -675,12 +689,24 @@ fn grpc_requests_in_flight_stay_within_the_memory_budget() {
             codes.push(status);
             drop(body);
         }
+        // RESOURCE_EXHAUSTED says when to retry (RetryInfo): OTLP clients
+        // (the forwarder among them) retry it only then.
+        let exhausted = (Code::ResourceExhausted as i32).to_string();
+        let exhausted: Vec<_> = codes
+            .iter()
+            .flatten()
+            .filter(|c| c.0 == exhausted)
+            .collect();
+        assert!(!exhausted.is_empty(), "{codes:?}");
         assert!(
-            codes.contains(&Some((Code::ResourceExhausted as i32).to_string())),
+            exhausted
+                .iter()
+                .all(|c| c.1 == Some(Duration::from_secs(1))),
             "{codes:?}"
         );
+        let deadline_exceeded = (Code::DeadlineExceeded as i32).to_string();
         assert!(
-            codes.contains(&Some((Code::DeadlineExceeded as i32).to_string())),
+            codes.iter().flatten().any(|c| c.0 == deadline_exceeded),
             "{codes:?}"
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -28,6 +28,8 @@ use hyper_util::{
 use log_server_wire::otlp::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
 use thiserror::Error;
+
+use crate::rpc_status::{retry_delay, RpcStatus};
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
@@ -468,7 +470,7 @@ fn grpc_outcome(status: &Status) -> Outcome {
             escape(message).trim_end_matches('.')
         )
     };
-    let after = retry_info(status.details());
+    let after = retry_delay(status.details());
     match code {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -520,66 +522,6 @@ fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
-}
-
-/// `google.rpc.Status`: the details of a gRPC status
-/// (`grpc-status-details-bin`) and the body of an OTLP/HTTP error.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub(crate) code: i32,
-    #[prost(string, tag = "2")]
-    pub(crate) message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub(crate) details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ProtoAny {
-    #[prost(string, tag = "1")]
-    pub(crate) type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    pub(crate) value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    pub(crate) retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    pub(crate) seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub(crate) nanos: i32,
-}
-
-/// The type URL of RetryInfo in an Any.
-pub(crate) const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-/// The delay of the RetryInfo among a status's details, if any (a delay
-/// that is negative or absent counts as none given).
-fn retry_info(details: &[u8]) -> Option<Duration> {
-    if details.is_empty() {
-        return None;
-    }
-    let status = RpcStatus::decode(details).ok()?;
-    status
-        .details
-        .iter()
-        .filter(|any| any.type_url == RETRY_INFO_TYPE)
-        .find_map(|any| RetryInfo::decode(any.value.as_slice()).ok())
-        .map(|info| {
-            let delay = info.retry_delay.unwrap_or_default();
-            let seconds = u64::try_from(delay.seconds).unwrap_or(0);
-            let nanos = u32::try_from(delay.nanos).unwrap_or(0).min(999_999_999);
-            Duration::new(seconds, nanos)
-        })
 }
 
 /// Sends the request's bytes as they are and decodes the answer with prost.

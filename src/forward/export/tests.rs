@@ -37,6 +37,7 @@ use crate::ingest::{
     },
     otlp::RawExport,
 };
+use crate::rpc_status::{ProtoAny, ProtoDuration, RetryInfo, RETRY_INFO_TYPE};
 
 /// Bound of every send in these tests but the timeout's own.
 const TIMEOUT: Duration = Duration::from_secs(10);

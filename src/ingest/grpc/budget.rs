@@ -215,11 +215,19 @@ impl http_body::Body for BudgetBody {
                     // The wait is over and must not be polled again.
                     this.waiting = None;
                     this.held_frame = None;
-                    Poll::Ready(Some(Err(Status::resource_exhausted(format!(
-                    "the server's memory for requests in flight ({} bytes) stayed in use for {} s; retry later",
-                    budget.config.max_bytes,
-                    budget.config.wait.as_secs()
-                )))))
+                    // With RetryInfo: OTLP clients retry RESOURCE_EXHAUSTED
+                    // only then (without, they take the request for too
+                    // large). The memory frees as calls end, in about a
+                    // second.
+                    Poll::Ready(Some(Err(crate::rpc_status::retry_after(
+                        tonic::Code::ResourceExhausted,
+                        format!(
+                            "the server's memory for requests in flight ({} bytes) stayed in use for {} s; retry later",
+                            budget.config.max_bytes,
+                            budget.config.wait.as_secs()
+                        ),
+                        Duration::from_secs(1),
+                    ))))
                 }
             };
         }

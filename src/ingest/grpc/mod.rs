@@ -411,12 +411,14 @@ impl Handler {
         );
         let mut metadata = MetadataMap::new();
         metadata.insert(ACCEPTED_TRAILER, accepted.into());
-        Status::with_metadata(
+        // The details (a RetryInfo, say) stay: clients act on them.
+        Status::with_details_and_metadata(
             status.code(),
             format!(
                 "{}; the first {accepted} messages of this stream were accepted, resend only those after them",
                 status.message()
             ),
+            bytes::Bytes::copy_from_slice(status.details()),
             metadata,
         )
     }

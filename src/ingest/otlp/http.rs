@@ -34,6 +34,7 @@ use super::{RawExport, Refused};
 use crate::{
     format::ClientText,
     ingest::grpc::{budget::Charge, Handler},
+    rpc_status::RpcStatus,
 };
 
 /// The path OTLP/HTTP exporters post logs to.
@@ -86,27 +87,6 @@ impl Kind {
             Kind::Json => "application/json",
         })
     }
-}
-
-/// `google.rpc.Status`, the body of every OTLP/HTTP error answer.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    /// Always empty here; declared so the message is Status's shape.
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<RpcAny>,
-}
-
-/// `google.protobuf.Any`, the element type of `Status.details`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
 }
 
 /// An answer other than 200.
@@ -453,17 +433,6 @@ mod tests {
         assert_eq!(refused.status, StatusCode::BAD_REQUEST);
         gunzip(&gz(b""), max, &mut out).unwrap();
         assert!(out.is_empty());
-    }
-
-    /// The error body is a google.rpc.Status: code 1, message 2.
-    #[test]
-    fn the_status_body_is_google_rpc_status() {
-        let status = RpcStatus {
-            code: 3,
-            message: "bad".into(),
-            details: Vec::new(),
-        };
-        assert_eq!(status.encode_to_vec(), b"\x08\x03\x12\x03bad");
     }
 
     /// The JSON response is proto3 JSON: `{}` without partial success, the
