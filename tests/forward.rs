@@ -176,7 +176,7 @@ fn b_stopped_and_started_again_gets_every_line_once_the_rest_waiting_in_a_s_file
         a_dir.path(),
         format!("http://127.0.0.1:{port}"),
         Protocol::Grpc,
-        |_| {},
+        |c| c.metrics_port = Some(0),
     );
     send_numbered(&a, 0, 0, 2_000);
     wait_until("the first lines forwarded", || forwarded(&a) == 2_000);
@@ -194,6 +194,17 @@ fn b_stopped_and_started_again_gets_every_line_once_the_rest_waiting_in_a_s_file
         .unwrap()
         .lag_lines(a.writer().stats.lines.get());
     assert_eq!(lag, 3_000);
+    // The lag is in /metrics too, with the other forwarding counters.
+    let (_, body) = crate::metrics::scrape(a.metrics_addr().unwrap());
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    assert_eq!(value("log_server_forward_lag_lines"), 3_000);
+    assert_eq!(value("log_server_forwarded_lines_total"), 2_000);
+    assert!(value("log_server_forward_retries_total") > 0);
+    assert!(value("log_server_forward_lag_milliseconds") > 0);
     // B again, on the same port.
     let mut b = receiver_on(port);
     wait_until("A to forward every line to B", || forwarded(&a) == 5_000);

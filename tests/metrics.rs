@@ -11,7 +11,7 @@ use log_server_wire::proto::{log_bridge_client::LogBridgeClient, LogRequest};
 use crate::util::*;
 
 /// The response to `GET /metrics` on `addr`: status line and headers, body.
-fn scrape(addr: SocketAddr) -> (String, String) {
+pub(crate) fn scrape(addr: SocketAddr) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
