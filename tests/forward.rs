@@ -311,6 +311,8 @@ enum Answer {
     Partial(i64),
     /// No answer at all (for 30 s).
     Hang,
+    /// 413: the request is too large.
+    TooLarge,
     Ok,
 }
 
@@ -381,6 +383,7 @@ fn serve(stream: TcpStream, script: &[Answer], taken: &Mutex<Vec<String>>, n: &M
         let (status, extra, response) = match answer {
             Answer::Hang => unreachable!("returned above"),
             Answer::Unavailable => ("503 Service Unavailable", "Retry-After: 1\r\n", vec![]),
+            Answer::TooLarge => ("413 Payload Too Large", "", vec![]),
             Answer::Partial(rejected) => (
                 "200 OK",
                 "",
@@ -525,4 +528,32 @@ fn a_stop_with_a_request_unanswered_marks_it_sent_and_the_next_start_counts_it_r
     let f = a.shutdown().forward.unwrap();
     assert_eq!((f.lines, f.resent), (100, 100));
     assert_eq!(r.taken.lock().unwrap().len(), 100);
+}
+
+#[test]
+fn a_batch_too_large_for_the_receiver_is_sent_again_in_halves_each_line_once() {
+    let r = scripted(vec![Answer::TooLarge]);
+    let a_dir = tempfile::tempdir().unwrap();
+    // Written before forwarding starts: one batch of 400 at first.
+    let writer = forwarder(a_dir.path(), String::new(), Protocol::Http, |c| {
+        c.forward = None
+    });
+    send_numbered(&writer, 0, 0, 400);
+    wait_written(&writer, 400);
+    assert!(writer.shutdown().complete());
+    let a = forwarder(
+        a_dir.path(),
+        format!("http://{}", r.addr),
+        Protocol::Http,
+        |_| {},
+    );
+    wait_until("every line forwarded", || forwarded(&a) == 400);
+    assert!(a.shutdown().complete());
+    let taken = r.taken.lock().unwrap();
+    assert_eq!(taken.len(), 400);
+    for (i, body) in taken.iter().enumerate() {
+        assert!(body.contains(&format!("conn=0 n={i} ")), "{i}: {body}");
+    }
+    // 413, then the 400 lines in batches of 256 and 144.
+    assert_eq!(*r.requests.lock().unwrap(), 3);
 }

@@ -449,6 +449,9 @@ struct Current {
     /// rotation moved it on.
     was_active: bool,
     tail: Tail,
+    /// The file itself, to read it again from an offset (after a "too
+    /// large" answer) even if rotation removed its name meanwhile.
+    file: File,
     /// Lines before this offset were sent before a stop that left them
     /// unacknowledged: sent again, counted as resent.
     resend_until: u64,
@@ -538,8 +541,15 @@ impl Forwarder {
             }
         };
         for (entry, key) in keyed {
-            let Ok(Some(file)) = follow::open(&self.dir, &entry) else {
-                continue;
+            let file = match follow::open(&self.dir, &entry) {
+                Ok(Some(file)) => file,
+                // Rotation moved it since the listing: list again rather
+                // than take a newer file before it.
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %entry.name, "Could not open a log file to forward it; trying again.");
+                    return false;
+                }
             };
             let key = {
                 let mut book = self.book.lock();
@@ -554,13 +564,14 @@ impl Forwarder {
             };
             let resume = self.resume.take().filter(|r| r.key.head == key.head);
             let (offset, resend_until) = resume.map_or((0, 0), |r| (r.acked, r.sent));
-            match Tail::new(file, offset) {
+            match file.try_clone().and_then(|dup| Tail::new(dup, offset)) {
                 Ok(tail) => {
                     self.acked = Some(tail.offset());
                     self.current = Some(Current {
                         key,
                         was_active: entry.active,
                         tail,
+                        file,
                         resend_until,
                     });
                     return true;
@@ -757,16 +768,24 @@ impl Forwarder {
     fn rewind(&mut self) {
         let _ = self.builder.take_encoded();
         self.in_flight = None;
-        let Some(current) = self.current.take() else {
+        let Some(current) = self.current.as_mut() else {
             return;
         };
         let offset = self.acked.unwrap_or(0);
-        self.book.lock().current = None;
-        self.resume = Some(Resume {
-            key: current.key,
-            acked: offset,
-            sent: current.resend_until,
-        });
+        // Through the file held, not its name: rotation may have removed
+        // it, and it is still this forwarder's (the book's current).
+        match current
+            .file
+            .try_clone()
+            .and_then(|dup| Tail::new(dup, offset))
+        {
+            Ok(tail) => current.tail = tail,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read a log file being forwarded again; its lines after the last acknowledged one are not forwarded.");
+                self.current = None;
+                self.book.lock().current = None;
+            }
+        }
     }
 
     /// At the end of what the current file has now: if rotation moved it
