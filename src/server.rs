@@ -387,13 +387,17 @@ impl Server {
         // Before ingest: the backlog it counts and the writer's line count
         // from here on add up to the lines not yet forwarded.
         let forward = match (&config.forward, loss_book) {
-            (Some(f), Some(book)) => Some(forward::start(
-                f.clone(),
-                &config.log_dir,
-                config.writer.max_files,
-                config.writer.dir.file_mode,
-                book,
-            )?),
+            (Some(f), Some(book)) => {
+                let queue = queue.clone();
+                Some(forward::start(
+                    f.clone(),
+                    &config.log_dir,
+                    config.writer.max_files,
+                    config.writer.dir.file_mode,
+                    book,
+                    Box::new(move || !queue.is_empty()),
+                )?)
+            }
             _ => None,
         };
         let formatter = LineFormatter::new(
