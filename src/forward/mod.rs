@@ -642,7 +642,7 @@ impl Forwarder {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "Could not read a log file being forwarded; trying again.");
+                    tracing::warn!(error = %e, "Could not read further in a log file being forwarded (a damaged compressed file, or an I/O error); lines after that point in a rotated file are not forwarded (the active file is read again).");
                     break;
                 }
             }
