@@ -557,3 +557,62 @@ fn a_batch_too_large_for_the_receiver_is_sent_again_in_halves_each_line_once() {
     // 413, then the 400 lines in batches of 256 and 144.
     assert_eq!(*r.requests.lock().unwrap(), 3);
 }
+
+#[test]
+fn a_damaged_compressed_file_does_not_stall_forwarding_of_the_files_after_it() {
+    let b = receiver(|_| {});
+    let a_dir = tempfile::tempdir().unwrap();
+    // A rotated file whose gzip stream is cut short (a disk that lost its
+    // end), then the active file.
+    let old: String = (0..500).map(|n| format!("{}\n", message(9, n))).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, old.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(a_dir.path().join("_main.log.0.gz"), &gz[..gz.len() / 2]).unwrap();
+    let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
+    send_numbered(&a, 0, 0, 300);
+    wait_until("the active file's lines forwarded", || {
+        messages_in(&b.config.log_dir, 10)
+            .iter()
+            .filter(|m| m.0 == 0)
+            .count()
+            == 300
+    });
+    assert!(a.shutdown().complete());
+    let got = messages_in(&b.config.log_dir, 10);
+    // What could be read of the damaged file came first, in order, once.
+    let damaged: Vec<_> = got.iter().filter(|m| m.0 == 9).map(|m| m.1).collect();
+    assert!(
+        damaged.iter().enumerate().all(|(i, n)| i == *n),
+        "{damaged:?}"
+    );
+    assert!(damaged.len() < 500);
+    let rest: Vec<_> = got.iter().filter(|m| m.0 == 0).map(|m| m.1).collect();
+    assert_eq!(rest, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_checkpoint_past_the_damage_of_a_compressed_file_passes_it_over() {
+    let b = receiver(|_| {});
+    let a_dir = tempfile::tempdir().unwrap();
+    let old: String = (0..2_000).map(|n| format!("{}\n", message(9, n))).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, old.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(a_dir.path().join("_main.log.0.gz"), &gz[..gz.len() / 2]).unwrap();
+    // A checkpoint near the end of that file, past what can be read of it.
+    let head = log_server::forward::follow::Head::of(old.as_bytes()).unwrap();
+    let near_end = old.len() as u64 - 100;
+    let c = checkpoint::Checkpoint {
+        head,
+        acked: near_end,
+        sent: near_end,
+    };
+    checkpoint::store(a_dir.path(), &c, 0o640, false).unwrap();
+    let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
+    send_numbered(&a, 0, 0, 300);
+    wait_until("the active file's lines forwarded", || forwarded(&a) == 300);
+    assert!(a.shutdown().complete());
+    let got = messages_in(&b.config.log_dir, 10);
+    assert_eq!(got, (0..300).map(|n| (0, n)).collect::<Vec<_>>());
+}

@@ -409,9 +409,17 @@ fn keyed_chain(dir: &Path, max_files: usize) -> io::Result<Vec<(Entry, Key)>> {
         let Some(file) = follow::open(dir, &entry)? else {
             continue;
         };
-        if let Some(head) = follow::head_of(file)? {
-            let key = Key { id: entry.id, head };
-            keyed.push((entry, key));
+        match follow::head_of(file) {
+            Ok(Some(head)) => {
+                let key = Key { id: entry.id, head };
+                keyed.push((entry, key));
+            }
+            Ok(None) => {}
+            // Not even its first line reads (a damaged compressed file):
+            // there is nothing of it to forward, and the others go on.
+            Err(e) => {
+                tracing::debug!(error = %e, file = %entry.name, "A log file's first line cannot be read; it is not forwarded.");
+            }
         }
     }
     Ok(keyed)
@@ -438,10 +446,26 @@ fn backlog(
             Some(r) if r.key.head == key.head => r.acked,
             _ => 0,
         };
-        let mut tail = Tail::new(file, offset)?;
-        while tail.fill()? > 0 {
+        let mut tail = match Tail::new(file, offset) {
+            Ok(tail) => tail,
+            Err(e) => {
+                tracing::warn!(error = %e, file = %entry.name, "A log file cannot be read from where forwarding stopped (damaged?); it is passed over.");
+                continue;
+            }
+        };
+        loop {
             while tail.next_line().is_some() {
                 lines += 1;
+            }
+            match tail.fill() {
+                Ok(0) => break,
+                Ok(_) => {}
+                // A damaged compressed file: its lines up to the damage
+                // are what will be forwarded of it.
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %entry.name, "A log file cannot be read to its end (damaged?); only the lines before that point will be forwarded.");
+                    break;
+                }
             }
         }
     }
@@ -601,9 +625,14 @@ impl Forwarder {
                     });
                     return true;
                 }
+                // Unreadable up to where it is to be read from (a damaged
+                // compressed file): passed over, never retried forever.
                 Err(e) => {
-                    tracing::warn!(error = %e, file = %entry.name, "Could not read a log file to forward it; trying again.");
-                    self.book.lock().current = None;
+                    tracing::error!(error = %e, file = %entry.name, "A log file cannot be read from where forwarding is to go on (damaged?); it is passed over and forwarding goes on with the next one.");
+                    let mut book = self.book.lock();
+                    book.current = None;
+                    let remember = book.remember;
+                    Book::push(&mut book.done, key, remember);
                     return false;
                 }
             }
