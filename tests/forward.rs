@@ -616,3 +616,16 @@ fn a_checkpoint_past_the_damage_of_a_compressed_file_passes_it_over() {
     let got = messages_in(&b.config.log_dir, 10);
     assert_eq!(got, (0..300).map(|n| (0, n)).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_directory_planted_at_the_checkpoint_name_neither_stops_the_server_nor_forwarding() {
+    let b = receiver(|_| {});
+    let a_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(a_dir.path().join(checkpoint::NAME)).unwrap();
+    let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
+    send_numbered(&a, 0, 0, 1_000);
+    wait_until("every line forwarded", || forwarded(&a) == 1_000);
+    assert!(a.shutdown().complete());
+    let got = messages_in(&b.config.log_dir, 10);
+    assert_eq!(got, (0..1_000).map(|n| (0, n)).collect::<Vec<_>>());
+}

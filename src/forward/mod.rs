@@ -342,6 +342,7 @@ pub fn start(
         in_flight: None,
         stored: None,
         refused_since: None,
+        checkpoint_failing: false,
         ingest_busy,
     };
     let thread = thread::Builder::new()
@@ -366,7 +367,11 @@ struct Resume {
 /// Reads the checkpoint and finds its file; marks the files before it as
 /// forwarded. `None`: start with the oldest file there is.
 fn resume_point(dir: &Path, max_files: usize, book: &LossBook) -> io::Result<Option<Resume>> {
-    let checkpoint = match checkpoint::load(dir)? {
+    let loaded = checkpoint::load(dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "The forwarding checkpoint cannot be read; forwarding starts again with the oldest log file, so the destination may receive lines twice.");
+        None
+    });
+    let checkpoint = match loaded {
         None => {
             tracing::info!("Forwarding starts with the oldest log file (no checkpoint yet).");
             return Ok(None);
@@ -527,6 +532,8 @@ struct Forwarder {
     stored: Option<Checkpoint>,
     /// Since when the destination has refused every request.
     refused_since: Option<Instant>,
+    /// The last checkpoint write failed (reported once until one works).
+    checkpoint_failing: bool,
     /// Whether ingest has records waiting for the writer right now.
     ingest_busy: Box<dyn Fn() -> bool + Send>,
 }
@@ -902,9 +909,20 @@ impl Forwarder {
             return;
         }
         match checkpoint::store(&self.dir, &c, self.file_mode, durable) {
-            Ok(()) => self.stored = Some(c),
+            Ok(()) => {
+                if self.stored.is_none() && self.checkpoint_failing {
+                    tracing::info!("The forwarding checkpoint is written again.");
+                }
+                self.checkpoint_failing = false;
+                self.stored = Some(c);
+            }
+            // Once per run of failures, not once per batch.
             Err(e) => {
-                tracing::warn!(error = %e, "Could not write the forwarding checkpoint; after a restart lines since the last one written are sent again.")
+                if !self.checkpoint_failing {
+                    tracing::warn!(error = %e, "Could not write the forwarding checkpoint; after a restart lines since the last one written are sent again.");
+                }
+                self.checkpoint_failing = true;
+                self.stored = None;
             }
         }
     }
