@@ -558,17 +558,24 @@ fn a_batch_too_large_for_the_receiver_is_sent_again_in_halves_each_line_once() {
     assert_eq!(*r.requests.lock().unwrap(), 3);
 }
 
+/// `_main.log.0.gz` in `dir`: `lines` messages of connection 9, gzipped
+/// and cut in half. Returns the text it held whole.
+fn damaged_gzip(dir: &Path, lines: usize) -> String {
+    let text: String = (0..lines).map(|n| format!("{}\n", message(9, n))).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(dir.join("_main.log.0.gz"), &gz[..gz.len() / 2]).unwrap();
+    text
+}
+
 #[test]
 fn a_damaged_compressed_file_does_not_stall_forwarding_of_the_files_after_it() {
     let b = receiver(|_| {});
     let a_dir = tempfile::tempdir().unwrap();
     // A rotated file whose gzip stream is cut short (a disk that lost its
     // end), then the active file.
-    let old: String = (0..500).map(|n| format!("{}\n", message(9, n))).collect();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, old.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
-    std::fs::write(a_dir.path().join("_main.log.0.gz"), &gz[..gz.len() / 2]).unwrap();
+    damaged_gzip(a_dir.path(), 500);
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 300);
     wait_until("the active file's lines forwarded", || {
@@ -595,11 +602,7 @@ fn a_damaged_compressed_file_does_not_stall_forwarding_of_the_files_after_it() {
 fn a_checkpoint_past_the_damage_of_a_compressed_file_passes_it_over() {
     let b = receiver(|_| {});
     let a_dir = tempfile::tempdir().unwrap();
-    let old: String = (0..2_000).map(|n| format!("{}\n", message(9, n))).collect();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, old.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
-    std::fs::write(a_dir.path().join("_main.log.0.gz"), &gz[..gz.len() / 2]).unwrap();
+    let old = damaged_gzip(a_dir.path(), 2_000);
     // A checkpoint near the end of that file, past what can be read of it.
     let head = log_server::forward::follow::Head::of(old.as_bytes()).unwrap();
     let near_end = old.len() as u64 - 100;
