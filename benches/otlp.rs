@@ -14,6 +14,7 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
     format::{LineFormat, LineFormatter, ReceivedAt},
+    forward::export::{RawCodec, EXPORT_METHOD},
     ingest::otlp::write_lines,
     server::{Server, ServerConfig},
 };
@@ -128,60 +129,9 @@ fn pure(c: &mut Criterion) {
     g.finish();
 }
 
-/// A gRPC codec that sends requests already encoded: like the TCP
-/// benchmarks' pre-built frames, the sender's own encoding is left out of
-/// what the server is measured on (the machine has two cores).
-mod raw {
-    use bytes::{BufMut as _, Bytes};
-    use log_server_wire::otlp::collector::logs::v1::ExportLogsServiceResponse;
-    use prost::Message as _;
-    use tonic::{
-        codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-        Status,
-    };
-
-    #[derive(Debug, Clone, Copy, Default)]
-    pub(crate) struct RawCodec;
-    #[derive(Debug)]
-    pub(crate) struct RawEncoder;
-    #[derive(Debug)]
-    pub(crate) struct ResponseDecoder;
-
-    impl Codec for RawCodec {
-        type Encode = Bytes;
-        type Decode = ExportLogsServiceResponse;
-        type Encoder = RawEncoder;
-        type Decoder = ResponseDecoder;
-        fn encoder(&mut self) -> RawEncoder {
-            RawEncoder
-        }
-        fn decoder(&mut self) -> ResponseDecoder {
-            ResponseDecoder
-        }
-    }
-
-    impl Encoder for RawEncoder {
-        type Item = Bytes;
-        type Error = Status;
-        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            dst.put_slice(&item);
-            Ok(())
-        }
-    }
-
-    impl Decoder for ResponseDecoder {
-        type Item = ExportLogsServiceResponse;
-        type Error = Status;
-        fn decode(
-            &mut self,
-            src: &mut DecodeBuf<'_>,
-        ) -> Result<Option<ExportLogsServiceResponse>, Status> {
-            ExportLogsServiceResponse::decode(src)
-                .map(Some)
-                .map_err(|e| Status::internal(e.to_string()))
-        }
-    }
-}
+// The client sends requests already encoded (the forwarder's codec): like
+// the TCP benchmarks' pre-built frames, the sender's own encoding is left
+// out of what the server is measured on (the machine has two cores).
 
 /// `REQUESTS` exports of `BATCH` records, `IN_FLIGHT` at a time on one
 /// connection (as one SDK process with concurrent exports would), each
@@ -192,9 +142,7 @@ async fn exports(addr: SocketAddr, requests: &[bytes::Bytes]) {
         .connect()
         .await
         .unwrap();
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-    );
+    let path = http::uri::PathAndQuery::from_static(EXPORT_METHOD);
     let mut tasks = Vec::new();
     for t in 0..IN_FLIGHT {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
@@ -208,7 +156,7 @@ async fn exports(addr: SocketAddr, requests: &[bytes::Bytes]) {
         tasks.push(tokio::spawn(async move {
             for r in mine {
                 grpc.ready().await.unwrap();
-                grpc.unary(tonic::Request::new(r), path.clone(), raw::RawCodec)
+                grpc.unary(tonic::Request::new(r), path.clone(), RawCodec)
                     .await
                     .unwrap();
             }

@@ -133,7 +133,7 @@ pub enum Outcome {
 }
 
 /// The OTLP/gRPC method every request goes to.
-const EXPORT_METHOD: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+pub const EXPORT_METHOD: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// The OTLP/HTTP path for logs.
 const LOGS_PATH: &str = "/v1/logs";
@@ -524,9 +524,11 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Sends the request's bytes as they are and decodes the answer with prost.
+/// Sends the request's bytes as they are and decodes the answer with prost
+/// (also the OTLP bench's client codec: requests encoded before the clock
+/// starts).
 #[derive(Debug, Clone, Copy)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
