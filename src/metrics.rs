@@ -432,14 +432,8 @@ impl ForwardStats {
     /// the writer's count of lines written since startup.
     pub fn lag_lines(&self, written: u64) -> u64 {
         (self.backlog_at_start.get() + written).saturating_sub(
-            self.lines.get() + self.rejected_dropped() + self.lost_lines.get() + self.skipped.get(),
+            self.lines.get() + self.dropped.get() + self.lost_lines.get() + self.skipped.get(),
         )
-    }
-
-    /// Rejected lines that were never acknowledged (dropped as bad data):
-    /// they are in `rejected` but not in `lines`.
-    fn rejected_dropped(&self) -> u64 {
-        self.dropped.get()
     }
 
     /// Seconds since the forwarder last had nothing left to send; 0 when it

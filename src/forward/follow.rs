@@ -111,7 +111,7 @@ pub fn list(dir: &Path, max_files: usize) -> io::Result<Vec<Entry>> {
             }
         }
     }
-    if let Some(id) = regular_file(&dir.join(ACTIVE))? {
+    if let Some(id) = active(dir)? {
         entries.push(Entry {
             name: ACTIVE.to_string(),
             id,
@@ -119,6 +119,11 @@ pub fn list(dir: &Path, max_files: usize) -> io::Result<Vec<Entry>> {
         });
     }
     Ok(entries)
+}
+
+/// Which file `_main.log` is now, if it is a regular file.
+pub fn active(dir: &Path) -> io::Result<Option<FileId>> {
+    regular_file(&dir.join(ACTIVE))
 }
 
 fn regular_file(path: &Path) -> io::Result<Option<FileId>> {

@@ -310,8 +310,10 @@ pub fn start(
         path: dir.to_path_buf(),
         source,
     };
-    let resume = resume_point(dir, max_files, &book).map_err(dir_error)?;
-    let backlog = backlog(dir, max_files, &book, resume.as_ref()).map_err(dir_error)?;
+    // Listed once for both: where to go on, and what is left from there.
+    let keyed = keyed_chain(dir, max_files).map_err(dir_error)?;
+    let resume = resume_point(dir, &keyed, &book);
+    let backlog = backlog(dir, &keyed, &book, resume.as_ref()).map_err(dir_error)?;
     book.stats.backlog_at_start.add(backlog);
     tracing::info!(
         destination = %config.export.url,
@@ -366,7 +368,7 @@ struct Resume {
 
 /// Reads the checkpoint and finds its file; marks the files before it as
 /// forwarded. `None`: start with the oldest file there is.
-fn resume_point(dir: &Path, max_files: usize, book: &LossBook) -> io::Result<Option<Resume>> {
+fn resume_point(dir: &Path, keyed: &[(Entry, Key)], book: &LossBook) -> Option<Resume> {
     let loaded = checkpoint::load(dir).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "The forwarding checkpoint cannot be read; forwarding starts again with the oldest log file, so the destination may receive lines twice.");
         None
@@ -374,22 +376,21 @@ fn resume_point(dir: &Path, max_files: usize, book: &LossBook) -> io::Result<Opt
     let checkpoint = match loaded {
         None => {
             tracing::info!("Forwarding starts with the oldest log file (no checkpoint yet).");
-            return Ok(None);
+            return None;
         }
         Some(Err(e)) => {
             tracing::warn!(error = %e, "The forwarding checkpoint is damaged; forwarding starts again with the oldest log file, so the destination may receive lines twice.");
-            return Ok(None);
+            return None;
         }
         Some(Ok(c)) => c,
     };
-    let keyed = keyed_chain(dir, max_files)?;
     // The file with the checkpoint's head; of several (a file starting
     // with the same line as another), the oldest: lines twice rather than
     // lines skipped.
     let Some(at) = keyed.iter().position(|(_, k)| k.head == checkpoint.head) else {
         book.stats.lost_files.add(1);
         tracing::warn!("The log file the forwarding checkpoint points into is gone (rotated out while forwarding was behind, or removed by hand); its lines after the checkpoint were not forwarded and cannot be counted. Forwarding goes on with the oldest file left.");
-        return Ok(None);
+        return None;
     };
     let mut b = book.lock();
     let remember = b.remember;
@@ -399,11 +400,11 @@ fn resume_point(dir: &Path, max_files: usize, book: &LossBook) -> io::Result<Opt
     if checkpoint.sent > checkpoint.acked {
         tracing::info!("The last stop left a request unanswered: its lines are sent again and may reach the destination twice (counted as resent).");
     }
-    Ok(Some(Resume {
+    Some(Resume {
         key: keyed[at].1,
         acked: checkpoint.acked,
         sent: checkpoint.sent,
-    }))
+    })
 }
 
 /// The chain with each file's key (files whose first line is not complete
@@ -434,17 +435,17 @@ fn keyed_chain(dir: &Path, max_files: usize) -> io::Result<Vec<(Entry, Key)>> {
 /// and all of every later file.
 fn backlog(
     dir: &Path,
-    max_files: usize,
+    keyed: &[(Entry, Key)],
     book: &LossBook,
     resume: Option<&Resume>,
 ) -> io::Result<u64> {
     let mut lines = 0;
     let b = book.lock();
-    for (entry, key) in keyed_chain(dir, max_files)? {
-        if b.done.contains(&key) {
+    for (entry, key) in keyed {
+        if b.done.contains(key) {
             continue;
         }
-        let Some(file) = follow::open(dir, &entry)? else {
+        let Some(file) = follow::open(dir, entry)? else {
             continue;
         };
         let offset = match resume {
@@ -857,10 +858,10 @@ impl Forwarder {
             return false;
         };
         if current.was_active {
-            let still_active = follow::list(&self.dir, 1)
+            let still_active = follow::active(&self.dir)
                 .ok()
-                .and_then(|l| l.into_iter().find(|e| e.active))
-                .is_some_and(|e| e.id == current.key.id);
+                .flatten()
+                .is_some_and(|id| id == current.key.id);
             if still_active {
                 return false;
             }
