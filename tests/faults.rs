@@ -19,6 +19,9 @@ use log_server::{
 
 use crate::util::*;
 
+/// How long a fault test waits for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(30);
+
 /// A small tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
@@ -61,14 +64,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +103,7 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
     let client = thread::spawn(move || send(addr, &frames(0, 3_000, true, Some(500))));
     let writer = server.writer().clone();
     let errors = || writer.stats.errors.get();
-    wait_until("the disk is full", || errors() >= 5);
+    wait_until("the disk is full", WAIT, || errors() >= 5);
     let progress = server.progress().clone();
     let stuck_at = progress.written();
     assert!(stuck_at < 3_000, "everything fit");
@@ -122,7 +117,9 @@ fn a_full_disk_holds_writes_until_space_returns_then_nothing_is_lost() {
     // Space comes back: writing resumes where it stopped.
     fs.resize("8m");
     client.join().unwrap();
-    wait_until("every line is written", || progress.written() >= 3_000);
+    wait_until("every line is written", WAIT, || {
+        progress.written() >= 3_000
+    });
     let report = server.shutdown();
     assert_eq!(report.writer.lines, 3_000);
     assert_eq!(report.writer.abandoned_lines, 0);

@@ -81,14 +81,9 @@ fn forwarder(
     log_server::server::Server::start(config).expect("forwarding server starts")
 }
 
-/// Waits (at most 60 s) until `done` holds, saying `what` if it never does.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+/// How long a forwarding test waits for lines to get somewhere (debug
+/// builds of two servers on two CPUs).
+const WAIT: Duration = Duration::from_secs(60);
 
 fn forwarded(a: &log_server::server::Server) -> u64 {
     a.forward_stats().unwrap().lines.get()
@@ -123,7 +118,9 @@ fn every_line_of_a_reaches_b_once_in_order_across_rotations() {
     let n = 20_000;
     send_numbered(&a, 0, 0, n);
     wait_written(&a, n as u64);
-    wait_until("A to forward every line", || forwarded(&a) == n as u64);
+    wait_until("A to forward every line", WAIT, || {
+        forwarded(&a) == n as u64
+    });
     let report = a.shutdown();
     let f = report.forward.unwrap();
     assert_eq!((f.lines, f.lost, f.behind, f.resent), (n as u64, 0, 0, 0));
@@ -159,7 +156,9 @@ fn a_forwards_over_http_from_compressed_rotated_files() {
     let n = 8_000;
     send_numbered(&a, 0, 0, n);
     wait_written(&a, n as u64);
-    wait_until("A to forward every line", || forwarded(&a) >= n as u64);
+    wait_until("A to forward every line", WAIT, || {
+        forwarded(&a) >= n as u64
+    });
     assert!(a.shutdown().complete());
     let lines = read_lines(&b.config.log_dir, b.config.writer.max_files);
     assert_all_once_in_order(&lines, &[n]);
@@ -179,13 +178,13 @@ fn b_stopped_and_started_again_gets_every_line_once_the_rest_waiting_in_a_s_file
         |c| c.metrics_port = Some(0),
     );
     send_numbered(&a, 0, 0, 2_000);
-    wait_until("the first lines forwarded", || forwarded(&a) == 2_000);
+    wait_until("the first lines forwarded", WAIT, || forwarded(&a) == 2_000);
     // B stops; what A writes meanwhile waits in its files.
     let mut b = b;
     let first = b.stop();
     send_numbered(&a, 0, 2_000, 3_000);
     wait_written(&a, 5_000);
-    wait_until("A to be refused and retry", || {
+    wait_until("A to be refused and retry", WAIT, || {
         a.forward_stats().unwrap().retries.get() > 0
     });
     assert_eq!(forwarded(&a), 2_000);
@@ -207,9 +206,11 @@ fn b_stopped_and_started_again_gets_every_line_once_the_rest_waiting_in_a_s_file
     assert!(value("log_server_forward_lag_milliseconds") > 0);
     // B again, on the same port.
     let mut b = receiver_on(port);
-    wait_until("A to forward every line to B", || forwarded(&a) == 5_000);
+    wait_until("A to forward every line to B", WAIT, || {
+        forwarded(&a) == 5_000
+    });
     send_numbered(&a, 0, 5_000, 1_000);
-    wait_until("the later lines too", || forwarded(&a) == 6_000);
+    wait_until("the later lines too", WAIT, || forwarded(&a) == 6_000);
     assert!(a.shutdown().complete());
     let mut lines = first;
     lines.extend(b.stop());
@@ -235,7 +236,7 @@ fn a_stopped_and_started_again_resumes_at_its_checkpoint_without_duplicates() {
     let a_dir = tempfile::tempdir().unwrap();
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 5_000);
-    wait_until("the first lines forwarded", || forwarded(&a) == 5_000);
+    wait_until("the first lines forwarded", WAIT, || forwarded(&a) == 5_000);
     assert!(a.shutdown().complete());
     let saved = checkpoint::load(a_dir.path()).unwrap().unwrap().unwrap();
     assert_eq!(
@@ -253,7 +254,7 @@ fn a_stopped_and_started_again_resumes_at_its_checkpoint_without_duplicates() {
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     assert_eq!(a.forward_stats().unwrap().backlog_at_start.get(), 2_000);
     send_numbered(&a, 0, 7_000, 3_000);
-    wait_until("the rest forwarded", || forwarded(&a) == 5_000);
+    wait_until("the rest forwarded", WAIT, || forwarded(&a) == 5_000);
     let report = a.shutdown();
     assert_eq!(report.forward.unwrap().resent, 0);
     let lines = read_lines(&b.config.log_dir, b.config.writer.max_files);
@@ -280,12 +281,12 @@ fn files_rotated_out_before_they_were_forwarded_are_counted_lost_once_and_forwar
     send_numbered(&a, 0, 0, n);
     wait_written(&a, n as u64);
     let stats = a.forward_stats().unwrap().clone();
-    wait_until("the lost files counted", || {
+    wait_until("the lost files counted", WAIT, || {
         stats.lost_lines.get() + stats.lag_lines(a.writer().stats.lines.get()) == n as u64
     });
     assert!(stats.lost_files.get() > 0);
     let b = receiver_on(port);
-    wait_until("everything left forwarded", || {
+    wait_until("everything left forwarded", WAIT, || {
         stats.lag_lines(a.writer().stats.lines.get()) == 0
     });
     let report = a.shutdown();
@@ -436,14 +437,14 @@ fn a_503_with_retry_after_is_retried_after_it_and_partial_success_is_counted_not
     send_numbered(&a, 0, 0, 100);
     wait_written(&a, 100);
     let started = Instant::now();
-    wait_until("the batch to be taken", || forwarded(&a) == 100);
+    wait_until("the batch to be taken", WAIT, || forwarded(&a) == 100);
     // Retry-After: 1 was waited for.
     assert!(started.elapsed() >= Duration::from_millis(900));
     let stats = a.forward_stats().unwrap().clone();
     assert_eq!(stats.rejected.get(), 3);
     assert_eq!(stats.retries.get(), 1);
     send_numbered(&a, 0, 100, 50);
-    wait_until("the next lines", || forwarded(&a) == 150);
+    wait_until("the next lines", WAIT, || forwarded(&a) == 150);
     assert!(a.shutdown().complete());
     // The 503'd request was sent again, the partly rejected one was not.
     let taken = r.taken.lock().unwrap();
@@ -463,7 +464,7 @@ fn a_full_queue_at_b_is_unavailable_and_a_retries_until_b_takes_its_lines() {
     let a = forwarder(a_dir.path(), url, Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 20_000);
     wait_written(&a, 20_000);
-    wait_until("A to be told UNAVAILABLE and retry", || {
+    wait_until("A to be told UNAVAILABLE and retry", WAIT, || {
         a.forward_stats().unwrap().retries.get() > 0
     });
     let lines = shutdown_reading_fifo_after(&a, b, &fifo);
@@ -493,7 +494,7 @@ fn shutdown_reading_fifo_after(
             text
         })
     };
-    wait_until("A to forward everything", || forwarded(a) == 20_000);
+    wait_until("A to forward everything", WAIT, || forwarded(a) == 20_000);
     assert!(b.shutdown().complete());
     reader.join().unwrap().lines().map(str::to_string).collect()
 }
@@ -509,7 +510,7 @@ fn a_stop_with_a_request_unanswered_marks_it_sent_and_the_next_start_counts_it_r
         |_| {},
     );
     send_numbered(&a, 0, 0, 100);
-    wait_until("the request to reach the receiver", || {
+    wait_until("the request to reach the receiver", WAIT, || {
         *silent.requests.lock().unwrap() == 1
     });
     let report = a.shutdown();
@@ -524,7 +525,7 @@ fn a_stop_with_a_request_unanswered_marks_it_sent_and_the_next_start_counts_it_r
         Protocol::Http,
         |_| {},
     );
-    wait_until("the lines sent again", || forwarded(&a) == 100);
+    wait_until("the lines sent again", WAIT, || forwarded(&a) == 100);
     let f = a.shutdown().forward.unwrap();
     assert_eq!((f.lines, f.resent), (100, 100));
     assert_eq!(r.taken.lock().unwrap().len(), 100);
@@ -547,7 +548,7 @@ fn a_batch_too_large_for_the_receiver_is_sent_again_in_halves_each_line_once() {
         Protocol::Http,
         |_| {},
     );
-    wait_until("every line forwarded", || forwarded(&a) == 400);
+    wait_until("every line forwarded", WAIT, || forwarded(&a) == 400);
     assert!(a.shutdown().complete());
     let taken = r.taken.lock().unwrap();
     assert_eq!(taken.len(), 400);
@@ -578,7 +579,7 @@ fn a_damaged_compressed_file_does_not_stall_forwarding_of_the_files_after_it() {
     damaged_gzip(a_dir.path(), 500);
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 300);
-    wait_until("the active file's lines forwarded", || {
+    wait_until("the active file's lines forwarded", WAIT, || {
         messages_in(&b.config.log_dir, 10)
             .iter()
             .filter(|m| m.0 == 0)
@@ -614,7 +615,9 @@ fn a_checkpoint_past_the_damage_of_a_compressed_file_passes_it_over() {
     checkpoint::store(a_dir.path(), &c, 0o640, false).unwrap();
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 300);
-    wait_until("the active file's lines forwarded", || forwarded(&a) == 300);
+    wait_until("the active file's lines forwarded", WAIT, || {
+        forwarded(&a) == 300
+    });
     assert!(a.shutdown().complete());
     let got = messages_in(&b.config.log_dir, 10);
     assert_eq!(got, (0..300).map(|n| (0, n)).collect::<Vec<_>>());
@@ -627,7 +630,7 @@ fn a_directory_planted_at_the_checkpoint_name_neither_stops_the_server_nor_forwa
     std::fs::create_dir(a_dir.path().join(checkpoint::NAME)).unwrap();
     let a = forwarder(a_dir.path(), grpc_url(&b), Protocol::Grpc, |_| {});
     send_numbered(&a, 0, 0, 1_000);
-    wait_until("every line forwarded", || forwarded(&a) == 1_000);
+    wait_until("every line forwarded", WAIT, || forwarded(&a) == 1_000);
     assert!(a.shutdown().complete());
     let got = messages_in(&b.config.log_dir, 10);
     assert_eq!(got, (0..1_000).map(|n| (0, n)).collect::<Vec<_>>());

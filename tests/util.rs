@@ -93,6 +93,16 @@ pub(crate) fn wait_written(server: &Server, n: u64) {
     }
 }
 
+/// Waits until `done` holds, checking every 10 ms; fails the test, saying
+/// `what`, after `limit`.
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A typical message whose text names its connection and its number.
 pub(crate) fn message(conn: usize, n: usize) -> String {
     format!("conn={conn} n={n} payload=abcdefghijklmnopqrstuvwxyz0123456789")
