@@ -291,32 +291,20 @@ impl RequestBuilder {
             &p.process_name,
             &p.resource,
         ];
-        let same_resource = self.open_resource.is_some()
-            && self
-                .resource_key
-                .iter()
-                .zip(resource)
-                .all(|(a, b)| same(a, b));
+        let same_resource = self.open_resource.is_some() && holds(&self.resource_key, &resource);
         if !same_resource {
             self.close_resource();
-            for (key, value) in self.resource_key.iter_mut().zip(resource) {
-                key.clear();
-                key.push_str(value);
-            }
+            keep(&mut self.resource_key, &resource);
             put_tag(&mut self.out, REQUEST_RESOURCE_LOGS, LEN);
             self.open_resource = Some(begin(&mut self.out, 3));
             self.put_resource(p);
         }
         let scope = [&p.logger_name, &p.scope];
-        let same_scope = same_resource
-            && self.open_scope.is_some()
-            && self.scope_key.iter().zip(scope).all(|(a, b)| same(a, b));
+        let same_scope =
+            same_resource && self.open_scope.is_some() && holds(&self.scope_key, &scope);
         if !same_scope {
             self.close_scope();
-            for (key, value) in self.scope_key.iter_mut().zip(scope) {
-                key.clear();
-                key.push_str(value);
-            }
+            keep(&mut self.scope_key, &scope);
             put_tag(&mut self.out, RESOURCE_LOGS_SCOPE_LOGS, LEN);
             self.open_scope = Some(begin(&mut self.out, 3));
             put_scope(&mut self.out, &p.logger_name, &p.scope);
@@ -520,6 +508,19 @@ fn put_scope(out: &mut BytesMut, name: &str, others: &str) {
 /// resource and scope?), mostly on short or empty text, and as calls to
 /// `memcmp` they were more than half of the time to read a text line.
 #[inline]
+/// Whether the remembered `keys` of the open group are `values`.
+fn holds(keys: &[String], values: &[impl AsRef<str>]) -> bool {
+    keys.iter().zip(values).all(|(k, v)| same(k, v.as_ref()))
+}
+
+/// Remembers `values` as the keys of a new group (reusing the strings).
+fn keep(keys: &mut [String], values: &[impl AsRef<str>]) {
+    for (key, value) in keys.iter_mut().zip(values) {
+        key.clear();
+        key.push_str(value.as_ref());
+    }
+}
+
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
