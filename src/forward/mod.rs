@@ -10,8 +10,9 @@
 //! Beside the pipeline, after the writer: the forwarder reads the files, not
 //! the queue, so the files are its buffer (10 files of 10 MiB at the
 //! defaults) and neither ingest nor the writer ever waits for it. It runs
-//! on a thread of its own at a lower priority, with a one-thread runtime
-//! for the client. One request is in flight at a time; what the writer
+//! on a thread of its own under SCHED_IDLE, with a one-thread runtime for
+//! the client, and pauses between batches while ingest saturates the
+//! machine (`yield_to_ingest`). One request is in flight at a time; what the writer
 //! writes meanwhile goes into the next batch, so the faster lines come,
 //! the larger the batches.
 //!
