@@ -38,6 +38,8 @@
 //!   and sends every line on over OTLP (`--forward_otlp`), at least once.
 //! - [`rpc_status`]: `google.rpc.Status` and `RetryInfo`, the error
 //!   details both ends of OTLP use.
+//! - [`sched`]: what the writer and the forwarder ask of the kernel's
+//!   scheduler, beside the data flow.
 //! - [`systemd`]: READY/STOPPING/WATCHDOG notifications to the service
 //!   manager, beside the data flow.
 
@@ -50,6 +52,7 @@ pub mod prometheus;
 pub mod queue;
 pub mod record;
 pub mod rpc_status;
+pub mod sched;
 pub mod server;
 pub mod systemd;
 pub mod writer;

@@ -298,7 +298,7 @@ pub fn start(
         .worker_threads(1)
         .thread_name("log-forward-io")
         // Its I/O gives way to ingest and the writer too.
-        .on_thread_start(lower_priority)
+        .on_thread_start(crate::sched::run_only_when_idle)
         .enable_all()
         .build()
         .map_err(ForwardError::Spawn)?;
@@ -542,7 +542,7 @@ struct Forwarder {
 
 impl Forwarder {
     fn run(mut self) {
-        lower_priority();
+        crate::sched::run_only_when_idle();
         while !self.stopping() {
             if self.current.is_none() && !self.claim_next() {
                 self.idle();
@@ -926,23 +926,6 @@ impl Forwarder {
                 self.checkpoint_failing = true;
                 self.stored = None;
             }
-        }
-    }
-}
-
-/// Forwarding gives way to ingest and the writer when the CPUs are busy:
-/// this thread runs under `SCHED_IDLE` (a CPU only when nothing else of
-/// normal priority wants it; nice 10 still took ~10% of a busy machine),
-/// or at nice 19 where that is refused. Linux threads have their own.
-fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
-    if !idle {
-        // SAFETY: gettid and setpriority take no pointers.
-        unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
         }
     }
 }

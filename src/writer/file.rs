@@ -78,6 +78,15 @@ pub trait LogFile: Send + 'static {
     /// little left to do, and does not hold the file system's journal.
     /// Advisory: a failure changes nothing for durability.
     fn start_writeback(&self, _offset: u64, _len: u64) {}
+    /// Drops the file's pages from the page cache, a slice at a time,
+    /// letting other threads run between slices (`posix_fadvise(DONTNEED)`,
+    /// then `sched_yield`). Called on a file rotation removed, just before
+    /// its last close: evicting 10 MiB of cached pages took that close
+    /// 2.5-3.5 ms of CPU in one piece (`truncate_inode_pages_range`, 75% of
+    /// the finisher's time in `perf record`), and the writer, woken meanwhile
+    /// on the same CPU, waited for it. Advisory: other readers of the file
+    /// read it from disk instead; nothing else changes.
+    fn release_cache(&self) {}
     /// Another descriptor of the same file, for the forwarder to read a
     /// file rotation removed (`None` where there is no real file).
     fn duplicate(&self) -> Option<File> {
@@ -618,7 +627,39 @@ impl LogFile for File {
             libc::sync_file_range(self.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
         }
     }
+
+    fn release_cache(&self) {
+        use std::os::fd::AsRawFd;
+        let Ok(len) = self.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let mut offset = 0;
+        while offset < len {
+            let step = RELEASE_STEP.min(len - offset);
+            let (Ok(at), Ok(n)) = (i64::try_from(offset), i64::try_from(step)) else {
+                return;
+            };
+            // SAFETY: posix_fadvise only reads its arguments; the
+            // descriptor is this open file's.
+            unsafe {
+                libc::posix_fadvise(self.as_raw_fd(), at, n, libc::POSIX_FADV_DONTNEED);
+            }
+            offset += step;
+            std::thread::yield_now();
+        }
+        // A large folio that straddles a step's edge is in neither step:
+        // one last look over the whole file drops what is left.
+        // SAFETY: as above.
+        unsafe {
+            libc::posix_fadvise(self.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
 }
+
+/// How much of a removed file's cache `release_cache` drops at a time:
+/// 256 pages, ~0.25 ms of the kernel's work, the longest the writer can
+/// then wait behind it.
+const RELEASE_STEP: u64 = 1 << 20;
 
 impl LogDir for RealDir {
     type File = File;

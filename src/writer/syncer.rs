@@ -19,7 +19,8 @@ use super::{
 pub(super) enum Job<F> {
     /// A file rotated out (or closed by SIGHUP): fsync it, compress it.
     Rotated(F),
-    /// A file rotation removed, still open: closing it frees its blocks.
+    /// A file rotation removed, still open: its cache is released a slice
+    /// at a time, then closing it frees its blocks.
     Close(F),
 }
 
@@ -51,6 +52,7 @@ impl<D: LogDir> Finisher<D> {
                             hook.removed(dup);
                         }
                     }
+                    file.release_cache();
                     drop(file);
                     continue;
                 }

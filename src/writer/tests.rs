@@ -922,3 +922,50 @@ fn rotation_hands_the_removed_file_back_open() {
     std::io::Read::read_to_string(&mut &removed[0], &mut first).unwrap();
     assert_eq!(first, "a\n");
 }
+
+/// How many of the file's pages are in the page cache (`mincore` over a
+/// mapping of it).
+fn cached_pages(file: &fs::File) -> usize {
+    // SAFETY: the mapping is only read by mincore, and the file is not
+    // truncated while it exists.
+    let map = unsafe { memmap2::Mmap::map(file) }.unwrap();
+    let page = 4096;
+    let mut resident = vec![0u8; map.len().div_ceil(page)];
+    // SAFETY: `resident` has a byte for every page of the mapping.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            resident.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+    resident.iter().filter(|&&r| r & 1 == 1).count()
+}
+
+/// The finisher releases a removed file's cache before closing it, a
+/// slice at a time: afterwards none of its pages are cached, and whoever
+/// still reads it reads the same bytes (from disk).
+#[test]
+fn releasing_a_removed_file_s_cache_drops_its_pages_and_keeps_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    // Three and a half release steps of lines.
+    let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    let content: Vec<u8> = line.repeat((3 << 20) / line.len() + 8192);
+    fs::write(&path, &content).unwrap();
+    let mut file = fs::File::open(&path).unwrap();
+    // Clean pages: DONTNEED leaves dirty ones alone.
+    LogFile::sync(&mut fs::OpenOptions::new().write(true).open(&path).unwrap()).unwrap();
+    let reader = fs::File::open(&path).unwrap();
+    fs::read(&path).unwrap();
+    assert!(
+        cached_pages(&reader) > 0,
+        "the file was just written and read: its pages are cached"
+    );
+    file.release_cache();
+    assert_eq!(cached_pages(&reader), 0, "every page released");
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut again).unwrap();
+    assert!(again == content, "the same bytes are read back");
+}

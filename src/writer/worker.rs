@@ -49,6 +49,7 @@ const IDLE_PARK: Duration = Duration::from_millis(100);
 
 impl<D: LogDir> Writer<D> {
     pub(super) fn run(mut self) {
+        crate::sched::request_short_slice();
         self.queue.register_consumer();
         loop {
             self.reopen_if_asked();
