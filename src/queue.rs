@@ -181,6 +181,19 @@ impl RecordQueue {
         }
     }
 
+    /// Waits with async sleeps (as [`RecordQueue::push_async`] does) until
+    /// the queue has room. A connection waits here before decoding what it
+    /// read: lines decoded into a full queue would only wait in memory, one
+    /// batch per connection (with 1,000 connections more than the queue
+    /// holds).
+    pub async fn until_room(&self) {
+        let mut attempt = 0u32;
+        while !self.has_room() {
+            tokio::time::sleep(Self::backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
     /// Like [`RecordQueue::push`], but waits with async sleeps so that the
     /// producer's runtime thread goes on serving its other tasks.
     pub async fn push_async(&self, mut record: Record) {

@@ -333,6 +333,51 @@ fn backpressure_holds_clients_back_and_drops_nothing() {
     });
 }
 
+/// While the queue is full, a connection waits with the bytes it read,
+/// before decoding them: with the writer stuck, only the few batches that
+/// fill the queue and race for its last room are decoded, not one batch
+/// per connection held in memory beside the queue; nothing is lost when
+/// the writer moves again.
+#[test]
+fn connections_wait_for_room_before_decoding() {
+    const CONNS: usize = 32;
+    const PER_CONN: usize = 500;
+    each_engine(|engine| {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, fifo) = stuck_server(dir.path(), engine, |c| c.queue_capacity = 2);
+        let addr = server.tcp_addr();
+        let clients: Vec<_> = (0..CONNS)
+            .map(|c| thread::spawn(move || send(addr, &frames(c, PER_CONN, false, None))))
+            .collect();
+        let stats = server.ingest_stats().clone();
+        let decoded = || stats.tcp_messages.get();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut last, mut since) = (decoded(), Instant::now());
+        while since.elapsed() < Duration::from_millis(500) || last == 0 {
+            assert!(Instant::now() < deadline, "intake never settled");
+            thread::sleep(Duration::from_millis(20));
+            if decoded() != last {
+                (last, since) = (decoded(), Instant::now());
+            }
+        }
+        // What the writer took before it stuck and the queue's two
+        // records: ~350 messages measured. Decoding a read on every
+        // connection as well came to 920-980 (reads of at most 4 KiB,
+        // `read_buffer`: 21 of these messages).
+        let per_read = 4096 / frames(0, 1, false, None).len();
+        let reader = thread::spawn(move || std::fs::read(fifo).unwrap());
+        assert!(
+            (last as usize) < CONNS * per_read,
+            "{last} messages decoded while the queue was full ({per_read} a read, {CONNS} connections)"
+        );
+        for c in clients {
+            c.join().unwrap();
+        }
+        let lines = unstuck_lines(server, reader, (CONNS * PER_CONN) as u64);
+        assert_all_once_in_order(&lines, &[PER_CONN; CONNS]);
+    });
+}
+
 /// A client that sends one byte at a time, slowly, and 10,000 connections
 /// opened and closed at once do not disturb a well-behaved client, and the
 /// slow client's frames arrive whole.

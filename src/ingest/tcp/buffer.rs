@@ -3,6 +3,8 @@
 //! size after each read (grow for a large frame or a busy client, give
 //! back after it).
 
+use std::sync::atomic::Ordering;
+
 use super::{registry::Registry, thread::ThreadCtx, TcpConfig};
 use crate::ingest::conn::Connection;
 
@@ -11,6 +13,15 @@ use crate::ingest::conn::Connection;
 /// idle connections cost little of `--ingest_memory`; busy ones double up
 /// to `read_buffer`.
 pub const BASE_READ_BUFFER: usize = 16 * 1024;
+
+/// What the busy buffers of one ingest thread's connections may add up to:
+/// a busy connection's buffer doubles up to `read_buffer` while the thread
+/// serves at most this over `read_buffer` connections (128 at the default
+/// 64 KiB), and up to its share of this beyond (the base at 512). With
+/// io_uring every connection's buffer is in a read at all times, and 1,000
+/// busy connections held 64 MiB of them; with that many clients each one
+/// sends little at a time, so smaller reads cost little.
+const THREAD_BUSY_BUFFERS: usize = 8 * 1024 * 1024;
 
 /// Gives a new connection its read buffer, once the memory budget allows
 /// it. `None` if it never did (the connection is then closed).
@@ -128,6 +139,14 @@ fn next_size(
     Resize::Keep
 }
 
+/// How large a busy connection's buffer may grow (`read_buffer`, from
+/// `base`) while its thread serves `connections` (see
+/// [`THREAD_BUSY_BUFFERS`]).
+fn busy_buffer(read_buffer: usize, base: usize, connections: usize) -> usize {
+    let share = THREAD_BUSY_BUFFERS / connections.max(1);
+    read_buffer.min(share).max(base)
+}
+
 /// What the last read brought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ReadSize {
@@ -150,7 +169,8 @@ pub(super) async fn resize(
     read: ReadSize,
 ) -> bool {
     let base = base_buffer(&ctx.config);
-    let busy = ctx.config.read_buffer.max(base);
+    let connections = ctx.loads[ctx.index].load(Ordering::Relaxed);
+    let busy = busy_buffer(ctx.config.read_buffer, base, connections);
     match next_size(buf.capacity(), buf.len(), need, read, base, busy) {
         Resize::Need(to) => {
             if !wait_for_memory(conn, ctx, registry, id, to).await {
@@ -215,6 +235,18 @@ mod tests {
             next_size(BASE, 0, None, read(10, false), BASE, BUSY),
             Resize::Keep
         );
+    }
+
+    #[test]
+    fn busy_buffers_share_a_thread_s_bound_beyond_128_connections() {
+        assert_eq!(busy_buffer(BUSY, BASE, 1), BUSY);
+        assert_eq!(busy_buffer(BUSY, BASE, 128), BUSY);
+        assert_eq!(busy_buffer(BUSY, BASE, 256), BUSY / 2);
+        assert_eq!(busy_buffer(BUSY, BASE, 512), BASE);
+        // Never below the base, however many.
+        assert_eq!(busy_buffer(BUSY, BASE, 4096), BASE);
+        // A smaller --read_buffer stays the bound.
+        assert_eq!(busy_buffer(BASE, BASE, 1), BASE);
     }
 
     #[test]

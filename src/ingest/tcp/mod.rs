@@ -103,8 +103,9 @@ pub struct TcpConfig {
     pub drain_timeout: Duration,
     /// Read buffer of a busy connection, bytes. A connection starts with at
     /// most [`BASE_READ_BUFFER`], doubles up to this while its reads fill
-    /// the buffer, grows beyond it only for a frame larger than it, and
-    /// returns to the base after such a frame.
+    /// the buffer (up to a share of 8 MiB while its thread serves more than
+    /// 8 MiB / this connections), grows beyond it only for a frame larger
+    /// than it, and returns to the base after such a frame.
     pub read_buffer: usize,
 }
 

@@ -57,6 +57,19 @@ pub(super) async fn after_read(
     };
     let keep = 4 * ctx.config.read_buffer;
     loop {
+        if !ctx.ingress.queue().has_room() {
+            // Wait with the bytes as read, before decoding them: no
+            // sequence numbers are taken yet, and no lines wait in memory
+            // beside them. At the shutdown deadline the wait ends and the
+            // usual path below reports what could not be queued.
+            registry.set_waiting(id, true);
+            tokio::select! {
+                biased;
+                () = ctx.ingress.queue().until_room() => {}
+                () = registry.wait_give_up() => {}
+            }
+            registry.set_waiting(id, false);
+        }
         let feed = conn.feed(buf);
         // Decoded lines are memory already; count them while they wait.
         conn.account(buf.capacity());
