@@ -41,7 +41,7 @@ use log_server::{
         tcp::IoEngine,
     },
     metrics::{ForwardStats, IngestStats, Stage, WriterStats},
-    queue::DEFAULT_QUEUE_CAPACITY,
+    queue::{DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES},
     server::{self, Server, ServerConfig},
     writer::{
         self,
@@ -96,6 +96,9 @@ struct Args {
     /// Records the queue between ingest and writer holds before producers wait.
     #[arg(long = "queue_capacity", alias = "queue-capacity", default_value_t = DEFAULT_QUEUE_CAPACITY)]
     queue_capacity: usize,
+    /// Bytes of lines the queue and the writer's reorder buffer may hold before producers wait (a record is always let into an empty queue).
+    #[arg(long = "queue_memory", alias = "queue-memory", default_value_t = DEFAULT_QUEUE_MAX_BYTES)]
+    queue_memory: usize,
     /// When to fsync: never, each file as it is rotated out and at shutdown, or after every batch too.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::default())]
     fsync: FsyncPolicy,
@@ -212,6 +215,7 @@ impl Args {
             max_frame_size: self.max_frame_size,
             format: self.format,
             queue_capacity: self.queue_capacity,
+            queue_max_bytes: self.queue_memory,
             tcp_threads: self.tcp_threads.unwrap_or_else(server::default_tcp_threads),
             io_engine: self.io_engine,
             max_connections: self.max_connections,

@@ -26,21 +26,22 @@ use std::{
 };
 
 use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
 
 use crate::record::Record;
 
 /// Default `--queue_capacity`, in records.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
-/// Default bound on the bytes of lines waiting in the queue. Sized from a
-/// measurement (issue 10, `scripts/bench-vs-peers.sh` at the defaults,
-/// 4 M messages over 1 and 2 connections, 8/16/32/64 MiB side by side):
-/// throughput did not change from 8 to 64 MiB (the writer rarely falls
-/// more than a few MiB behind: rotation's fsync has little left to write),
-/// but at 64 MiB a stalled writer let the server's peak RSS reach 56 MiB,
-/// against 20-27 MiB at 32 MiB. 32 MiB keeps ~60 ms of lines at full speed
-/// for a slow disk and the peak under 64 MiB.
-pub const DEFAULT_QUEUE_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Default bound on the bytes of lines waiting in the queue (and held by
+/// the writer's reorder buffer), `--queue_memory`. Sized from a measurement
+/// (`scripts/bench-vs-peers.sh --only log-server` at the defaults, 4 M
+/// messages over 1 and 2 connections, caps side by side, three rounds):
+/// with producers woken when the writer frees room, 8, 16 and 32 MiB ran
+/// alike (2 connections: 3.5-4.3, 3.1-4.1 and 3.4-4.1 M msg/s), and at
+/// 32 MiB a full queue took the server's peak RSS to 51-56 MiB, against
+/// 21-34 MiB at 16 MiB. 16 MiB holds ~20 ms of lines at full speed.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Hands out the global order: every line gets one number, with no gaps.
 #[derive(Debug, Default)]
@@ -88,7 +89,19 @@ pub struct RecordQueue {
     consumer_sleeping: AtomicBool,
     /// The writer thread, registered when it starts.
     consumer: Mutex<Option<Thread>>,
+    /// Woken by the writer when it frees room while producers wait for it:
+    /// producers that slept a fixed backoff instead woke up to 1 ms after
+    /// the room was there, and at 2 connections a 16 MiB cap then ran at
+    /// ~3.0 M msg/s against ~3.9 M at 32 MiB.
+    room: Notify,
+    /// Producers registered on `room`, so that a pop only notifies when
+    /// someone waits.
+    room_waiters: AtomicUsize,
 }
+
+/// How long a producer waits for a room notification before looking
+/// again anyway (the reorder buffer's bytes also change the room).
+const ROOM_RECHECK: Duration = Duration::from_millis(1);
 
 impl RecordQueue {
     /// A queue of at most `capacity` records and (roughly) `max_bytes` bytes
@@ -103,6 +116,8 @@ impl RecordQueue {
             max_bytes: max_bytes.max(1),
             consumer_sleeping: AtomicBool::new(false),
             consumer: Mutex::new(None),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -133,9 +148,13 @@ impl RecordQueue {
     /// For the writer: the bytes of lines its reorder buffer holds, and the
     /// sequence number it waits for (`None` when nothing waits).
     pub fn set_reorder_state(&self, held_bytes: usize, awaited: Option<u64>) {
-        self.held.store(held_bytes, Ordering::Relaxed);
-        self.awaited
-            .store(awaited.unwrap_or(u64::MAX), Ordering::Relaxed);
+        let held_before = self.held.swap(held_bytes, Ordering::Relaxed);
+        let awaited = awaited.unwrap_or(u64::MAX);
+        let awaited_before = self.awaited.swap(awaited, Ordering::Relaxed);
+        // Less held, or another record that is let in whatever the cap.
+        if held_bytes < held_before || awaited != awaited_before {
+            self.room_freed();
+        }
     }
 
     /// Pushes `record` if there is room, or hands it back.
@@ -181,30 +200,61 @@ impl RecordQueue {
         }
     }
 
-    /// Waits with async sleeps (as [`RecordQueue::push_async`] does) until
-    /// the queue has room. A connection waits here before decoding what it
-    /// read: lines decoded into a full queue would only wait in memory, one
-    /// batch per connection (with 1,000 connections more than the queue
-    /// holds).
+    /// Waits until the queue has room. A connection waits here before
+    /// decoding what it read: lines decoded into a full queue would only
+    /// wait in memory, one batch per connection (with 1,000 connections
+    /// more than the queue holds).
     pub async fn until_room(&self) {
-        let mut attempt = 0u32;
         while !self.has_room() {
-            tokio::time::sleep(Self::backoff(attempt)).await;
-            attempt += 1;
+            self.wait_for_room_unless(|| self.has_room()).await;
         }
     }
 
-    /// Like [`RecordQueue::push`], but waits with async sleeps so that the
+    /// Like [`RecordQueue::push`], but waits asynchronously so that the
     /// producer's runtime thread goes on serving its other tasks.
-    pub async fn push_async(&self, mut record: Record) {
-        let mut attempt = 0u32;
-        loop {
-            match self.try_push(record) {
-                Ok(()) => return,
-                Err(back) => record = back,
+    pub async fn push_async(&self, record: Record) {
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            if let Err(back) = self.try_push(r) {
+                record = Some(back);
+                self.wait_for_room_unless(|| match record.take() {
+                    Some(r) => match self.try_push(r) {
+                        Ok(()) => true,
+                        Err(back) => {
+                            record = Some(back);
+                            false
+                        }
+                    },
+                    None => true,
+                })
+                .await;
             }
-            tokio::time::sleep(Self::backoff(attempt)).await;
-            attempt += 1;
+        }
+    }
+
+    /// Registers for the writer's next room notification, then runs
+    /// `done`; unless it says the wait is over, waits for the notification
+    /// (or [`ROOM_RECHECK`]). Registering first means room freed between
+    /// the caller's last look and the wait always wakes it.
+    async fn wait_for_room_unless(&self, done: impl FnOnce() -> bool) {
+        let notified = self.room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `room_freed`: either the writer sees this
+        // waiter, or `done` sees the room the writer freed.
+        fence(Ordering::SeqCst);
+        if !done() {
+            let _ = tokio::time::timeout(ROOM_RECHECK, notified).await;
+        }
+        self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The writer freed room: wakes the producers waiting for it, if any.
+    fn room_freed(&self) {
+        fence(Ordering::SeqCst);
+        if self.room_waiters.load(Ordering::Relaxed) > 0 {
+            self.room.notify_waiters();
         }
     }
 
@@ -219,6 +269,7 @@ impl RecordQueue {
         let record = self.slots.pop()?;
         self.bytes
             .fetch_sub(record.lines.capacity(), Ordering::Relaxed);
+        self.room_freed();
         Some(record)
     }
 
@@ -306,5 +357,55 @@ mod tests {
         assert_eq!(q.pop().unwrap().seq, 5);
         q.set_reorder_state(0, None);
         q.try_push(record(9, 10, 10)).unwrap();
+    }
+
+    /// Producers waiting for room on a queue that is full most of the time
+    /// (room for one record of the bytes they push) all get through, each
+    /// record exactly once, as the consumer frees room.
+    #[test]
+    fn producers_waiting_for_room_push_every_record_once() {
+        const TASKS: u64 = 8;
+        const EACH: u64 = 200;
+        let q = std::sync::Arc::new(RecordQueue::new(4, 100));
+        let consumer = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while seen.len() < (TASKS * EACH) as usize && Instant::now() < deadline {
+                    match q.pop() {
+                        Some(r) => seen.push(r.seq),
+                        None => thread::yield_now(),
+                    }
+                }
+                seen
+            })
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let q = q.clone();
+                    tokio::task::spawn_local(async move {
+                        for n in 0..EACH {
+                            q.until_room().await;
+                            q.push_async(record(t * EACH + n, 60, 60)).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let mut seen = consumer.join().unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..TASKS * EACH).collect::<Vec<_>>());
+        assert_eq!(q.queued_bytes(), 0);
+        assert_eq!(q.room_waiters.load(Ordering::Relaxed), 0);
     }
 }
