@@ -17,6 +17,7 @@
 //! empty and a push wakes it at once.
 
 use std::{
+    pin::Pin,
     sync::{
         atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Mutex,
@@ -26,7 +27,7 @@ use std::{
 };
 
 use crossbeam_queue::ArrayQueue;
-use tokio::sync::Notify;
+use tokio::sync::{futures::Notified, Notify};
 
 use crate::record::Record;
 
@@ -100,8 +101,17 @@ pub struct RecordQueue {
 }
 
 /// How long a producer waits for a room notification before looking
-/// again anyway (the reorder buffer's bytes also change the room).
+/// again anyway.
 const ROOM_RECHECK: Duration = Duration::from_millis(1);
+
+/// A producer counted among those waiting for room, while it lives.
+struct RoomWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl RecordQueue {
     /// A queue of at most `capacity` records and (roughly) `max_bytes` bytes
@@ -206,48 +216,46 @@ impl RecordQueue {
     /// more than the queue holds).
     pub async fn until_room(&self) {
         while !self.has_room() {
-            self.wait_for_room_unless(|| self.has_room()).await;
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            let _waiting = self.wait_for_room(notified.as_mut());
+            if self.has_room() {
+                return;
+            }
+            let _ = tokio::time::timeout(ROOM_RECHECK, notified).await;
         }
     }
 
     /// Like [`RecordQueue::push`], but waits asynchronously so that the
     /// producer's runtime thread goes on serving its other tasks.
-    pub async fn push_async(&self, record: Record) {
-        let mut record = Some(record);
-        while let Some(r) = record.take() {
-            if let Err(back) = self.try_push(r) {
-                record = Some(back);
-                self.wait_for_room_unless(|| match record.take() {
-                    Some(r) => match self.try_push(r) {
-                        Ok(()) => true,
-                        Err(back) => {
-                            record = Some(back);
-                            false
-                        }
-                    },
-                    None => true,
-                })
-                .await;
-            }
+    pub async fn push_async(&self, mut record: Record) {
+        loop {
+            record = match self.try_push(record) {
+                Ok(()) => return,
+                Err(back) => back,
+            };
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            let _waiting = self.wait_for_room(notified.as_mut());
+            record = match self.try_push(record) {
+                Ok(()) => return,
+                Err(back) => back,
+            };
+            let _ = tokio::time::timeout(ROOM_RECHECK, notified).await;
         }
     }
 
-    /// Registers for the writer's next room notification, then runs
-    /// `done`; unless it says the wait is over, waits for the notification
-    /// (or [`ROOM_RECHECK`]). Registering first means room freed between
-    /// the caller's last look and the wait always wakes it.
-    async fn wait_for_room_unless(&self, done: impl FnOnce() -> bool) {
-        let notified = self.room.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+    /// Registers `notified` for the writer's next room notification, and
+    /// counts its waiter until the returned guard is dropped. The caller
+    /// looks for room once more after this and before it waits, so that
+    /// room freed in between is never missed.
+    fn wait_for_room<'a>(&'a self, notified: Pin<&mut Notified<'_>>) -> RoomWaiter<'a> {
+        notified.enable();
         self.room_waiters.fetch_add(1, Ordering::SeqCst);
         // Pairs with the fence in `room_freed`: either the writer sees this
-        // waiter, or `done` sees the room the writer freed.
+        // waiter, or the caller's next look sees the room the writer freed.
         fence(Ordering::SeqCst);
-        if !done() {
-            let _ = tokio::time::timeout(ROOM_RECHECK, notified).await;
-        }
-        self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+        RoomWaiter(&self.room_waiters)
     }
 
     /// The writer freed room: wakes the producers waiting for it, if any.
