@@ -90,7 +90,7 @@ pub struct RecordQueue {
     consumer_sleeping: AtomicBool,
     /// The writer thread, registered when it starts.
     consumer: Mutex<Option<Thread>>,
-    /// Woken by the writer when it frees room while producers wait for it:
+    /// Wakes a producer when the writer frees room while producers wait:
     /// producers that slept a fixed backoff instead woke up to 1 ms after
     /// the room was there, and at 2 connections a 16 MiB cap then ran at
     /// ~3.0 M msg/s against ~3.9 M at 32 MiB.
@@ -258,11 +258,14 @@ impl RecordQueue {
         RoomWaiter(&self.room_waiters)
     }
 
-    /// The writer freed room: wakes the producers waiting for it, if any.
+    /// The writer freed room: wakes one producer waiting for it, if any
+    /// (each pop frees about one record's room; waking every waiter at
+    /// each pop cost 1,000 connections 0.55-0.84 us of CPU a message
+    /// instead of 0.42-0.49, most of them waking to find no room).
     fn room_freed(&self) {
         fence(Ordering::SeqCst);
         if self.room_waiters.load(Ordering::Relaxed) > 0 {
-            self.room.notify_waiters();
+            self.room.notify_one();
         }
     }
 
