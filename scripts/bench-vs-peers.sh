@@ -48,7 +48,7 @@ Env: TIMEOUT (seconds per run to wait for all lines, default 120),
      PEERS_PRIVATE=1 (unpack both peers there, install no package),
      LOG_SERVER_ARGS (more flags for the log-server run, printed with the
      table; e.g. "--forward_otlp http://127.0.0.1:4321").
-Needs root to install missing Debian packages (apt-get). Exits 1 if any run
+Needs python3 (the output watcher) and root to install missing Debian packages (apt-get). Exits 1 if any run
 lost lines (or wrote more lines than were sent).
 EOF
 }
@@ -422,53 +422,37 @@ run_one() { # SYSTEM CONNECTIONS
     start_daemon "$sys" "$run"
     case "$sys" in log-server*) mode=tcp ;; *) mode=syslog ;; esac
     say "$sys, $c connection(s): $total messages (loadgen $mode, port $PORT)"
-    # Timing: loadgen runs in the background while this loop polls the
-    # output files' sizes (stat only, no reading, so it takes nothing from
-    # the daemon). The run ends at the last size change once loadgen is done
-    # and the files have stayed the same for SETTLE seconds; every line is
-    # counted afterwards, untimed.
+    # Timing: loadgen runs while one watcher process polls the output
+    # files' sizes every 5 ms (stat only, no reading; a shell loop forking
+    # stat, awk and date took CPU from the daemon being measured). The run
+    # ends at the last size change once loadgen is done and the files have
+    # stayed the same for SETTLE seconds; every line is counted afterwards,
+    # untimed.
     t0=$(date +%s.%N)
-    timeout "$TIMEOUT" "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --connections "$c" \
-        --messages "$per" --size "$SIZE" --json >"$run/loadgen.json" 2>"$run/loadgen.err" &
-    local lg=$! lg_done=0 size last_size=-1 t_last="$t0" now
-    deadline=$((${EPOCHREALTIME/./} + TIMEOUT * 1000000))
-    while :; do
-        mapfile -t files < <(out_files "$run/out" "$sys")
-        size=0
-        if [ ${#files[@]} -gt 0 ]; then
-            # A file may be rotated away between the listing and the stat:
-            # count the others (the next poll sees the new names).
-            size=$({ stat -c %s "${files[@]}" 2>/dev/null || true; } | awk '{ s += $1 } END { print s + 0 }')
-        fi
-        now=$(date +%s.%N)
-        if [ "$size" != "$last_size" ]; then
-            last_size=$size
-            t_last=$now
-        fi
-        if [ "$lg_done" = 0 ] && ! kill -0 "$lg" 2>/dev/null; then
-            lg_done=1
-            if ! wait "$lg"; then
-                cat "$run/loadgen.err" >&2
-                say "loadgen failed or timed out against $sys (${TIMEOUT} s); counting what arrived"
-                status=loadgen-failed
-            fi
-        fi
-        if [ "$lg_done" = 1 ] && [ "$size" -gt 0 ] && [ "$(echo "$now - $t_last > $SETTLE" | bc -l)" = 1 ]; then
-            break
-        fi
-        if [ "${EPOCHREALTIME/./}" -ge "$deadline" ] || ! kill -0 "$DPID" 2>/dev/null; then
-            if ! kill -0 "$DPID" 2>/dev/null; then
-                say "$sys died; last lines of its output:"
-                tail -5 "$run/daemon.log" >&2 || true
-            fi
+    python3 "$PEERS_DIR/watch-output.py" "$run/out" "$run/loadgen.done" "$DPID" "$SETTLE" "$TIMEOUT" \
+        >"$run/watch.out" &
+    local watcher=$! verdict
+    if ! timeout "$TIMEOUT" "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --connections "$c" \
+        --messages "$per" --size "$SIZE" --json >"$run/loadgen.json" 2>"$run/loadgen.err"; then
+        cat "$run/loadgen.err" >&2
+        say "loadgen failed or timed out against $sys (${TIMEOUT} s); counting what arrived"
+        status=loadgen-failed
+    fi
+    touch "$run/loadgen.done"
+    wait "$watcher" || true
+    read -r verdict t1 <"$run/watch.out" || { verdict=missing; t1=$t0; }
+    case "$verdict" in
+        ok) ;;
+        died)
+            say "$sys died; last lines of its output:"
+            tail -5 "$run/daemon.log" >&2 || true
+            status=timeout
+            ;;
+        *)
             say "$sys: output still changing or missing after ${TIMEOUT} s"
             status=timeout
-            break
-        fi
-        sleep 0.005
-    done
-    [ "$lg_done" = 1 ] || { kill "$lg" 2>/dev/null || true; wait "$lg" 2>/dev/null || true; }
-    t1=$t_last
+            ;;
+    esac
     # Peak resident memory of the daemon over the run (VmHWM), before it
     # exits.
     R_RSS[$sys,$c]=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$DPID/status" 2>/dev/null || echo "?")
