@@ -657,8 +657,8 @@ impl LogFile for File {
 }
 
 /// How much of a removed file's cache `release_cache` drops at a time:
-/// 256 pages, ~0.25 ms of the kernel's work, the longest the writer can
-/// then wait behind it.
+/// 256 pages, 0.1-0.2 ms of the kernel's work (`perf trace`), the longest
+/// the writer can then wait behind it.
 const RELEASE_STEP: u64 = 1 << 20;
 
 impl LogDir for RealDir {
