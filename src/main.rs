@@ -943,6 +943,18 @@ mod tests {
         );
     }
 
+    /// `--queue_memory` (either spelling) reaches the queue's byte cap.
+    #[test]
+    fn queue_memory_sets_the_queue_byte_cap() {
+        for flag in ["--queue_memory", "--queue-memory"] {
+            let config = Args::try_parse_from(["log-server", flag, "1048576"])
+                .unwrap()
+                .config();
+            assert_eq!(config.queue_max_bytes, 1 << 20);
+        }
+        assert!(Args::try_parse_from(["log-server", "--queue_memory", "-1"]).is_err());
+    }
+
     /// The flags' defaults are the library's: every default is written
     /// once (in `server`, `writer` and the ingest modules), and the binary
     /// run without flags is configured exactly like `ServerConfig::default()`.
