@@ -40,7 +40,7 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 /// messages over 1 and 2 connections, caps side by side, three rounds):
 /// with producers woken when the writer frees room, 8, 16 and 32 MiB ran
 /// alike (2 connections: 3.5-4.3, 3.1-4.1 and 3.4-4.1 M msg/s), and at
-/// 32 MiB a full queue took the server's peak RSS to 51-56 MiB, against
+/// 32 MiB a full queue took the server's peak RSS to 50-64 MiB, against
 /// 21-34 MiB at 16 MiB. 16 MiB holds ~20 ms of lines at full speed.
 pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
