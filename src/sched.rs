@@ -31,8 +31,9 @@ struct SchedAttr {
 /// (`sched_runtime`) without privilege: its deadlines come sooner, so on
 /// waking it may preempt a thread with a longer slice instead of waiting
 /// for that slice to end. Its share of the CPU does not change. Older
-/// kernels ignore the field.
-pub fn request_short_slice() {
+/// kernels ignore the field. The error (a sandbox that refuses the call)
+/// is for tests: the writer runs the same either way.
+pub fn request_short_slice() -> std::io::Result<()> {
     // SAFETY: gettid and getpriority take no pointers.
     let nice = unsafe {
         let tid = libc::gettid();
@@ -51,8 +52,11 @@ pub fn request_short_slice() {
     };
     // SAFETY: pid 0 is the calling thread; `attr` outlives the call and
     // its `size` says how much the kernel may read.
-    unsafe {
-        libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0);
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -103,27 +107,41 @@ mod tests {
         attr
     }
 
+    /// Says that a test did not run and why, on stderr and in the file
+    /// `LOG_SERVER_SKIPS` names (`.ci/run` counts them).
+    fn skipped(what: &str) {
+        eprintln!("SKIPPED: {what}");
+        if let Some(path) = std::env::var_os("LOG_SERVER_SKIPS") {
+            use std::io::Write;
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| writeln!(f, "{what}"));
+        }
+    }
+
     #[test]
     fn the_writer_s_slice_is_set_and_its_policy_and_nice_kept() {
         std::thread::spawn(|| {
             let before = current();
-            request_short_slice();
+            if let Err(e) = request_short_slice() {
+                skipped(&format!(
+                    "sched::tests: sched_setattr is refused here ({e})"
+                ));
+                return;
+            }
             let after = current();
             assert_eq!(after.sched_policy, libc::SCHED_OTHER as u32);
             assert_eq!(after.sched_nice, before.sched_nice);
-            // Kernels before 6.12 report the base slice whatever was asked.
-            let custom_slices = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .ok()
-                .and_then(|r| {
-                    let mut parts = r.trim().split(['.', '-']);
-                    let major: u32 = parts.next()?.parse().ok()?;
-                    let minor: u32 = parts.next()?.parse().ok()?;
-                    Some((major, minor) >= (6, 12))
-                })
-                .unwrap_or(false);
-            if custom_slices {
-                assert_eq!(after.sched_runtime, WRITER_SLICE_NS);
-            }
+            // Kernels with custom slices (6.12+) report the thread's slice,
+            // the base one (0.75 ms or more) had the request not taken;
+            // older kernels report 0 for a normal thread.
+            assert!(
+                after.sched_runtime == WRITER_SLICE_NS || after.sched_runtime == 0,
+                "slice {} ns after asking for {WRITER_SLICE_NS}",
+                after.sched_runtime
+            );
         })
         .join()
         .unwrap();

@@ -49,7 +49,8 @@ const IDLE_PARK: Duration = Duration::from_millis(100);
 
 impl<D: LogDir> Writer<D> {
     pub(super) fn run(mut self) {
-        crate::sched::request_short_slice();
+        // Best effort: refused, the writer only waits longer for a CPU.
+        let _ = crate::sched::request_short_slice();
         self.queue.register_consumer();
         loop {
             self.reopen_if_asked();
