@@ -56,3 +56,22 @@ pub mod sched;
 pub mod server;
 pub mod systemd;
 pub mod writer;
+
+/// What the library's own tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Says that a test, or part of one, did not run and why: on stderr,
+    /// and in the file `LOG_SERVER_SKIPS` names (`.ci/run` lists and
+    /// counts the skips), as the integration tests' `util::skipped` does.
+    pub(crate) fn skipped(what: &str) {
+        use std::io::Write;
+        eprintln!("SKIPPED: {what}");
+        if let Some(path) = std::env::var_os("LOG_SERVER_SKIPS") {
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| writeln!(f, "{what}"));
+        }
+    }
+}

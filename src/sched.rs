@@ -107,26 +107,12 @@ mod tests {
         attr
     }
 
-    /// Says that a test did not run and why, on stderr and in the file
-    /// `LOG_SERVER_SKIPS` names (`.ci/run` counts them).
-    fn skipped(what: &str) {
-        eprintln!("SKIPPED: {what}");
-        if let Some(path) = std::env::var_os("LOG_SERVER_SKIPS") {
-            use std::io::Write;
-            let _ = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| writeln!(f, "{what}"));
-        }
-    }
-
     #[test]
     fn the_writer_s_slice_is_set_and_its_policy_and_nice_kept() {
         std::thread::spawn(|| {
             let before = current();
             if let Err(e) = request_short_slice() {
-                skipped(&format!(
+                crate::testing::skipped(&format!(
                     "sched::tests: sched_setattr is refused here ({e})"
                 ));
                 return;
