@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench forward`
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use log_server::{
@@ -16,18 +16,13 @@ use log_server::{
 };
 use log_server_wire::{
     fields::{Fields, Level},
-    otlp::{
-        collector::logs::v1::ExportLogsServiceRequest,
-        common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
-        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-        resource::v1::Resource,
-        view::ExportRequestView,
-    },
+    otlp::view::ExportRequestView,
 };
+use otlp_request::{request, BATCH};
 use prost::Message as _;
 
-/// Lines per request: an SDK's default batch.
-const BATCH: usize = 512;
+#[path = "common/otlp_request.rs"]
+mod otlp_request;
 
 /// 512 lines of native messages as the writer writes them.
 fn native_lines(format: LineFormat) -> Vec<Vec<u8>> {
@@ -70,68 +65,11 @@ fn native_lines(format: LineFormat) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-    }
-}
-
-/// 512 lines of OTLP records as OTLP ingest writes them.
+/// 512 lines of OTLP records as OTLP ingest writes them (the request the
+/// OTLP benchmark sends: an SDK's resource, one scope, a body, code location,
+/// two attributes and a trace context).
 fn otlp_lines(format: LineFormat) -> Vec<Vec<u8>> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let records = (0..BATCH)
-        .map(|i| LogRecord {
-            time_unix_nano: now.as_nanos() as u64 + i as u64,
-            severity_number: 9,
-            severity_text: "INFO".into(),
-            body: Some(AnyValue {
-                value: Some(Value::StringValue(format!(
-                    "GET /api/items/{i} 200 in {} ms",
-                    i % 50
-                ))),
-            }),
-            attributes: vec![
-                kv(
-                    "code.file.path",
-                    Value::StringValue("/srv/app/handlers.py".into()),
-                ),
-                kv("code.function.name", Value::StringValue("get_item".into())),
-                kv("code.line.number", Value::IntValue(88)),
-                kv("http.route", Value::StringValue("/api/items/{id}".into())),
-                kv("http.status_code", Value::IntValue(200)),
-            ],
-            trace_id: (0..16).map(|b| (b * 7 + i) as u8).collect(),
-            span_id: (0..8).map(|b| (b * 3 + i) as u8).collect(),
-            flags: 1,
-            ..LogRecord::default()
-        })
-        .collect();
-    let request = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("host.name", Value::StringValue("web-01".into())),
-                    kv("service.name", Value::StringValue("shop".into())),
-                    kv("process.pid", Value::IntValue(4242)),
-                    kv("deployment.environment", Value::StringValue("prod".into())),
-                ],
-                ..Resource::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "shop.api".into(),
-                    ..InstrumentationScope::default()
-                }),
-                log_records: records,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    let encoded = request.encode_to_vec();
+    let encoded = request(0).encode_to_vec();
     let mut out = Vec::new();
     let view = ExportRequestView::parse(&encoded).expect("a valid request");
     let formatter = LineFormatter::new(format, 10 << 20);
