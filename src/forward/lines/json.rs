@@ -6,6 +6,7 @@
 use std::{borrow::Cow, fmt};
 
 use bytes::BytesMut;
+use log_server_wire::otlp::json::CowStr;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -13,29 +14,6 @@ use super::{
     pb::{begin, end, put_bytes, put_fixed64, put_tag, put_uint, LEN},
     put_kv_str, Parsed,
 };
-
-/// A JSON string, borrowed from the input when it has no escapes.
-/// (`Cow<str>`'s own `Deserialize` always copies.)
-pub(super) struct CowStr<'de>(pub(super) Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for CowStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = CowStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
 
 /// One `--format json` line; `None` if it is not one (not JSON, not an
 /// object, a key of ours with a value of the wrong type).

@@ -144,7 +144,7 @@ impl<'de, T: JsonMessage> Visitor<'de> for MsgVisitor<T> {
             )));
         }
         let mut message = T::default();
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(CowStr(key)) = map.next_key()? {
             if !message.field(&key, &mut map)? {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -203,25 +203,28 @@ impl<'de, T: DeserializeOwned> de::Deserialize<'de> for Plain<T> {
     }
 }
 
-/// An object key, borrowed from the input unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
+/// A JSON string (an object key, or a value), borrowed from the input
+/// unless it has escapes (`Cow<str>`'s own `Deserialize` always copies).
+/// The forwarder reads `--format json` lines with it too.
+#[derive(Debug)]
+pub struct CowStr<'de>(pub Cow<'de, str>);
 
-impl<'de> de::Deserialize<'de> for Key<'de> {
+impl<'de> de::Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
+            type Value = CowStr<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a key")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v)))
             }
         }
         d.deserialize_str(V)
