@@ -175,16 +175,11 @@ impl Ingress {
     /// messages before taking sequence numbers for them, so that nothing is
     /// half accepted.
     pub async fn wait_for_room(&self, max_wait: std::time::Duration) -> bool {
-        let deadline = Instant::now() + max_wait;
-        let mut pause = std::time::Duration::from_micros(50);
-        while !self.queue.has_room() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(5));
-        }
-        true
+        // Woken by the writer as it frees room, like TCP connections are
+        // (this polled on its own backoff, up to 5 ms late).
+        tokio::time::timeout(max_wait, self.queue.until_room())
+            .await
+            .is_ok()
     }
 
     /// Publishes what a connection decoded from one read, and empties
