@@ -123,6 +123,33 @@ fn format(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a TCP connection does with each frame of text lines: unpack,
+/// read the fields in place and format them straight into the line buffer
+/// (`Decoder::decode_with` + `LineFormatter::write_raw`), as one stage.
+fn frame_to_line(c: &mut Criterion) {
+    let packed = logger_payload(&sample(), Packing::Packed);
+    let formatter = LineFormatter::new(LineFormat::Text, 10 << 20);
+    let at = ReceivedAt::new(std::time::UNIX_EPOCH);
+    let mut decoder = Decoder::new(4 << 20);
+    let mut lines = Vec::with_capacity(64 << 10);
+    let mut g = c.benchmark_group("frame_to_line");
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("text_256_packed_frames", |b| {
+        b.iter(|| {
+            lines.clear();
+            for _ in 0..256 {
+                decoder
+                    .decode_with(&packed, |raw| {
+                        formatter.write_raw(&raw, 0, &at, &mut lines);
+                    })
+                    .unwrap();
+            }
+            lines.len()
+        })
+    });
+    g.finish();
+}
+
 fn record(seq: u64, lines: u32) -> Record {
     Record {
         seq,
@@ -246,6 +273,7 @@ criterion_group!(
     frame_split,
     decode,
     format,
+    frame_to_line,
     reorder,
     writer_throughput
 );

@@ -226,6 +226,9 @@ impl LineFormatter {
                 out,
                 end: start + self.max_line,
             };
+            if self.format == LineFormat::Text && write_text_plain(f, extras, &mut line) {
+                return false;
+            }
             if self.write_capped(f, extras, seq, received_at, usize::MAX, &mut line)
                 && out.len() - start <= self.max_line
             {
@@ -375,22 +378,8 @@ fn write_text(
     line.push(b" ")?;
     escape_text(line, f.message, cap, true)?;
 
-    let metadata = [
-        ("mod", f.module),
-        ("path", f.path_name),
-        ("pid", f.process_id),
-        ("pname", f.process_name),
-        ("tid", f.thread_id),
-        ("tname", f.thread_name),
-        ("svc", f.service_name),
-        ("stack", f.stack_trace),
-        ("attrs", f.attributes),
-    ];
-    let extras = extras
-        .iter()
-        .map(|e| (e.text_key, e.value.text().as_bytes()));
     let mut first = true;
-    for (key, value) in metadata.into_iter().chain(extras) {
+    for (key, value) in metadata(f, extras) {
         if value.is_empty() {
             continue;
         }
@@ -404,6 +393,162 @@ fn write_text(
         line.push(b"]")?;
     }
     line.push(b"\n")
+}
+
+/// The `key=value` pairs of a text line's metadata suffix, in order: the
+/// fields without a column, then the extras (empty ones are left out when
+/// written).
+fn metadata<'a>(
+    f: &RawFields<'a>,
+    extras: &'a [Extra<'a>],
+) -> impl Iterator<Item = (&'static str, &'a [u8])> + 'a {
+    let fields = [
+        ("mod", f.module),
+        ("path", f.path_name),
+        ("pid", f.process_id),
+        ("pname", f.process_name),
+        ("tid", f.thread_id),
+        ("tname", f.thread_name),
+        ("svc", f.service_name),
+        ("stack", f.stack_trace),
+        ("attrs", f.attributes),
+    ];
+    let extras = extras
+        .iter()
+        .map(|e| (e.text_key, e.value.text().as_bytes()));
+    fields.into_iter().chain(extras)
+}
+
+/// Opens a text line's metadata suffix; a space separates the pairs after
+/// the first.
+const METADATA_OPEN: &[u8] = b" [metadata: ";
+
+/// Longest line [`write_text_plain`] lays out. When a line turns out not to
+/// be plain, the general path starts over, so the work done in vain is
+/// bounded by this, not by the line limit (megabytes).
+const PLAIN_LINE_MAX: usize = 16 * 1024;
+
+/// The text line of a message that needs no escaping and no cutting but at
+/// column widths, in one go: its length is known from the fields' lengths,
+/// so the line is laid out over spaces (the columns' padding), each field
+/// copied to its place, and the whole line checked once for bytes that are
+/// not printable ASCII or tab. `false`, with nothing written, when the line
+/// is not plain (or longer than [`PLAIN_LINE_MAX`], or than the line may
+/// be); [`write_text`] then escapes field by field. Same bytes as
+/// [`write_text`] for every line it accepts (a property test checks): the
+/// general path costs a call, a scan and a bounds check per field and per
+/// padding, the largest part of the TCP path's formatting.
+fn write_text_plain(f: &RawFields<'_>, extras: &[Extra<'_>], line: &mut Line<'_>) -> bool {
+    let level = f.level.name();
+    // (text, width, cut at the width?) of each column, in order; each is
+    // followed by one space. The timestamp and the level are never cut.
+    let columns: [(&[u8], usize, bool); 7] = [
+        (f.timestamp, width::TIMESTAMP, false),
+        (f.hostname, width::HOSTNAME, true),
+        (f.logger_name, width::LOGGER, true),
+        (level.as_bytes(), width::LEVEL, false),
+        (f.filename, width::FILENAME, true),
+        (f.function_name, width::FUNCTION, true),
+        (f.line_number, width::LINE_NUMBER, true),
+    ];
+    let column_len = |&(text, width, cut): &(&[u8], usize, bool)| {
+        if cut {
+            width
+        } else {
+            text.len().max(width)
+        }
+    };
+    let mut len: usize = columns.iter().map(|c| column_len(c) + 1).sum::<usize>() + f.message.len();
+    let mut pairs = 0;
+    for (key, value) in metadata(f, extras).filter(|(_, v)| !v.is_empty()) {
+        len += key.len() + 1 + value.len() + 1;
+        pairs += 1;
+    }
+    if pairs > 0 {
+        // The opening minus the first pair's separator, and the `]`.
+        len += METADATA_OPEN.len() - 1 + 1;
+    }
+    len += 1; // newline
+    let start = line.out.len();
+    if len > PLAIN_LINE_MAX || start + len > line.end {
+        return false;
+    }
+    line.out.resize(start + len, b' ');
+    let buf = &mut line.out[start..];
+    let mut at = 0;
+    let mut put = |at: &mut usize, piece: &[u8]| {
+        examined(piece.len());
+        buf[*at..*at + piece.len()].copy_from_slice(piece);
+        *at += piece.len();
+    };
+    for column in &columns {
+        let (text, width, cut) = *column;
+        let shown = if cut {
+            &text[..text.len().min(width)]
+        } else {
+            text
+        };
+        put(&mut at, shown);
+        at += column_len(column) - shown.len() + 1;
+    }
+    put(&mut at, f.message);
+    let mut first = true;
+    for (key, value) in metadata(f, extras).filter(|(_, v)| !v.is_empty()) {
+        put(&mut at, if first { METADATA_OPEN } else { b" " });
+        first = false;
+        put(&mut at, key.as_bytes());
+        put(&mut at, b"=");
+        put(&mut at, value);
+    }
+    if !first {
+        put(&mut at, b"]");
+    }
+    put(&mut at, b"\n");
+    debug_assert_eq!(at, len);
+    if all_plain(&line.out[start..start + len - 1]) {
+        return true;
+    }
+    line.out.truncate(start);
+    false
+}
+
+/// True if every byte is printable ASCII or tab: [`first_special`]'s test
+/// (text lines) as a yes/no, 32 bytes a step, for a whole line at once.
+fn all_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit set in the byte lanes of `w` below 0x20 or at 0x7f and
+    // above (the lanes of other bytes may be flagged too after the first
+    // flagged one, which only sends the chunk to the exact check).
+    let suspect = |w: u64| (w.wrapping_sub(ONES * 0x20) & !w) | w.wrapping_add(ONES) | w;
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    // A tab makes a chunk suspect and is fine: the exact check decides.
+    let plain =
+        |chunk: &[u8], flags: u64| flags & HIGH == 0 || chunk.iter().all(|&b| is_plain_ascii(b));
+    let mut chunks = bytes.chunks_exact(32);
+    for chunk in &mut chunks {
+        let flags = suspect(word(&chunk[..8]))
+            | suspect(word(&chunk[8..16]))
+            | suspect(word(&chunk[16..24]))
+            | suspect(word(&chunk[24..]));
+        if !plain(chunk, flags) {
+            return false;
+        }
+    }
+    let rest = chunks.remainder();
+    let mut words = rest.chunks_exact(8);
+    if !words.all(|w| plain(w, suspect(word(w)))) {
+        return false;
+    }
+    match bytes.len().checked_sub(8) {
+        // The last 8 bytes, overlapping what was checked: one word, not a
+        // loop over up to 7 bytes.
+        Some(last) if !words.remainder().is_empty() => {
+            let w = &bytes[last..];
+            plain(w, suspect(word(w)))
+        }
+        _ => words.remainder().iter().all(|&b| is_plain_ascii(b)),
+    }
 }
 
 /// One fixed-width column: `s` cut at `width` characters or padded to it.

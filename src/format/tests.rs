@@ -1180,3 +1180,93 @@ fn the_word_scan_agrees_with_the_byte_scan() {
         }
     }
 }
+
+/// The whole-line scan of the plain text path says yes exactly when no byte
+/// is special, for every byte value at every position of lengths around
+/// its 32- and 8-byte steps (and the overlapping last word).
+#[test]
+fn the_line_scan_agrees_with_the_byte_scan() {
+    for len in (0..=80).chain([95, 96, 97, 200]) {
+        assert!(super::all_plain(&vec![b'a'; len]), "len={len}");
+        for at in 0..len {
+            for b in 0..=255u8 {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = b;
+                assert_eq!(
+                    super::all_plain(&bytes),
+                    super::is_plain_ascii(b),
+                    "len={len} at={at} byte={b:#x}"
+                );
+            }
+        }
+    }
+}
+
+/// Field text for the plain path's property test: mostly printable ASCII
+/// of any length around the column widths, sometimes a tab, a line break, a
+/// control byte, a multibyte character or a byte that is not UTF-8.
+fn mostly_plain_text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let byte = prop_oneof![
+        40 => 0x20u8..0x7f,
+        1 => Just(b'\t'),
+        1 => Just(b'\n'),
+        1 => Just(0x7fu8),
+        1 => Just(0u8),
+        1 => Just(0xc3u8),
+        1 => Just(0xa9u8),
+    ];
+    prop_oneof![
+        Just(Vec::new()),
+        proptest::collection::vec(0x20u8..0x7f, 0..40),
+        proptest::collection::vec(byte, 0..40),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Whatever the fields, a text line comes out as the general
+    /// field-by-field path writes it: the plain path either writes those
+    /// same bytes or nothing.
+    #[test]
+    fn the_plain_text_path_writes_what_the_general_path_writes(
+        texts in proptest::collection::vec(mostly_plain_text(), TEXT_FIELDS),
+        level in proptest::prelude::prop_oneof![0i32..8, proptest::prelude::any::<i32>()],
+        extra in proptest::option::of(mostly_plain_text()),
+    ) {
+        let texts: [&[u8]; TEXT_FIELDS] = std::array::from_fn(|i| &texts[i][..]);
+        let raw = RawFields::from_texts(texts, Level(level));
+        let extra_text = extra.map(|e| String::from_utf8_lossy(&e).into_owned());
+        let extras: Vec<Extra<'_>> = extra_text
+            .iter()
+            .map(|t| Extra { text_key: "x", json_key: "x", value: ExtraValue::Text(t) })
+            .collect();
+        let mut general = Vec::new();
+        write_text(&raw, &extras, usize::MAX, &mut unbounded(&mut general)).unwrap();
+
+        let mut plain = b"before".to_vec();
+        let took = write_text_plain(&raw, &extras, &mut unbounded(&mut plain));
+        if took {
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&plain[6..]),
+                String::from_utf8_lossy(&general)
+            );
+        } else {
+            proptest::prop_assert_eq!(&plain[..], b"before");
+        }
+        // A line of plain fields is always taken by the plain path.
+        let plain_text = |t: &[u8]| t.iter().all(|&b| super::is_plain_ascii(b));
+        if texts.iter().all(|t| plain_text(t))
+            && extra_text.iter().all(|t| plain_text(t.as_bytes()))
+        {
+            proptest::prop_assert!(took, "a plain line went the general way");
+        }
+
+        let mut out = Vec::new();
+        let cut = LineFormatter::new(LineFormat::Text, 10 << 20)
+            .write_extended(&raw, &extras, 0, &at(0, 0), &mut out);
+        proptest::prop_assert!(!cut);
+        proptest::prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&general));
+    }
+}
