@@ -94,7 +94,13 @@ pub(crate) fn unpack_with(
                     return Err(too_large);
                 }
                 grow(out, pos + len);
-                out[pos..pos + len].fill(0);
+                // One word (a run of none) is the common case, and a store
+                // of fixed size rather than a call to memset.
+                if run == 0 {
+                    out[pos..pos + 8].copy_from_slice(&[0; 8]);
+                } else {
+                    out[pos..pos + len].fill(0);
+                }
                 pos += len;
             }
             0xff => {
@@ -109,13 +115,15 @@ pub(crate) fn unpack_with(
                 let raw = packed
                     .get(i..i + 8 * run)
                     .ok_or(DecodeError::TruncatedPacking)?;
-                if pos + raw.len() > limit {
-                    return Err(too_large);
+                if run > 0 {
+                    if pos + raw.len() > limit {
+                        return Err(too_large);
+                    }
+                    grow(out, pos + raw.len());
+                    out[pos..pos + raw.len()].copy_from_slice(raw);
+                    pos += raw.len();
+                    i += raw.len();
                 }
-                grow(out, pos + raw.len());
-                out[pos..pos + raw.len()].copy_from_slice(raw);
-                pos += raw.len();
-                i += raw.len();
             }
             _ => {
                 let n = tag.count_ones() as usize;
