@@ -383,7 +383,7 @@ fn write_text(
         if value.is_empty() {
             continue;
         }
-        line.push(if first { b" [metadata: " } else { b" " })?;
+        line.push(if first { METADATA_OPEN } else { b" " })?;
         first = false;
         line.push(key.as_bytes())?;
         line.push(b"=")?;
@@ -429,15 +429,16 @@ const METADATA_OPEN: &[u8] = b" [metadata: ";
 const PLAIN_LINE_MAX: usize = 16 * 1024;
 
 /// The text line of a message that needs no escaping and no cutting but at
-/// column widths, in one go: each field is checked for bytes that are not
-/// printable ASCII or tab (32 bytes a step), the line's length follows from
-/// the fields' lengths, and the line is laid out over spaces (the columns'
-/// padding) with each field copied to its place. `false`, with nothing
-/// written, when the line is not plain (or longer than [`PLAIN_LINE_MAX`], or than the line may
-/// be); [`write_text`] then escapes field by field. Same bytes as
-/// [`write_text`] for every line it accepts (a property test checks): the
-/// general path costs a call, a scan and a bounds check per field and per
-/// padding, the largest part of the TCP path's formatting.
+/// column widths, in one go: the line's length follows from the fields'
+/// lengths, each field is checked for bytes that are not printable ASCII or
+/// tab (32 bytes a step), and the line is laid out over spaces (the
+/// columns' padding) with each field copied to its place. `false`, with
+/// nothing written, when the line is not plain, or longer than
+/// [`PLAIN_LINE_MAX`] or than the line may be; [`write_text`] then escapes
+/// field by field. Same bytes as [`write_text`] for every line it accepts
+/// (a property test checks): the general path costs a call, a scan and a
+/// bounds check per field and per padding, which made it the largest part
+/// of the TCP path's formatting.
 fn write_text_plain(f: &RawFields<'_>, extras: &[Extra<'_>], line: &mut Line<'_>) -> bool {
     let level = f.level.name();
     // (text, width, cut at the width?) of each column, in order; each is
@@ -460,27 +461,30 @@ fn write_text_plain(f: &RawFields<'_>, extras: &[Extra<'_>], line: &mut Line<'_>
         };
         (shown, if cut { width } else { text.len().max(width) })
     });
+    let pairs = || metadata(f, extras).filter(|(_, v)| !v.is_empty());
     // Every piece is checked where it is read, before anything is written.
     // Checking the line once written read back words that copies of other
     // sizes had just stored, and each read waited for them (the largest
-    // cost of this path in a profile of the server).
+    // cost of this path in a profile of the server). The length so far is
+    // checked before each piece is read: a long line goes to the general
+    // path after at most `PLAIN_LINE_MAX` bytes read here.
     let plain = |text: &[u8]| {
         examined(text.len());
         all_plain(text)
     };
-    if !shown.iter().all(|(text, _)| plain(text)) || !plain(f.message) {
+    let mut len = shown.iter().map(|(_, room)| room + 1).sum::<usize>() + f.message.len();
+    if len > PLAIN_LINE_MAX || !shown.iter().all(|(text, _)| plain(text)) || !plain(f.message) {
         return false;
     }
-    let mut len = shown.iter().map(|(_, room)| room + 1).sum::<usize>() + f.message.len();
-    let mut pairs = 0;
-    for (key, value) in metadata(f, extras).filter(|(_, v)| !v.is_empty()) {
-        if !plain(value) {
+    let mut any_pair = false;
+    for (key, value) in pairs() {
+        len += key.len() + 1 + value.len() + 1;
+        if len > PLAIN_LINE_MAX || !plain(value) {
             return false;
         }
-        len += key.len() + 1 + value.len() + 1;
-        pairs += 1;
+        any_pair = true;
     }
-    if pairs > 0 {
+    if any_pair {
         // The opening minus the first pair's separator, and the `]`.
         len += METADATA_OPEN.len() - 1 + 1;
     }
@@ -502,7 +506,7 @@ fn write_text_plain(f: &RawFields<'_>, extras: &[Extra<'_>], line: &mut Line<'_>
     }
     put(&mut at, f.message);
     let mut first = true;
-    for (key, value) in metadata(f, extras).filter(|(_, v)| !v.is_empty()) {
+    for (key, value) in pairs() {
         put(&mut at, if first { METADATA_OPEN } else { b" " });
         first = false;
         put(&mut at, key.as_bytes());
@@ -521,16 +525,10 @@ fn write_text_plain(f: &RawFields<'_>, extras: &[Extra<'_>], line: &mut Line<'_>
 /// (text lines) as a yes/no, 32 bytes a step.
 #[inline]
 fn all_plain(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // High bit set in the byte lanes of `w` below 0x20 or at 0x7f and
-    // above (the lanes of other bytes may be flagged too after the first
-    // flagged one, which only sends the chunk to the exact check).
-    let suspect = |w: u64| (w.wrapping_sub(ONES * 0x20) & !w) | w.wrapping_add(ONES) | w;
+    let suspect = unprintable_lanes;
     let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
     // A tab makes a chunk suspect and is fine: the exact check decides.
-    let plain =
-        |chunk: &[u8], flags: u64| flags & HIGH == 0 || chunk.iter().all(|&b| is_plain_ascii(b));
+    let plain = |chunk: &[u8], flags: u64| flags == 0 || chunk.iter().all(|&b| is_plain_ascii(b));
     let mut chunks = bytes.chunks_exact(32);
     for chunk in &mut chunks {
         let flags = suspect(word(&chunk[..8]))
@@ -594,8 +592,6 @@ fn pad(line: &mut Line<'_>, written: usize, width: usize) -> Option<()> {
 /// formatting's instructions).
 #[inline]
 fn first_special(bytes: &[u8], json: bool) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     // Some byte of `v` is zero (exact as a yes/no, not as a position).
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
     let special = |b: u8| {
@@ -614,11 +610,9 @@ fn first_special(bytes: &[u8], json: bool) -> Option<usize> {
         // A byte below 0x20, or 0x7f and above, or (JSON) a quote or a
         // backslash: then look at this chunk byte by byte (a tab in a text
         // line gets here and is fine).
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-        let del_or_high = (w.wrapping_add(ONES) | w) & HIGH != 0;
         let escaped = json
             && (has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\'))));
-        if below_space || del_or_high || escaped {
+        if unprintable_lanes(w) != 0 || escaped {
             if let Some(i) = chunk.iter().position(|&b| special(b)) {
                 return Some(at + i);
             }
@@ -630,6 +624,18 @@ fn first_special(bytes: &[u8], json: bool) -> Option<usize> {
         .iter()
         .position(|&b| special(b))
         .map(|i| at + i)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte lane of `w` (eight bytes) that is below 0x20
+/// or 0x7f and above; no bit if there is none. Lanes after a flagged one
+/// may be flagged too (borrows and carries), so a non-zero result means
+/// "look at these bytes one by one", not where.
+#[inline]
+fn unprintable_lanes(w: u64) -> u64 {
+    ((w.wrapping_sub(ONES * 0x20) & !w) | w.wrapping_add(ONES) | w) & HIGH
 }
 
 /// True for bytes that can be copied to a text line as they are: printable
