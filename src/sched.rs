@@ -1,6 +1,6 @@
 //! How the server's threads ask the kernel's scheduler for a CPU, beside
 //! the data flow: the writer asks to be run soon after it wakes, the
-//! forwarder to run only when nothing else wants the CPU. Linux threads
+//! forwarder to give way to others when the CPUs are busy. Linux threads
 //! have their own scheduling attributes, so each thread calls these for
 //! itself. Neither needs a privilege; where the kernel refuses, the thread
 //! runs as before and says nothing (the only cost is latency).
@@ -60,19 +60,29 @@ pub fn request_short_slice() -> std::io::Result<()> {
     }
 }
 
+/// The nice value of the forwarder's threads.
+pub const FORWARDER_NICE: i32 = 10;
+
 /// Forwarding gives way to ingest and the writer when the CPUs are busy:
-/// the calling thread runs under `SCHED_IDLE` (a CPU only when nothing else
-/// of normal priority wants it; nice 10 still took ~10% of a busy machine),
-/// or at nice 19 where that is refused.
-pub fn run_only_when_idle() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
-    if !idle {
-        // SAFETY: gettid and setpriority take no pointers.
-        unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+/// the calling thread runs at nice [`FORWARDER_NICE`], about a tenth of a
+/// CPU that a normal thread also wants (weights 110 and 1,024). Not
+/// `SCHED_IDLE`, which it used before: that gave way to every other program
+/// of the host as well, and with two busy loops on the two CPUs forwarding
+/// fell to ~200 lines a second (debug build; ~6,000 at nice 10), so a host
+/// busy for long enough rotates lines out before they are forwarded. Nor
+/// back out of it while the CPUs are free: a thread without `CAP_SYS_NICE`
+/// may not leave `SCHED_IDLE`, nor lower its nice value. Where our own
+/// ingest is what keeps the CPUs busy, the forwarder also pauses between
+/// batches (`forward::Forwarder::yield_to_ingest`).
+/// A thread already nicer than that (a server started under `nice`) keeps
+/// its value.
+pub fn run_at_low_priority() {
+    // SAFETY: gettid, getpriority and setpriority take no pointers. -1 is
+    // also a valid nice value, but below FORWARDER_NICE either way.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        if libc::getpriority(libc::PRIO_PROCESS, tid) < FORWARDER_NICE {
+            libc::setpriority(libc::PRIO_PROCESS, tid, FORWARDER_NICE);
         }
     }
 }
@@ -134,10 +144,13 @@ mod tests {
     }
 
     #[test]
-    fn the_forwarder_runs_only_when_idle() {
+    fn the_forwarder_runs_at_nice_10_not_sched_idle() {
         std::thread::spawn(|| {
-            run_only_when_idle();
-            assert_eq!(current().sched_policy, libc::SCHED_IDLE as u32);
+            let before = current().sched_nice;
+            run_at_low_priority();
+            let attr = current();
+            assert_eq!(attr.sched_policy, libc::SCHED_OTHER as u32);
+            assert_eq!(attr.sched_nice, before.max(FORWARDER_NICE));
         })
         .join()
         .unwrap();

@@ -10,7 +10,7 @@
 //! Beside the pipeline, after the writer: the forwarder reads the files, not
 //! the queue, so the files are its buffer (10 files of 10 MiB at the
 //! defaults) and neither ingest nor the writer ever waits for it. It runs
-//! on a thread of its own under SCHED_IDLE, with a one-thread runtime for
+//! on a thread of its own at nice 10, with a one-thread runtime for
 //! the client, and pauses between batches while ingest saturates the
 //! machine (`yield_to_ingest`). One request is in flight at a time; what the writer
 //! writes meanwhile goes into the next batch, so the faster lines come,
@@ -298,7 +298,7 @@ pub fn start(
         .worker_threads(1)
         .thread_name("log-forward-io")
         // Its I/O gives way to ingest and the writer too.
-        .on_thread_start(crate::sched::run_only_when_idle)
+        .on_thread_start(crate::sched::run_at_low_priority)
         .enable_all()
         .build()
         .map_err(ForwardError::Spawn)?;
@@ -542,7 +542,7 @@ struct Forwarder {
 
 impl Forwarder {
     fn run(mut self) {
-        crate::sched::run_only_when_idle();
+        crate::sched::run_at_low_priority();
         while !self.stopping() {
             if self.current.is_none() && !self.claim_next() {
                 self.idle();
@@ -571,9 +571,9 @@ impl Forwarder {
 
     /// While ingest is busy, forwarding takes at most a quarter of the time:
     /// after a batch that took `took`, it waits three times as long. Its
-    /// threads run under SCHED_IDLE already, but on a machine whose CPUs
-    /// share cores and caches its work still slowed ingest by 10-15% at
-    /// full speed. The files hold what piles up meanwhile; a burst that
+    /// threads run at nice 10, but even under SCHED_IDLE (before) on a
+    /// machine whose CPUs share cores and caches its work slowed ingest by
+    /// 10-15% at full speed. The files hold what piles up meanwhile; a burst that
     /// outlasts them is counted as lost, never slowed down.
     fn yield_to_ingest(&self, took: Duration) {
         if (self.ingest_busy)() {
