@@ -412,7 +412,7 @@ log_server_check() {
     echo "$lines $bytes $problem"
 }
 run_one() { # SYSTEM CONNECTIONS
-    local sys="$1" c="$2" per total run t0 t1 deadline files mode status=ok
+    local sys="$1" c="$2" per total run t0 t1 deadline files mode prefix status=ok
     per=$((TOTAL / c))
     total=$((per * c))
     [ "$per" -gt 0 ] || die "--total $TOTAL is smaller than $c connections"
@@ -429,7 +429,10 @@ run_one() { # SYSTEM CONNECTIONS
     # stayed the same for SETTLE seconds; every line is counted afterwards,
     # untimed.
     t0=$(date +%s.%N)
-    python3 "$PEERS_DIR/watch-output.py" "$run/out" "$run/loadgen.done" "$DPID" "$SETTLE" "$TIMEOUT" \
+    # Only the log files: not the forwarder's checkpoint (LOG_SERVER_ARGS
+    # may turn forwarding on).
+    case "$sys" in log-server*) prefix=_main.log ;; *) prefix=messages.log ;; esac
+    python3 "$PEERS_DIR/watch-output.py" "$run/out" "$run/loadgen.done" "$DPID" "$SETTLE" "$TIMEOUT" "$prefix" \
         >"$run/watch.out" &
     local watcher=$! verdict
     if ! timeout "$TIMEOUT" "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --connections "$c" \
