@@ -236,6 +236,88 @@ fn shutdown_writes_everything_already_sent() {
     });
 }
 
+/// What clients sent before shutdown began is written even when the writer
+/// holds it up for longer than the drain timeout: the timeout stops only
+/// connections that read past what their client can have sent before the
+/// signal. (Stopping every connection at the timeout lost the bytes
+/// still in the kernel's buffers.)
+#[test]
+fn shutdown_waits_for_a_slow_writer_to_take_what_was_sent_before_it() {
+    const CONNS: usize = 4;
+    // ~60 KB a connection: all of it fits in the sockets' buffers, so the
+    // clients finish sending while the writer is stuck.
+    const PER_CONN: usize = 300;
+    each_engine(|engine| {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, fifo) = stuck_server(dir.path(), engine, |c| {
+            c.queue_capacity = 2;
+            c.drain_timeout = Duration::from_millis(100);
+        });
+        let addr = server.tcp_addr();
+        let open: Vec<_> = (0..CONNS)
+            .map(|c| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.write_all(&frames(c, PER_CONN, false, None)).unwrap();
+                stream
+            })
+            .collect();
+        // The writer moves again well after the drain timeout.
+        let reader = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(1_000));
+            std::fs::read(fifo).unwrap()
+        });
+        let report = server.shutdown();
+        let text = String::from_utf8(reader.join().unwrap()).unwrap();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert_all_once_in_order(&lines, &[PER_CONN; CONNS]);
+        assert!(report.complete());
+        drop(open);
+    });
+}
+
+/// A client that never stops sending does not hold shutdown up: once the
+/// drain timeout has passed and it has sent more than it could have before
+/// the signal, its reads end, and every message it got in is written.
+#[test]
+fn a_client_that_never_stops_sending_is_cut_off_after_the_drain_timeout() {
+    each_engine(|engine| {
+        let dir = tempfile::tempdir().unwrap();
+        let server = log_server::server::Server::start(log_server::server::ServerConfig {
+            port: 0,
+            only_tcp: true,
+            io_engine: engine,
+            log_dir: dir.path().join("logs"),
+            drain_timeout: Duration::from_millis(200),
+            ..log_server::server::ServerConfig::default()
+        })
+        .unwrap();
+        let addr = server.tcp_addr();
+        let client = thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let chunk = frames(0, 1_000, false, None);
+            let mut sent = 0usize;
+            // Renumbering each chunk costs more than the server's reads;
+            // the same 1,000 frames again and again are a flood all the same.
+            while stream.write_all(&chunk).is_ok() {
+                sent += 1_000;
+            }
+            sent
+        });
+        wait_written(&server, 10_000);
+        let started = Instant::now();
+        let report = server.shutdown();
+        let took = started.elapsed();
+        let sent = client.join().unwrap();
+        assert!(
+            took < Duration::from_secs(20),
+            "shutdown took {took:?} with a client still sending"
+        );
+        assert!(report.complete());
+        assert_eq!(report.writer.lines, report.tcp_messages);
+        assert!(report.tcp_messages as usize <= sent + 1_000);
+    });
+}
+
 #[test]
 fn json_lines_carry_seq_and_every_field() {
     let mut s = TestServer::start_with(|c| c.format = log_server::format::LineFormat::Json);

@@ -48,7 +48,7 @@ pub(super) fn base_buffer(config: &TcpConfig) -> usize {
 
 /// Gets `capacity` bytes of read buffer from the budget for this
 /// connection, waiting (not reading: TCP flow control holds the client
-/// back) for at most `--frame_timeout` or until the drain timeout. False,
+/// back) for at most `--frame_timeout` or until the drain stops it. False,
 /// said once (rate limited), if the budget stayed spent.
 pub(super) async fn wait_for_memory(
     conn: &mut Connection,
@@ -63,10 +63,10 @@ pub(super) async fn wait_for_memory(
     registry.set_waiting(id, true);
     let got = tokio::select! {
         got = conn.reserve(capacity, ctx.config.frame_timeout) => got,
-        () = registry.wait_hard_stop() => false,
+        () = registry.wait_stopped(id) => false,
     };
     registry.set_waiting(id, false);
-    if !got && !registry.hard_stop.get() {
+    if !got && !registry.is_stopped(id) {
         let stats = &ctx.conn.stats;
         ctx.conn.diag.emit(&[&stats.connections_memory_closed], 1, |held| {
             tracing::warn!(

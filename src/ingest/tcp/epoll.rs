@@ -63,14 +63,14 @@ async fn connection(
         return;
     };
     let leftover = loop {
-        if registry.hard_stop.get() {
+        if registry.is_stopped(id) {
             break buf.len();
         }
         // tokio reads are cancel-safe: nothing read is lost if the drain
         // timeout ends this one.
         let res = tokio::select! {
             r = stream.read_buf(&mut buf) => r,
-            _ = registry.wait_hard_stop() => break buf.len(),
+            _ = registry.wait_stopped(id) => break buf.len(),
         };
         if let AfterRead::Done { leftover } =
             after_read(&mut conn, &ctx, &registry, id, res, &mut buf).await

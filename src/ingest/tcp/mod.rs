@@ -13,7 +13,8 @@
 //! Shutdown never cancels a read that may hold accepted data: it stops the
 //! accept loops, then `shutdown(SHUT_RD)`s every connection, so each read
 //! returns what the kernel had buffered and then end-of-stream. Only a
-//! client still sending after the drain timeout is cut off. The whole
+//! client still sending after the drain timeout, past what it can have sent
+//! before shutdown began, is cut off (`registry::drain`). The whole
 //! shutdown has one deadline, from the signal: a connection still waiting
 //! for room in a full queue then (a stuck file system) gives up, and the
 //! messages it had not queued are counted as not written.
@@ -149,7 +150,7 @@ impl TcpIngest {
     }
 
     /// Stops accepting, lets every connection hand over what the kernel has
-    /// buffered for it (bounded by the drain timeout), and waits until all
+    /// buffered for it (see `registry::drain`), and waits until all
     /// of it is in the queue. Returns when every ingest thread has ended.
     pub fn shutdown(self) {
         self.shutdown_by(Instant::now() + NO_DEADLINE);

@@ -42,7 +42,7 @@ pub(super) async fn after_read(
         }
         Ok(n) => {
             ctx.conn.stats.tcp_bytes.add(n as u64);
-            registry.touch(id, received);
+            registry.touch(id, received, n);
             ReadSize {
                 bytes: n,
                 filled: buf.len() == buf.capacity(),

@@ -45,15 +45,16 @@ async fn connection(
         return;
     };
     let leftover = loop {
-        if registry.hard_stop.get() {
+        if registry.is_stopped(id) {
             break buf.len();
         }
         let filled = buf.len();
         let (res, slice) = tokio::select! {
             r = stream.read(buf.slice(filled..)) => r,
-            // The read is cancelled only at the drain timeout, when the
-            // client is still sending after shutdown began.
-            _ = registry.wait_hard_stop() => break filled,
+            // The read is cancelled only after the drain timeout, when the
+            // client is still sending past what it had sent before shutdown
+            // began, or at the shutdown deadline.
+            _ = registry.wait_stopped(id) => break filled,
         };
         buf = slice.into_inner();
         if let AfterRead::Done { leftover } =
