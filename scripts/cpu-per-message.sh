@@ -4,6 +4,7 @@
 # MSGS_PER_CONN messages on each of CONNS connections with loadgen, stops it
 # with SIGTERM and prints one line: user+system CPU seconds over the
 # messages written, minor faults, peak RSS, the lines its summary counted.
+# Exits 1 (saying so) when fewer lines were written than sent.
 #
 #   scripts/cpu-per-message.sh BIN MSGS_PER_CONN CONNS [server flags...]
 #   e.g. scripts/cpu-per-message.sh target/release/log-server 2000000 1 --io_engine uring
@@ -28,8 +29,15 @@ server=$(pgrep -P "$timed")
 kill -TERM "$server"
 wait "$timed" || true
 read -r user sys faults rss_kib < "$dir/time"
-lines=$(grep -o 'lines=[0-9]*' "$dir/server.log" | tail -1 | cut -d= -f2)
+# The summary's own field (" lines=", not "forward_lost_lines=").
+lines=$(grep -F 'Stopped;' "$dir/server.log" | tail -1 | grep -o ' lines=[0-9]*' | cut -d= -f2 || true)
 total=$((msgs * conns))
 cpu=$(echo "($user + $sys) * 1000000 / $total" | bc -l)
 printf 'conns=%s messages=%s lines=%s cpu_us_per_msg=%.3f user_s=%s sys_s=%s minor_faults=%s peak_rss_mib=%s\n' \
     "$conns" "$total" "$lines" "$cpu" "$user" "$sys" "$faults" "$((rss_kib / 1024))"
+# Every message sent must be written: a shortfall is a finding, not noise.
+if [ "${lines:-0}" != "$total" ]; then
+    echo "cpu-per-message: only ${lines:-no} of $total messages written; the server said:" >&2
+    grep -E 'WARN|ERROR|Stopped;' "$dir/server.log" | tail -5 >&2 || true
+    exit 1
+fi
