@@ -65,17 +65,18 @@ pub const FORWARDER_NICE: i32 = 10;
 
 /// Forwarding gives way to ingest and the writer when the CPUs are busy:
 /// the calling thread runs at nice [`FORWARDER_NICE`], about a tenth of a
-/// CPU that a normal thread also wants (weights 110 and 1,024). Not
-/// `SCHED_IDLE`, which it used before: that gave way to every other program
-/// of the host as well, and with two busy loops on the two CPUs forwarding
-/// fell to ~200 lines a second (debug build; ~6,000 at nice 10), so a host
-/// busy for long enough rotates lines out before they are forwarded. Nor
-/// back out of it while the CPUs are free: a thread without `CAP_SYS_NICE`
-/// may not leave `SCHED_IDLE`, nor lower its nice value. Where our own
-/// ingest is what keeps the CPUs busy, the forwarder also pauses between
-/// batches (`forward::Forwarder::yield_to_ingest`).
-/// A thread already nicer than that (a server started under `nice`) keeps
-/// its value.
+/// CPU that a normal thread also wants (weights 110 and 1,024). A thread
+/// already nicer than that (a server started under `nice`) keeps its value.
+///
+/// Not `SCHED_IDLE`, which it used before: that gave way to every other
+/// program of the host as well. With two busy loops on the two CPUs,
+/// forwarding fell to ~200 lines a second (debug build; ~6,000 at nice
+/// 10), so a host kept busy by anything for long enough rotated lines out
+/// before they were forwarded. Switching to `SCHED_IDLE` only while busy is
+/// no way out: a thread without `CAP_SYS_NICE` may not leave it, nor lower
+/// its nice value again. Where our own ingest is what keeps the CPUs busy,
+/// the forwarder also pauses between batches
+/// (`forward::Forwarder::yield_to_ingest`).
 pub fn run_at_low_priority() {
     // SAFETY: gettid, getpriority and setpriority take no pointers. -1 is
     // also a valid nice value, but below FORWARDER_NICE either way.

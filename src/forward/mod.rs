@@ -571,10 +571,11 @@ impl Forwarder {
 
     /// While ingest is busy, forwarding takes at most a quarter of the time:
     /// after a batch that took `took`, it waits three times as long. Its
-    /// threads run at nice 10, but even under SCHED_IDLE (before) on a
-    /// machine whose CPUs share cores and caches its work slowed ingest by
-    /// 10-15% at full speed. The files hold what piles up meanwhile; a burst that
-    /// outlasts them is counted as lost, never slowed down.
+    /// threads also run at nice 10. Without these pauses (under SCHED_IDLE
+    /// then) ingest measured 10-15% slower at full speed, though timed by a
+    /// method that also counted the forwarder catching up (BENCHMARKS.md).
+    /// The files hold what piles up meanwhile; a burst that outlasts them is
+    /// counted as lost, never slowed down.
     fn yield_to_ingest(&self, took: Duration) {
         if (self.ingest_busy)() {
             self.sleep((took * BUSY_SHARE).min(MAX_YIELD));
