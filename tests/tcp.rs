@@ -244,9 +244,9 @@ fn shutdown_writes_everything_already_sent() {
 #[test]
 fn shutdown_waits_for_a_slow_writer_to_take_what_was_sent_before_it() {
     const CONNS: usize = 4;
-    // ~60 KB a connection: all of it fits in the sockets' buffers, so the
+    // ~40 KB a connection: all of it fits in the sockets' buffers, so the
     // clients finish sending while the writer is stuck.
-    const PER_CONN: usize = 300;
+    const PER_CONN: usize = 200;
     each_engine(|engine| {
         let dir = tempfile::tempdir().unwrap();
         let (server, fifo) = stuck_server(dir.path(), engine, |c| {
