@@ -301,6 +301,8 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: an arena already made for a thread stays.
+    tune_malloc();
     let args = Args::parse();
     let sink = init_tracing(args.verbose, args.log_format);
     let code = match run(&args, &sink) {
@@ -510,7 +512,6 @@ mod diagnostics {
 fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
     raise_fd_limit();
     ignore_sigxfsz();
-    tune_malloc();
     let config = args.config();
     // Before the server starts, so that no signal finds the default action
     // (SIGHUP's kills the process).
@@ -712,8 +713,19 @@ const MALLOC_KEEP: libc::c_int = 4 * 1024 * 1024;
 /// records faulted the pages in again. Measured at the defaults, 2 M
 /// messages over 2 connections at full speed, 4 runs each (issue 10): page
 /// faults 35-45 k -> 10-24 k, server CPU 0.43 -> 0.39 us per message, peak
-/// RSS in the same range (22-40 MiB against 28-36). A user's own
-/// `GLIBC_TUNABLES` for malloc win.
+/// RSS in the same range (22-40 MiB against 28-36).
+///
+/// And one arena for all threads, not one per thread that allocates: each
+/// ingest thread's arena held its own free memory (20-40 MiB each at 1,000
+/// connections), and lines allocated in one were freed by the writer.
+/// Measured at the defaults, alternating, 8 runs each of
+/// `scripts/cpu-per-message.sh BIN 2000 1000 --io_engine uring`: peak RSS
+/// 59-92 -> 52-62 MiB, server CPU 0.345-0.600 -> 0.375-0.410 us a message.
+/// `scripts/bench-vs-peers.sh --only log-server`, 5 rounds: 1 connection
+/// 3.46-3.75 -> 3.53-3.75 M msg/s, 2 connections 4.06-4.91 -> 4.46-5.11 M,
+/// alike within the noise. (glibc's per-thread cache still serves small
+/// allocations without the arena's lock.) A user's own `GLIBC_TUNABLES`
+/// for malloc win.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -725,6 +737,7 @@ fn tune_malloc() {
         unsafe {
             libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_KEEP);
             libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_KEEP);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
