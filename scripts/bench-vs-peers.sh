@@ -412,7 +412,7 @@ log_server_check() {
     echo "$lines $bytes $problem"
 }
 run_one() { # SYSTEM CONNECTIONS
-    local sys="$1" c="$2" per total run t0 t1 deadline files mode prefix status=ok
+    local sys="$1" c="$2" per total run t0 t1 files mode prefix status=ok
     per=$((TOTAL / c))
     total=$((per * c))
     [ "$per" -gt 0 ] || die "--total $TOTAL is smaller than $c connections"
@@ -420,7 +420,12 @@ run_one() { # SYSTEM CONNECTIONS
     rm -rf "$run"
     mkdir -p "$run"
     start_daemon "$sys" "$run"
-    case "$sys" in log-server*) mode=tcp ;; *) mode=syslog ;; esac
+    # The sender's protocol, and the log files the watcher sizes: not the
+    # forwarder's checkpoint (LOG_SERVER_ARGS may turn forwarding on).
+    case "$sys" in
+        log-server*) mode=tcp prefix=_main.log ;;
+        *) mode=syslog prefix=messages.log ;;
+    esac
     say "$sys, $c connection(s): $total messages (loadgen $mode, port $PORT)"
     # Timing: loadgen runs while one watcher process polls the output
     # files' sizes every 5 ms (stat only, no reading; a shell loop forking
@@ -429,9 +434,6 @@ run_one() { # SYSTEM CONNECTIONS
     # stayed the same for SETTLE seconds; every line is counted afterwards,
     # untimed.
     t0=$(date +%s.%N)
-    # Only the log files: not the forwarder's checkpoint (LOG_SERVER_ARGS
-    # may turn forwarding on).
-    case "$sys" in log-server*) prefix=_main.log ;; *) prefix=messages.log ;; esac
     python3 "$PEERS_DIR/watch-output.py" "$run/out" "$run/loadgen.done" "$DPID" "$SETTLE" "$TIMEOUT" "$prefix" \
         >"$run/watch.out" &
     local watcher=$! verdict
