@@ -610,6 +610,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let writer_shared = server.writer().clone();
     let ingest = server.ingest_stats().clone();
+    let ingress = server.ingress().clone();
     let report = server.shutdown_by(deadline);
     if let Some(t) = stats {
         t.thread().unpark();
@@ -641,6 +642,7 @@ fn run(args: &Args, sink: &diagnostics::Sink) -> anyhow::Result<()> {
         writer_stuck = report.writer.stuck,
         rotations = report.writer.rotations,
         retries = report.writer.retries,
+        writer_moves = ingress.queue().consumer_moves(),
         diagnostics_dropped = diagnostics::Sink::dropped(),
         forwarded = report.forward.map(|f| f.lines),
         forward_behind = report.forward.map(|f| f.behind),

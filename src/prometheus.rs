@@ -198,6 +198,12 @@ impl PipelineCollector {
                 vec![(None, queue.queued_bytes() as u64)],
             ),
             Family(
+                "writer_moves",
+                "Times a producer moved the writer off a CPU where it waited to run behind another thread.",
+                C,
+                vec![(None, queue.consumer_moves())],
+            ),
+            Family(
                 "reorder_waiting_lines",
                 "Lines waiting in the writer's reorder buffer behind a gap.",
                 G,

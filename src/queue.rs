@@ -29,7 +29,7 @@ use std::{
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::{futures::Notified, Notify};
 
-use crate::record::Record;
+use crate::{record::Record, sched::ConsumerWatch};
 
 /// Default `--queue_capacity`, in records.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
@@ -98,6 +98,9 @@ pub struct RecordQueue {
     /// Producers registered on `room`, so that a pop only notifies when
     /// someone waits.
     room_waiters: AtomicUsize,
+    /// Producers move a writer that waits for a CPU while records wait for
+    /// it.
+    watch: ConsumerWatch,
 }
 
 /// How long a producer waits for a room notification before looking
@@ -128,6 +131,7 @@ impl RecordQueue {
             consumer: Mutex::new(None),
             room: Notify::new(),
             room_waiters: AtomicUsize::new(0),
+            watch: ConsumerWatch::default(),
         }
     }
 
@@ -178,10 +182,12 @@ impl RecordQueue {
             return Err(record);
         }
         self.bytes.fetch_add(len, Ordering::Relaxed);
-        record.queued = std::time::Instant::now();
+        let now = std::time::Instant::now();
+        record.queued = now;
         match self.slots.push(record) {
             Ok(()) => {
-                self.wake_consumer();
+                let woke = self.wake_consumer_if_parked();
+                self.watch.pushed(now, self.slots.len(), woke);
                 Ok(())
             }
             Err(record) => {
@@ -281,12 +287,20 @@ impl RecordQueue {
         self.bytes
             .fetch_sub(record.lines.capacity(), Ordering::Relaxed);
         self.room_freed();
+        self.watch.took();
         Some(record)
     }
 
     /// Registers the calling thread as the consumer that pushes wake up.
     pub fn register_consumer(&self) {
         *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
+        self.watch.register();
+    }
+
+    /// How many times a producer moved the consumer off a CPU where it
+    /// waited to run ([`ConsumerWatch`]).
+    pub fn consumer_moves(&self) -> u64 {
+        self.watch.moves()
     }
 
     /// Parks the consumer until a push (or `wake_consumer`) or `timeout`,
@@ -305,6 +319,11 @@ impl RecordQueue {
     /// Wakes the consumer if it is parked (after a push, or to make it see a
     /// stop request).
     pub fn wake_consumer(&self) {
+        self.wake_consumer_if_parked();
+    }
+
+    /// True if the consumer was parked (and is now woken).
+    fn wake_consumer_if_parked(&self) -> bool {
         fence(Ordering::SeqCst);
         if self.consumer_sleeping.load(Ordering::SeqCst)
             && self.consumer_sleeping.swap(false, Ordering::SeqCst)
@@ -317,7 +336,9 @@ impl RecordQueue {
             {
                 t.unpark();
             }
+            return true;
         }
+        false
     }
 }
 
@@ -368,6 +389,86 @@ mod tests {
         assert_eq!(q.pop().unwrap().seq, 5);
         q.set_reorder_state(0, None);
         q.try_push(record(9, 10, 10)).unwrap();
+    }
+
+    /// A writer ready to run but waiting for its CPU is moved to another by
+    /// the producers. Here its CPU is held by a busy thread, and the
+    /// consumer (niced to 19 and held to that CPU, as if it had just run
+    /// there) would get about one turn in 50 ms. Without the move it never
+    /// runs anywhere else.
+    #[test]
+    fn a_consumer_waiting_for_its_cpu_is_moved_to_another() {
+        use std::sync::{atomic::AtomicUsize, Arc};
+
+        use crate::sched::{current_cpu, CpuSet};
+
+        let Ok(all) = CpuSet::current() else {
+            crate::testing::skipped("queue::tests: sched_getaffinity is refused here");
+            return;
+        };
+        if all.count() < 2 {
+            crate::testing::skipped("queue::tests: moving the consumer needs two CPUs");
+            return;
+        }
+        let busy_cpu = (0..).find(|&c| all.contains(c)).unwrap();
+        let only_busy = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| c != busy_cpu)
+            .fold(all, |set, c| set.without(c).unwrap_or(set));
+        assert_eq!(only_busy.count(), 1);
+        let q = Arc::new(RecordQueue::new(1024, 1 << 30));
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                only_busy.apply_to(0).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        // The CPU the consumer took a record on that was not the busy one.
+        let elsewhere = Arc::new(AtomicUsize::new(usize::MAX));
+        let consumer = {
+            let (q, stop, elsewhere) = (q.clone(), stop.clone(), elsewhere.clone());
+            thread::spawn(move || {
+                q.register_consumer();
+                only_busy.apply_to(0).unwrap();
+                // SAFETY: takes no pointers; raising one's own nice needs
+                // no privilege.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 19) };
+                while !stop.load(Ordering::Relaxed) {
+                    while q.pop().is_some() {
+                        match current_cpu() {
+                            Some(cpu) if cpu != busy_cpu => {
+                                elsewhere.store(cpu, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                    q.wait_for_records(Duration::from_millis(1));
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seq = 0;
+        while elsewhere.load(Ordering::Relaxed) == usize::MAX && Instant::now() < deadline {
+            q.push(record(seq, 10, 10));
+            seq += 1;
+            thread::sleep(Duration::from_micros(200));
+        }
+        stop.store(true, Ordering::Relaxed);
+        q.wake_consumer();
+        consumer.join().unwrap();
+        busy.join().unwrap();
+        let cpu = elsewhere.load(Ordering::Relaxed);
+        assert_ne!(
+            cpu,
+            usize::MAX,
+            "the consumer never ran off CPU {busy_cpu} ({seq} records pushed, {} moves)",
+            q.consumer_moves()
+        );
+        assert!(q.consumer_moves() >= 1);
+        assert!(all.contains(cpu));
     }
 
     /// Producers waiting for room on a queue that is full most of the time

@@ -1,9 +1,20 @@
 //! How the server's threads ask the kernel's scheduler for a CPU, beside
 //! the data flow: the writer asks to be run soon after it wakes, the
-//! forwarder to give way to others when the CPUs are busy. Linux threads
-//! have their own scheduling attributes, so each thread calls these for
-//! itself. Neither needs a privilege; where the kernel refuses, the thread
-//! runs as before and says nothing (the only cost is latency).
+//! forwarder to give way to others when the CPUs are busy, and a producer
+//! moves a writer that waits for a CPU another thread holds
+//! ([`ConsumerWatch`], kept by the queue between them). Linux threads have
+//! their own scheduling attributes, so each thread sets its own slice and
+//! nice value. None of this needs a privilege; where the kernel refuses,
+//! the thread runs as before and says nothing (the only cost is latency).
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
 
 /// The slice the writer asks for: the shortest the kernel accepts.
 const WRITER_SLICE_NS: u64 = 100_000;
@@ -85,6 +96,211 @@ pub fn run_at_low_priority() {
         if libc::getpriority(libc::PRIO_PROCESS, tid) < FORWARDER_NICE {
             libc::setpriority(libc::PRIO_PROCESS, tid, FORWARDER_NICE);
         }
+    }
+}
+
+/// How long the writer may leave records waiting, taking none, before a
+/// producer moves it to another CPU. Longer than a normal batch with a
+/// rotation (~0.3 ms), far shorter than the waits it cures (2.6-3.9 ms).
+pub const CONSUMER_STALL: Duration = Duration::from_millis(1);
+
+/// The CPUs a thread may run on (`cpu_set_t`).
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// The CPUs the calling thread may run on, as the operator left them
+    /// (`taskset`, a cgroup's cpuset).
+    pub fn current() -> std::io::Result<CpuSet> {
+        // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the kernel writes at most `size_of::<cpu_set_t>()` bytes
+        // into `set`; pid 0 is the calling thread.
+        let rc =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if rc == 0 {
+            Ok(CpuSet(set))
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// These CPUs but `cpu`; `None` if that leaves none.
+    pub fn without(&self, cpu: usize) -> Option<CpuSet> {
+        let mut set = CpuSet(self.0);
+        if cpu < libc::CPU_SETSIZE as usize {
+            // SAFETY: `cpu` is within the set's size.
+            unsafe { libc::CPU_CLR(cpu, &mut set.0) };
+        }
+        (set.count() > 0).then_some(set)
+    }
+
+    pub fn contains(&self, cpu: usize) -> bool {
+        // SAFETY: `cpu` is within the set's size.
+        cpu < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu, &self.0) }
+    }
+
+    pub fn count(&self) -> usize {
+        // SAFETY: counts the bits of a whole set.
+        unsafe { libc::CPU_COUNT(&self.0) as usize }
+    }
+
+    /// Lets thread `tid` (0: the calling one) run on these CPUs only. A
+    /// thread waiting on a CPU left out is moved at once.
+    pub fn apply_to(&self, tid: libc::pid_t) -> std::io::Result<()> {
+        // SAFETY: the kernel reads `size_of::<cpu_set_t>()` bytes of a set
+        // that outlives the call.
+        let rc = unsafe {
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &self.0)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+impl fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| self.contains(c));
+        f.debug_set().entries(cpus).finish()
+    }
+}
+
+/// The CPU the calling thread runs on (glibc reads it from the thread's
+/// rseq area: no system call), or `None` where the kernel cannot say.
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: takes no arguments.
+    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
+/// Gets the writer off a CPU where it is ready to run but waits.
+///
+/// `perf sched timehist` at 1.5-1.9 M msg/s: the writer's longest waits
+/// (2.6-3.9 ms, the tail of receive-to-written) were all scheduling delay,
+/// each behind a kernel thread (the VM's `kdamond.0`) that ran that long
+/// on the writer's CPU without a preemption point, while the other CPU was
+/// idle a third of the time. The scheduler does not pull a thread that ran
+/// within the last 0.5 ms (it is "cache hot") to an idle CPU, so the
+/// writer waited the kernel thread out. The producers see it happen:
+/// records wait in the queue and the writer takes none. After
+/// [`CONSUMER_STALL`] a producer narrows the writer's CPUs to exclude the
+/// one it last ran on, which makes the kernel move it at once; the writer
+/// widens them back at its next record. A writer that is stuck elsewhere
+/// (a write blocked on the disk) is narrowed once, which does no harm.
+#[derive(Debug)]
+pub struct ConsumerWatch {
+    epoch: Instant,
+    /// Records the consumer has taken.
+    taken: AtomicU64,
+    /// `taken` as a producer last saw it change, and when (ns since
+    /// `epoch`).
+    seen_taken: AtomicU64,
+    seen_at: AtomicU64,
+    /// The CPU the consumer took its last record on.
+    cpu: AtomicI32,
+    /// Set by the producer that narrowed the consumer's CPUs; cleared by
+    /// the consumer as it widens them back.
+    narrowed: AtomicBool,
+    moves: AtomicU64,
+    /// The consumer's thread id, and the CPUs it may run on.
+    consumer: Mutex<Option<(libc::pid_t, CpuSet)>>,
+}
+
+impl Default for ConsumerWatch {
+    fn default() -> Self {
+        ConsumerWatch {
+            epoch: Instant::now(),
+            taken: AtomicU64::new(0),
+            seen_taken: AtomicU64::new(0),
+            seen_at: AtomicU64::new(0),
+            cpu: AtomicI32::new(-1),
+            narrowed: AtomicBool::new(false),
+            moves: AtomicU64::new(0),
+            consumer: Mutex::new(None),
+        }
+    }
+}
+
+impl ConsumerWatch {
+    /// The calling thread is the consumer. Without its CPUs (a sandbox
+    /// that refuses the call) it is never moved.
+    pub fn register(&self) {
+        // SAFETY: takes no arguments.
+        let tid = unsafe { libc::gettid() };
+        let mine = CpuSet::current().ok().map(|cpus| (tid, cpus));
+        *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = mine;
+    }
+
+    /// The consumer took a record. Widens its CPUs back if a producer
+    /// narrowed them: it runs now, so the CPU it waited for is behind it.
+    pub fn took(&self) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        if let Some(cpu) = current_cpu() {
+            self.cpu.store(cpu as i32, Ordering::Relaxed);
+        }
+        if self.narrowed.load(Ordering::Relaxed) {
+            self.widen();
+        }
+    }
+
+    #[cold]
+    fn widen(&self) {
+        if let Some((_, cpus)) = *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = cpus.apply_to(0);
+        }
+        self.narrowed.store(false, Ordering::Release);
+    }
+
+    /// A producer pushed a record at `now`, after which `queued` records
+    /// wait; `woke` if its push woke the consumer from an empty queue.
+    /// Moves the consumer if it has left records waiting for longer than
+    /// [`CONSUMER_STALL`] without taking one.
+    pub fn pushed(&self, now: Instant, queued: usize, woke: bool) {
+        let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let taken = self.taken.load(Ordering::Relaxed);
+        // The stall clock starts again whenever the consumer took a
+        // record, or had none to take (it was asleep, or this record is
+        // the only one).
+        if woke || queued <= 1 || taken != self.seen_taken.load(Ordering::Relaxed) {
+            self.seen_taken.store(taken, Ordering::Relaxed);
+            self.seen_at.store(at, Ordering::Relaxed);
+            return;
+        }
+        let since = self.seen_at.load(Ordering::Relaxed);
+        if at.saturating_sub(since) < CONSUMER_STALL.as_nanos() as u64 {
+            return;
+        }
+        // One producer moves it, once, until the consumer runs again.
+        if self.narrowed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.seen_at.store(at, Ordering::Relaxed);
+        self.move_consumer();
+    }
+
+    #[cold]
+    fn move_consumer(&self) {
+        let cpu = self.cpu.load(Ordering::Relaxed);
+        let consumer = *self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = match (consumer, usize::try_from(cpu)) {
+            (Some((tid, cpus)), Ok(cpu)) => cpus
+                .without(cpu)
+                .is_some_and(|elsewhere| elsewhere.apply_to(tid).is_ok()),
+            _ => false,
+        };
+        if moved {
+            self.moves.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Nothing to widen back; a later stall may try again.
+            self.narrowed.store(false, Ordering::Release);
+        }
+    }
+
+    /// How many times a producer moved the consumer.
+    pub fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
     }
 }
 
