@@ -40,7 +40,7 @@ for run in $(seq "$RUNS"); do
     # The same split by stage: receive -> queued, queued -> written.
     stages=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o '\(to_queue\|queue_to_written\)=n=[^ ]* p50=[^ ]* p90=[^ ]* p99=[^ ]* p99.9=[^ ]* max=[^ ]*' | tail -2 | tr '\n' ' ')
     # Times the writer was moved off a CPU where it waited to run.
-    moves=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o 'writer_moves=[0-9]*' | tail -1)
+    moves=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o 'writer_moves=[0-9]*' | tail -1 || true)
     echo "run $run: $BIN ${SERVER_ARGS:+($SERVER_ARGS) }at $RATE msg/s: $latency${moves:+ $moves}"
     [ -z "$stages" ] || echo "       by stage: $stages"
     rm -rf "$dir"

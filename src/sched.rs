@@ -175,6 +175,11 @@ pub fn current_cpu() -> Option<usize> {
     usize::try_from(unsafe { libc::sched_getcpu() }).ok()
 }
 
+/// How often producers look at the writer's progress: at most once in this
+/// time (and at every push that wakes it), so that a push costs a load of a
+/// line that is rarely written, not a read of the writer's counter.
+const CONSUMER_CHECK_EVERY: Duration = Duration::from_micros(100);
+
 /// Gets the writer off a CPU where it is ready to run but waits.
 ///
 /// `perf sched timehist` at 1.5-1.9 M msg/s: the writer's longest waits
@@ -192,31 +197,54 @@ pub fn current_cpu() -> Option<usize> {
 #[derive(Debug)]
 pub struct ConsumerWatch {
     epoch: Instant,
-    /// Records the consumer has taken.
+    consumer_side: ConsumerSide,
+    producer_side: ProducerSide,
+    /// Times a producer moved the consumer.
+    moves: AtomicU64,
+    /// The consumer's thread id, and the CPUs it may run on.
+    consumer: Mutex<Option<(libc::pid_t, CpuSet)>>,
+}
+
+/// Written by the consumer at every record it takes; on a cache line of
+/// its own, so producers pushing do not contend for it.
+#[derive(Debug)]
+#[repr(align(128))]
+struct ConsumerSide {
+    /// Records taken.
     taken: AtomicU64,
+    /// The CPU the last one was taken on.
+    cpu: AtomicI32,
+}
+
+/// Written by producers at most every [`CONSUMER_CHECK_EVERY`].
+#[derive(Debug)]
+#[repr(align(128))]
+struct ProducerSide {
+    /// No producer looks before this (ns since `epoch`).
+    next_check: AtomicU64,
     /// `taken` as a producer last saw it change, and when (ns since
     /// `epoch`).
     seen_taken: AtomicU64,
     seen_at: AtomicU64,
-    /// The CPU the consumer took its last record on.
-    cpu: AtomicI32,
     /// Set by the producer that narrowed the consumer's CPUs; cleared by
     /// the consumer as it widens them back.
     narrowed: AtomicBool,
-    moves: AtomicU64,
-    /// The consumer's thread id, and the CPUs it may run on.
-    consumer: Mutex<Option<(libc::pid_t, CpuSet)>>,
 }
 
 impl Default for ConsumerWatch {
     fn default() -> Self {
         ConsumerWatch {
             epoch: Instant::now(),
-            taken: AtomicU64::new(0),
-            seen_taken: AtomicU64::new(0),
-            seen_at: AtomicU64::new(0),
-            cpu: AtomicI32::new(-1),
-            narrowed: AtomicBool::new(false),
+            consumer_side: ConsumerSide {
+                taken: AtomicU64::new(0),
+                cpu: AtomicI32::new(-1),
+            },
+            producer_side: ProducerSide {
+                next_check: AtomicU64::new(0),
+                seen_taken: AtomicU64::new(0),
+                seen_at: AtomicU64::new(0),
+                narrowed: AtomicBool::new(false),
+            },
             moves: AtomicU64::new(0),
             consumer: Mutex::new(None),
         }
@@ -236,11 +264,14 @@ impl ConsumerWatch {
     /// The consumer took a record. Widens its CPUs back if a producer
     /// narrowed them: it runs now, so the CPU it waited for is behind it.
     pub fn took(&self) {
-        self.taken.fetch_add(1, Ordering::Relaxed);
+        let c = &self.consumer_side;
+        // One consumer: no read-modify-write needed.
+        c.taken
+            .store(c.taken.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         if let Some(cpu) = current_cpu() {
-            self.cpu.store(cpu as i32, Ordering::Relaxed);
+            c.cpu.store(cpu as i32, Ordering::Relaxed);
         }
-        if self.narrowed.load(Ordering::Relaxed) {
+        if self.producer_side.narrowed.load(Ordering::Relaxed) {
             self.widen();
         }
     }
@@ -250,7 +281,7 @@ impl ConsumerWatch {
         if let Some((_, cpus)) = *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = cpus.apply_to(0);
         }
-        self.narrowed.store(false, Ordering::Release);
+        self.producer_side.narrowed.store(false, Ordering::Release);
     }
 
     /// A producer pushed a record at `now`, after which `queued` records
@@ -258,31 +289,39 @@ impl ConsumerWatch {
     /// Moves the consumer if it has left records waiting for longer than
     /// [`CONSUMER_STALL`] without taking one.
     pub fn pushed(&self, now: Instant, queued: usize, woke: bool) {
+        let p = &self.producer_side;
         let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
-        let taken = self.taken.load(Ordering::Relaxed);
+        if !woke && at < p.next_check.load(Ordering::Relaxed) {
+            return;
+        }
+        p.next_check.store(
+            at + CONSUMER_CHECK_EVERY.as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        let taken = self.consumer_side.taken.load(Ordering::Relaxed);
         // The stall clock starts again whenever the consumer took a
         // record, or had none to take (it was asleep, or this record is
         // the only one).
-        if woke || queued <= 1 || taken != self.seen_taken.load(Ordering::Relaxed) {
-            self.seen_taken.store(taken, Ordering::Relaxed);
-            self.seen_at.store(at, Ordering::Relaxed);
+        if woke || queued <= 1 || taken != p.seen_taken.load(Ordering::Relaxed) {
+            p.seen_taken.store(taken, Ordering::Relaxed);
+            p.seen_at.store(at, Ordering::Relaxed);
             return;
         }
-        let since = self.seen_at.load(Ordering::Relaxed);
+        let since = p.seen_at.load(Ordering::Relaxed);
         if at.saturating_sub(since) < CONSUMER_STALL.as_nanos() as u64 {
             return;
         }
         // One producer moves it, once, until the consumer runs again.
-        if self.narrowed.swap(true, Ordering::AcqRel) {
+        if p.narrowed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.seen_at.store(at, Ordering::Relaxed);
+        p.seen_at.store(at, Ordering::Relaxed);
         self.move_consumer();
     }
 
     #[cold]
     fn move_consumer(&self) {
-        let cpu = self.cpu.load(Ordering::Relaxed);
+        let cpu = self.consumer_side.cpu.load(Ordering::Relaxed);
         let consumer = *self.consumer.lock().unwrap_or_else(|e| e.into_inner());
         let moved = match (consumer, usize::try_from(cpu)) {
             (Some((tid, cpus)), Ok(cpu)) => cpus
@@ -294,7 +333,7 @@ impl ConsumerWatch {
             self.moves.fetch_add(1, Ordering::Relaxed);
         } else {
             // Nothing to widen back; a later stall may try again.
-            self.narrowed.store(false, Ordering::Release);
+            self.producer_side.narrowed.store(false, Ordering::Release);
         }
     }
 

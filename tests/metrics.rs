@@ -62,6 +62,7 @@ fn metrics_are_served_on_the_grpc_port_and_the_metrics_port() {
             "log_server_messages_received_total{transport=\"grpc\"} 5",
             "log_server_lines_written_total 105",
             "# TYPE log_server_connections_open gauge",
+            "# TYPE log_server_writer_moves_total counter",
             "# TYPE log_server_receive_to_written_seconds histogram",
             "log_server_receive_to_written_seconds_count 105",
             "log_server_receive_to_written_seconds_bucket{le=\"+Inf\"} 105",
