@@ -192,8 +192,13 @@ const CONSUMER_CHECK_EVERY: Duration = Duration::from_micros(100);
 /// records wait in the queue and the writer takes none. After
 /// [`CONSUMER_STALL`] a producer narrows the writer's CPUs to exclude the
 /// one it last ran on, which makes the kernel move it at once; the writer
-/// widens them back at its next record. A writer that is stuck elsewhere
-/// (a write blocked on the disk) is narrowed once, which does no harm.
+/// widens them back at its next record (to the CPUs it had when it
+/// started). A writer that is stuck elsewhere (a write blocked on the
+/// disk) is narrowed once, which does no harm.
+///
+/// At 1.9 M msg/s on one connection (`scripts/latency-at-defaults.sh`, 19
+/// runs each, alternating), p99.9 receive-to-written was at most 2 ms in
+/// 16 runs against 1 before, with 6-22 moves a run.
 #[derive(Debug)]
 pub struct ConsumerWatch {
     epoch: Instant,
