@@ -6,6 +6,7 @@
 #   scripts/latency-at-defaults.sh                       # 1,000,000 msg/s for 10 s, 2 runs
 #   RATE=500000 SECONDS_PER_RUN=20 RUNS=3 scripts/latency-at-defaults.sh
 #   LOG_SERVER_BIN=/path/to/other/log-server scripts/latency-at-defaults.sh
+#   CONNECTIONS=2 RATE=2250000 scripts/latency-at-defaults.sh   # RATE is the total
 #
 # Prints one line per run: the build, the rate sent, and p50/p90/p99/p99.9/max
 # of the time from reading a message to its line being in the file. Extra
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 RATE=${RATE:-1000000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RUNS=${RUNS:-2}
+CONNECTIONS=${CONNECTIONS:-1}
 BIN=${LOG_SERVER_BIN:-target/release/log-server}
 SERVER_ARGS=${SERVER_ARGS:-}
 [ -n "${LOG_SERVER_BIN:-}" ] || cargo build --release --quiet --bin log-server
@@ -32,7 +34,7 @@ for run in $(seq "$RUNS"); do
         sleep 0.1
     done
     [ -n "$port" ] || { cat "$dir/err" >&2; exit 1; }
-    target/release/loadgen tcp --addr "127.0.0.1:$port" --connections 1 --rate "$RATE" \
+    target/release/loadgen tcp --addr "127.0.0.1:$port" --connections "$CONNECTIONS" --rate "$RATE" \
         --duration "$SECONDS_PER_RUN" >/dev/null 2>&1
     kill -TERM "$pid"
     wait "$pid" || true
@@ -41,7 +43,7 @@ for run in $(seq "$RUNS"); do
     stages=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o '\(to_queue\|queue_to_written\)=n=[^ ]* p50=[^ ]* p90=[^ ]* p99=[^ ]* p99.9=[^ ]* max=[^ ]*' | tail -2 | tr '\n' ' ')
     # Times the writer was moved off a CPU where it waited to run.
     moves=$(sed 's/\x1b\[[0-9;]*m//g' "$dir/err" | grep -o 'writer_moves=[0-9]*' | tail -1 || true)
-    echo "run $run: $BIN ${SERVER_ARGS:+($SERVER_ARGS) }at $RATE msg/s: $latency${moves:+ $moves}"
+    echo "run $run: $BIN ${SERVER_ARGS:+($SERVER_ARGS) }at $RATE msg/s over $CONNECTIONS connection(s): $latency${moves:+ $moves}"
     [ -z "$stages" ] || echo "       by stage: $stages"
     rm -rf "$dir"
 done
