@@ -103,6 +103,17 @@ pub struct RecordQueue {
     watch: ConsumerWatch,
 }
 
+/// The consumer registered on a queue, while it lives
+/// ([`RecordQueue::register_consumer`]).
+#[derive(Debug)]
+pub struct ConsumerRegistration<'a>(&'a RecordQueue);
+
+impl Drop for ConsumerRegistration<'_> {
+    fn drop(&mut self) {
+        self.0.watch.unregister();
+    }
+}
+
 /// How long a producer waits for a room notification before looking
 /// again anyway.
 const ROOM_RECHECK: Duration = Duration::from_millis(1);
@@ -291,10 +302,20 @@ impl RecordQueue {
         Some(record)
     }
 
-    /// Registers the calling thread as the consumer that pushes wake up.
-    pub fn register_consumer(&self) {
+    /// Registers the calling thread as the consumer that pushes wake up,
+    /// until the returned guard is dropped (also when the thread panics):
+    /// after that no producer moves the thread id, which the kernel may have
+    /// given to another thread.
+    #[must_use = "the consumer is unregistered when the guard is dropped"]
+    pub fn register_consumer(&self) -> ConsumerRegistration<'_> {
         *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
         self.watch.register();
+        ConsumerRegistration(self)
+    }
+
+    /// Whether a consumer is registered now.
+    pub fn has_consumer(&self) -> bool {
+        self.watch.is_registered()
     }
 
     /// How many times a producer moved the consumer off a CPU where it
@@ -431,7 +452,7 @@ mod tests {
         let consumer = {
             let (q, stop, elsewhere) = (q.clone(), stop.clone(), elsewhere.clone());
             thread::spawn(move || {
-                q.register_consumer();
+                let _registered = q.register_consumer();
                 only_busy.apply_to(0).unwrap();
                 // SAFETY: takes no pointers; raising one's own nice needs
                 // no privilege.
@@ -460,6 +481,10 @@ mod tests {
         q.wake_consumer();
         consumer.join().unwrap();
         busy.join().unwrap();
+        assert!(
+            !q.has_consumer(),
+            "a consumer that ended is still registered: its thread id could be moved"
+        );
         let cpu = elsewhere.load(Ordering::Relaxed);
         assert_ne!(
             cpu,

@@ -268,6 +268,20 @@ impl ConsumerWatch {
         *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = mine;
     }
 
+    /// The consumer has stopped: no producer may touch its thread id, which
+    /// the kernel can give to another thread.
+    pub fn unregister(&self) {
+        *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether a consumer is registered.
+    pub fn is_registered(&self) -> bool {
+        self.consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// The consumer took a record. Widens its CPUs back if a producer
     /// narrowed them: it runs now, so the CPU it waited for is behind it.
     pub fn took(&self) {

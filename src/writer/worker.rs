@@ -51,7 +51,10 @@ impl<D: LogDir> Writer<D> {
     pub(super) fn run(mut self) {
         // Best effort: refused, the writer only waits longer for a CPU.
         let _ = crate::sched::request_short_slice();
-        self.queue.register_consumer();
+        // Unregistered when the writer ends, or panics: no producer may
+        // then move its thread id.
+        let queue = self.queue.clone();
+        let _registered = queue.register_consumer();
         loop {
             self.reopen_if_asked();
             self.fill_batch();
