@@ -343,8 +343,10 @@ impl ConsumerWatch {
     #[cold]
     fn move_consumer(&self) {
         let cpu = self.consumer_side.cpu.load(Ordering::Relaxed);
-        let consumer = *self.consumer.lock().unwrap_or_else(|e| e.into_inner());
-        let moved = match (consumer, usize::try_from(cpu)) {
+        // Held through the call: the consumer cannot unregister and end
+        // meanwhile, so its thread id is still its own.
+        let consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = match (*consumer, usize::try_from(cpu)) {
             (Some((tid, cpus)), Ok(cpu)) => cpus
                 .without(cpu)
                 .is_some_and(|elsewhere| elsewhere.apply_to(tid).is_ok()),
