@@ -468,6 +468,13 @@ mod tests {
                     }
                     q.wait_for_records(Duration::from_millis(1));
                 }
+                // Widened back to every CPU it had when it registered,
+                // unless a move came after its last record.
+                let now = CpuSet::current().unwrap();
+                assert!(
+                    now.count() == all.count() || q.watch.is_narrowed(),
+                    "the consumer stays held to {now:?} and nothing will widen it back"
+                );
             })
         };
         let deadline = Instant::now() + Duration::from_secs(10);

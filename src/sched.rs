@@ -299,10 +299,11 @@ impl ConsumerWatch {
 
     #[cold]
     fn widen(&self) {
-        if let Some((_, cpus)) = *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) {
+        let consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, cpus)) = *consumer {
             let _ = cpus.apply_to(0);
         }
-        self.producer_side.narrowed.store(false, Ordering::Release);
+        self.producer_side.narrowed.store(false, Ordering::Relaxed);
     }
 
     /// A producer pushed a record at `now`, after which `queued` records
@@ -332,20 +333,26 @@ impl ConsumerWatch {
         if at.saturating_sub(since) < CONSUMER_STALL.as_nanos() as u64 {
             return;
         }
-        // One producer moves it, once, until the consumer runs again.
-        if p.narrowed.swap(true, Ordering::AcqRel) {
+        // Moved once, until the consumer runs again and widens back.
+        if p.narrowed.load(Ordering::Relaxed) {
             return;
         }
         p.seen_at.store(at, Ordering::Relaxed);
         self.move_consumer();
     }
 
+    /// Narrows the consumer's CPUs, and sets `narrowed`, under the lock
+    /// that `widen` takes to undo both: a widen cannot fall between the two
+    /// and leave the consumer narrowed with nothing to widen it back. The
+    /// lock also keeps the consumer from unregistering and ending meanwhile,
+    /// so its thread id is still its own.
     #[cold]
     fn move_consumer(&self) {
         let cpu = self.consumer_side.cpu.load(Ordering::Relaxed);
-        // Held through the call: the consumer cannot unregister and end
-        // meanwhile, so its thread id is still its own.
         let consumer = self.consumer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.producer_side.narrowed.load(Ordering::Relaxed) {
+            return; // another producer was first
+        }
         let moved = match (*consumer, usize::try_from(cpu)) {
             (Some((tid, cpus)), Ok(cpu)) => cpus
                 .without(cpu)
@@ -353,11 +360,16 @@ impl ConsumerWatch {
             _ => false,
         };
         if moved {
+            self.producer_side.narrowed.store(true, Ordering::Relaxed);
             self.moves.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // Nothing to widen back; a later stall may try again.
-            self.producer_side.narrowed.store(false, Ordering::Release);
         }
+    }
+
+    /// Whether the consumer's CPUs are narrowed now, waiting for it to
+    /// widen them back.
+    #[cfg(test)]
+    pub fn is_narrowed(&self) -> bool {
+        self.producer_side.narrowed.load(Ordering::Relaxed)
     }
 
     /// How many times a producer moved the consumer.
