@@ -14,7 +14,9 @@
 //! waits for (the gap) is always let in, or a full cap would wait on itself. A
 //! producer that finds it full waits (spin, then yield, then short sleeps,
 //! or asynchronously) and never drops. The writer sleeps when the queue is
-//! empty and a push wakes it at once.
+//! empty and a push wakes it at once; a writer that is ready but waits for a
+//! CPU while records wait is moved to another by the producers
+//! ([`ConsumerWatch`]).
 
 use std::{
     pin::Pin,
@@ -198,7 +200,7 @@ impl RecordQueue {
         match self.slots.push(record) {
             Ok(()) => {
                 let woke = self.wake_consumer_if_parked();
-                self.watch.pushed(now, self.slots.len(), woke);
+                self.watch.pushed(now, || self.slots.len(), woke);
                 Ok(())
             }
             Err(record) => {

@@ -306,11 +306,12 @@ impl ConsumerWatch {
         self.producer_side.narrowed.store(false, Ordering::Relaxed);
     }
 
-    /// A producer pushed a record at `now`, after which `queued` records
-    /// wait; `woke` if its push woke the consumer from an empty queue.
-    /// Moves the consumer if it has left records waiting for longer than
-    /// [`CONSUMER_STALL`] without taking one.
-    pub fn pushed(&self, now: Instant, queued: usize, woke: bool) {
+    /// A producer pushed a record at `now`, after which `queued()` records
+    /// wait (asked only when it is time to look); `woke` if its push woke
+    /// the consumer from an empty queue. Moves the consumer if it has left
+    /// records waiting for longer than [`CONSUMER_STALL`] without taking
+    /// one.
+    pub fn pushed(&self, now: Instant, queued: impl FnOnce() -> usize, woke: bool) {
         let p = &self.producer_side;
         let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         if !woke && at < p.next_check.load(Ordering::Relaxed) {
@@ -324,7 +325,7 @@ impl ConsumerWatch {
         // The stall clock starts again whenever the consumer took a
         // record, or had none to take (it was asleep, or this record is
         // the only one).
-        if woke || queued <= 1 || taken != p.seen_taken.load(Ordering::Relaxed) {
+        if woke || taken != p.seen_taken.load(Ordering::Relaxed) || queued() <= 1 {
             p.seen_taken.store(taken, Ordering::Relaxed);
             p.seen_at.store(at, Ordering::Relaxed);
             return;
