@@ -316,6 +316,7 @@ impl RecordQueue {
     }
 
     /// Whether a consumer is registered now.
+    #[cfg(test)]
     pub fn has_consumer(&self) -> bool {
         self.watch.is_registered()
     }

@@ -275,6 +275,7 @@ impl ConsumerWatch {
     }
 
     /// Whether a consumer is registered.
+    #[cfg(test)]
     pub fn is_registered(&self) -> bool {
         self.consumer
             .lock()

@@ -281,17 +281,11 @@ fn shutdown_waits_for_a_slow_writer_to_take_what_was_sent_before_it() {
 #[test]
 fn a_client_that_never_stops_sending_is_cut_off_after_the_drain_timeout() {
     each_engine(|engine| {
-        let dir = tempfile::tempdir().unwrap();
-        let server = log_server::server::Server::start(log_server::server::ServerConfig {
-            port: 0,
-            only_tcp: true,
-            io_engine: engine,
-            log_dir: dir.path().join("logs"),
-            drain_timeout: Duration::from_millis(200),
-            ..log_server::server::ServerConfig::default()
-        })
-        .unwrap();
-        let addr = server.tcp_addr();
+        let mut s = TestServer::start_with(|c| {
+            c.io_engine = engine;
+            c.drain_timeout = Duration::from_millis(200);
+        });
+        let addr = s.addr();
         let client = thread::spawn(move || {
             let mut stream = TcpStream::connect(addr).unwrap();
             let chunk = frames(0, 1_000, false, None);
@@ -303,9 +297,9 @@ fn a_client_that_never_stops_sending_is_cut_off_after_the_drain_timeout() {
             }
             sent
         });
-        wait_written(&server, 10_000);
+        s.wait_written(10_000);
         let started = Instant::now();
-        let report = server.shutdown();
+        let report = s.server.take().unwrap().shutdown();
         let took = started.elapsed();
         let sent = client.join().unwrap();
         assert!(
